@@ -1,0 +1,52 @@
+# Two entry points (see README): `make run` and `make test`. Each creates .venv and
+# installs what it needs; torch goes in first, pinned, so pip never pulls a CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint typecheck pytest bench redis demo-model clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[worker,bot,dev,bench]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+redis:
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+	  redis-server --daemonize yes --port 6379 --save "" --appendonly no
+	@for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; sleep 0.5; done; \
+	  echo "redis did not start on 127.0.0.1:6379" >&2; exit 1
+
+run: $(STAMP)
+	$(PY) -m inference detect samples/shapes.png --objects "circle ; square ; triangle" \
+	  --model models/palicord-tiny --out out/annotated.png
+	@echo "annotated image written to out/annotated.png"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP) redis
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP) redis
+	$(PY) -m bench.batching
+	$(PY) -m bench.intake
+
+demo-model: $(STAMP)
+	$(PY) scripts/train_demo_model.py --out models/palicord-tiny
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The tiny demo model: synthetic data, tokenizer/model construction and training."""

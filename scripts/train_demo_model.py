@@ -1,0 +1,23 @@
+"""Reproduce the committed demo checkpoint: `python scripts/train_demo_model.py --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from inference.demo.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("models/palicord-tiny"))
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(args.out, steps=args.steps, batch_size=args.batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Shared access to the committed demo checkpoint for tests (loaded once per process)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from inference.engine import PaliGemmaEngine
+from inference.settings import EngineSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "palicord-tiny"
+
+
+def demo_settings(**overrides: object) -> EngineSettings:
+    """Engine settings pointing at the demo checkpoint, independent of any .env file."""
+    base = EngineSettings(_env_file=None, model_id=str(DEMO_MODEL), device="cpu")
+    return base.model_copy(update=overrides)
+
+
+@functools.cache
+def demo_engine(max_batch_size: int = 8) -> PaliGemmaEngine:
+    """The demo model behind the real engine, shared by the tests of one process."""
+    return PaliGemmaEngine.from_settings(demo_settings(max_batch_size=max_batch_size))

@@ -1,0 +1,87 @@
+"""`python -m inference ...` as an operator runs it: a real subprocess, the demo model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.demo import DEMO_MODEL, ROOT
+
+SAMPLE = ROOT / "samples" / "shapes.png"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_detect_prints_json_and_writes_the_annotated_image(tmp_path: Path) -> None:
+    out = tmp_path / "annotated.png"
+    proc = run_cli(
+        "detect",
+        str(SAMPLE),
+        "--objects",
+        "circle ; square",
+        "--model",
+        str(DEMO_MODEL),
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["task"] == "detect"
+    assert set(result) == {"task", "text", "detections"}
+    labels = {d["label"] for d in result["detections"]}
+    assert labels <= {"circle", "square"} and labels
+    width, height = Image.open(SAMPLE).size
+    for det in result["detections"]:
+        x0, y0, x1, y1 = det["box"]
+        assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+    with Image.open(out) as annotated:
+        assert annotated.size == (width, height)
+
+
+def test_answer_prints_only_text(tmp_path: Path) -> None:
+    proc = run_cli("answer", str(SAMPLE), "-q", "how many shapes are there?", "-m", str(DEMO_MODEL))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"task": "answer", "text": "three"}
+
+
+def test_a_text_file_named_png_is_refused_before_loading_the_model(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_text("shopping list: eggs, milk")
+    proc = run_cli("caption", str(fake), "--model", "/nonexistent/model")
+    assert_one_line_error(proc, "not an image")
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("answer", str(SAMPLE)), "question")
+    assert_one_line_error(run_cli("caption", str(tmp_path / "missing.png")), "Cannot read")
+    assert_one_line_error(run_cli("caption", str(SAMPLE), "--lang", "xx"), "not supported")
+
+
+def test_a_missing_model_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("caption", str(SAMPLE), "--model", str(tmp_path / "no-model"))
+    assert_one_line_error(proc, "Could not load model")

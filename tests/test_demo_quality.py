@@ -1,0 +1,71 @@
+"""The committed demo checkpoint, through the real engine, on freshly drawn images."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from inference.demo import shapes
+from inference.detection import Detection
+from inference.engine import encode_png
+from inference.tasks import InferenceRequest, TaskSpec
+from tests.demo import demo_engine
+
+HELD_OUT_SEED = 90_210  # never used by the training script
+N_IMAGES = 50
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[tuple[shapes.Scene, shapes.Shape]]:
+    rng = random.Random(HELD_OUT_SEED)
+    out = []
+    for _ in range(N_IMAGES):
+        scene = shapes.make_scene(rng, size=(rng.randint(128, 320), rng.randint(128, 320)))
+        out.append((scene, rng.choice(scene.shapes)))
+    return out
+
+
+def test_detection_boxes_overlap_the_truth(
+    held_out: list[tuple[shapes.Scene, shapes.Shape]],
+) -> None:
+    requests = [
+        InferenceRequest(TaskSpec.build("detect", objects=target.kind), encode_png(scene.image))
+        for scene, target in held_out
+    ]
+    results = demo_engine().generate(requests)
+    hits = 0
+    for (_, target), result in zip(held_out, results, strict=True):
+        boxes: list[Detection] = [d for d in result.detections if d.label == target.kind]
+        if boxes and max(iou(d.box, target.box) for d in boxes) >= 0.5:
+            hits += 1
+    assert hits / N_IMAGES >= 0.8, f"IoU >= 0.5 on only {hits}/{N_IMAGES} images"
+
+
+def test_colour_answers(held_out: list[tuple[shapes.Scene, shapes.Shape]]) -> None:
+    requests = [
+        InferenceRequest(
+            TaskSpec.build("answer", question=f"what color is the {target.kind}?"),
+            encode_png(scene.image),
+        )
+        for scene, target in held_out
+    ]
+    results = demo_engine().generate(requests)
+    right = sum(r.text == t.color for (_, t), r in zip(held_out, results, strict=True))
+    assert right / N_IMAGES >= 0.9, f"colour right on only {right}/{N_IMAGES} images"
+
+
+def test_captions_name_the_shapes(held_out: list[tuple[shapes.Scene, shapes.Shape]]) -> None:
+    scenes = [scene for scene, _ in held_out[:16]]
+    requests = [InferenceRequest(TaskSpec.build("caption"), encode_png(s.image)) for s in scenes]
+    results = demo_engine().generate(requests)
+    exact = sum(r.text == shapes.caption(s) for s, r in zip(scenes, results, strict=True))
+    assert exact / len(scenes) >= 0.6, [r.text for r in results]

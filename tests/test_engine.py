@@ -1,0 +1,97 @@
+"""The real transformers PaliGemma classes behind our engine, on the demo checkpoint."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from inference.demo import shapes
+from inference.engine import PaliGemmaEngine, encode_png
+from inference.errors import ModelLoadError, QuantizationUnavailable
+from inference.loading import load_model
+from inference.tasks import InferenceRequest, Task, TaskSpec
+from tests.demo import demo_engine, demo_settings
+
+
+def _images(n: int, seed: int = 5) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        encode_png(shapes.make_scene(rng, size=(rng.randint(100, 300), 200)).image)
+        for _ in range(n)
+    ]
+
+
+def _mixed_requests() -> list[InferenceRequest]:
+    imgs = _images(6)
+    specs = [
+        TaskSpec.build("caption"),
+        TaskSpec.build("detect", objects="circle ; square"),
+        TaskSpec.build("answer", question="what color is the circle?"),
+        TaskSpec.build("describe"),
+        TaskSpec.build("answer", question="how many shapes are there?"),
+        TaskSpec.build("detect", objects="triangle"),
+    ]
+    return [InferenceRequest(s, img) for s, img in zip(specs, imgs, strict=True)]
+
+
+def test_resolution_comes_from_the_processor_config() -> None:
+    assert demo_engine().image_size == 64
+
+
+def test_batched_outputs_equal_one_by_one_outputs() -> None:
+    engine = demo_engine()
+    requests = _mixed_requests()
+    batched = engine.generate(requests)
+    alone = [engine.generate([r])[0] for r in requests]
+    assert [r.task for r in batched] == [r.spec.task for r in requests]
+    assert batched == alone
+    assert all(r.ok and r.text for r in batched)
+
+
+def test_a_bad_image_fails_only_its_own_request() -> None:
+    good = _mixed_requests()[:2]
+    bad = InferenceRequest(TaskSpec.build("caption"), b"GIF89a not really a gif")
+    results = demo_engine().generate([good[0], bad, good[1]])
+    assert results[0] == demo_engine().generate([good[0]])[0]
+    assert results[2] == demo_engine().generate([good[1]])[0]
+    assert not results[1].ok
+    assert results[1].error == "image_corrupt" or results[1].error == "image_not_image"
+    assert results[1].error_message
+
+
+def test_detections_are_in_original_image_pixels() -> None:
+    scene = shapes.make_scene(random.Random(3), size=(300, 150), min_shapes=1, max_shapes=1)
+    target = scene.shapes[0]
+    (result,) = demo_engine().generate(
+        [InferenceRequest(TaskSpec.build("detect", objects=target.kind), encode_png(scene.image))]
+    )
+    assert result.task is Task.DETECT
+    assert result.detections, result.text
+    x0, y0, x1, y1 = result.detections[0].box
+    assert 0 <= x0 < x1 <= 300 and 0 <= y0 < y1 <= 150
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    assert target.box[0] <= cx <= target.box[2] and target.box[1] <= cy <= target.box[3]
+
+
+def test_per_request_token_budget_is_respected() -> None:
+    img = _images(1)[0]
+    short = TaskSpec.build("describe", max_new_tokens=3)
+    (result,) = demo_engine().generate([InferenceRequest(short, img)])
+    full = demo_engine().generate([InferenceRequest(TaskSpec.build("describe"), img)])[0]
+    assert full.text.startswith(result.text)
+    assert len(result.text.split()) <= 3 < len(full.text.split())
+
+
+def test_warmup_runs() -> None:
+    demo_engine().warmup()
+
+
+def test_quantisation_on_cpu_is_a_clear_error() -> None:
+    with pytest.raises(QuantizationUnavailable, match="needs a CUDA GPU"):
+        load_model(demo_settings(quantization="4bit"))
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: object) -> None:
+    with pytest.raises(ModelLoadError, match="Could not load model"):
+        PaliGemmaEngine.from_settings(demo_settings(model_id=f"{tmp_path}/nope", hf_offline=True))
