@@ -1,0 +1,28 @@
+-- Put jobs whose lease lapsed back at the front of their line. A job that already ran
+-- `max_attempts` times (or whose metadata is broken) is leased to the reaper instead and
+-- returned, so the caller can dead-letter it and answer with an error through settle;
+-- if the caller dies first, its lease lapses again and the next reaper does it.
+-- ARGV: prefix, reaper_id, max_attempts, lease_s, limit
+-- Returns {requeued_count, jid, data, attempt, ...}.
+local now = now_s()
+local max_attempts, lease_s = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lapsed = redis.call('ZRANGEBYSCORE', K.leases(), '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+local out = {0}
+for _, jid in ipairs(lapsed) do
+  local f = redis.call('HMGET', K.job(jid), 'data', 'g', 'u', 'a')
+  if not f[1] or redis.call('EXISTS', K.done(jid)) == 1 then
+    forget(jid)  -- already answered or cancelled
+  elseif (tonumber(f[4]) or 0) >= max_attempts or not f[2] or not f[3] then
+    redis.call('ZADD', K.leases(), now + lease_s, jid)
+    redis.call('HSET', K.lease_owner(), jid, ARGV[2])
+    table.insert(out, jid)
+    table.insert(out, f[1])
+    table.insert(out, tonumber(f[4]) or 0)
+  else
+    drop_lease(jid)
+    requeue_front(jid, f[2], f[3])
+    out[1] = out[1] + 1
+  end
+end
+if out[1] > 0 then wake() end
+return out

@@ -1,0 +1,74 @@
+"""Settings for the job queue (bot and worker) and the worker service.
+
+Built once at an entry point from the environment and `.env`, then passed down.
+`REDIS_URL` may hold a password, so it is a SecretStr and only `redacted_url()` is logged.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.keys import DEFAULT_PREFIX
+from inference.settings import EngineSettings, MiB
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class QueueSettings(BaseSettings):
+    """Where the queue lives and how much it holds; shared by the bot and the workers."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")  # redis:// or rediss://
+    key_prefix: str = DEFAULT_PREFIX
+    # Caps count outstanding jobs (queued or running).
+    max_pending: int = Field(default=5_000, ge=1)
+    max_pending_per_guild: int = Field(default=100, ge=1)
+    max_pending_per_user: int = Field(default=5, ge=1)
+    # Images live in Redis while their job waits; this bounds Redis memory per job.
+    max_image_bytes: int = Field(default=20 * MiB, ge=1)
+    # Discord interaction tokens last 15 minutes; a later answer could not be delivered.
+    job_deadline_s: float = Field(default=14 * 60, gt=0)
+    # Longer than any job can live (deadline + one last lease), so it never expires early.
+    image_ttl_s: int = Field(default=30 * 60, ge=1)
+    # A job's "done" marker must outlive every retry of it, or a retry could answer twice.
+    done_ttl_s: int = Field(default=2 * 3600, ge=1)
+    # Results older than this are trimmed from the streams, acknowledged or not.
+    result_retention_s: int = Field(default=3600, ge=60)
+    worker_heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    max_dead_letters: int = Field(default=10_000, ge=1)
+
+    def redacted_url(self) -> str:
+        """The Redis URL with its password hidden."""
+        return redact_url(self.redis_url.get_secret_value())
+
+
+class WorkerSettings(QueueSettings):
+    """The worker service: the queue settings, batching, leases, and the engine's."""
+
+    worker_id: str | None = None  # default: <hostname>-<pid>-<random>
+    batch_size: int = Field(default=8, ge=1, le=256)
+    # Upper bound on waiting to fill a partial batch; the wait actually used is at most
+    # `linger_ratio` of a recent batch's run time, so a fast engine never waits.
+    linger_s: float = Field(default=0.03, ge=0)
+    linger_ratio: float = Field(default=0.1, ge=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    reap_interval_s: float = Field(default=2.0, gt=0)
+    idle_wait_s: float = Field(default=1.0, gt=0)
+    max_backoff_s: float = Field(default=10.0, gt=0)
+    # Latency samples kept per metric (a capped list in Redis).
+    metric_samples: int = Field(default=2_000, ge=1)
+    engine: EngineSettings = Field(default_factory=EngineSettings)

@@ -1,0 +1,7 @@
+"""The GPU worker service: `python -m inference.worker` (see `__main__`)."""
+
+from __future__ import annotations
+
+from inference.worker.service import EXIT_FATAL_ENGINE, EXIT_OK, Worker
+
+__all__ = ["EXIT_FATAL_ENGINE", "EXIT_OK", "Worker"]

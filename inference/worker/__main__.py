@@ -1,0 +1,98 @@
+"""`python -m inference.worker`: the GPU worker service.
+
+Configured from the environment and `.env` (REDIS_URL, KEY_PREFIX, MODEL_ID, QUANTIZATION,
+BATCH_SIZE, LEASE_S, MAX_ATTEMPTS, ...: see `inference.queue_settings.WorkerSettings`).
+`--engine module:factory` swaps the model for another engine (a factory called with the
+settings and `--engine-option KEY=VALUE` pairs), e.g. the stand-ins in
+`inference.worker.testing`. `--burst` drains the queue and exits.
+
+Exit status: 0 after SIGTERM/SIGINT or a finished burst; 3 after an unrecoverable CUDA
+error (so a supervisor restarts the process); 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from inference.engine_api import Engine
+from inference.queue import connect
+from inference.queue_settings import WorkerSettings
+from inference.worker.service import Worker
+
+log = logging.getLogger("inference.worker")
+
+EngineFactory = Callable[..., Engine]
+
+
+def _default_engine(settings: WorkerSettings) -> Engine:
+    # Imported here so that tests and the bot, which never get this far, never load torch.
+    from inference.engine import load_engine
+
+    return load_engine(settings.engine)
+
+
+def load_factory(spec: str | None) -> EngineFactory:
+    """Resolve `module:attribute` (or "noop") to an engine factory."""
+    if spec is None:
+        return _default_engine
+    if spec == "noop":
+        spec = "inference.worker.testing:noop_engine"
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--engine must look like module:factory, not {spec!r}")
+    return cast(EngineFactory, getattr(importlib.import_module(module_name), attr))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m inference.worker", description=__doc__)
+    parser.add_argument("--engine", help="module:factory of the engine (default: PaliGemma)")
+    parser.add_argument(
+        "--engine-option", action="append", default=[], metavar="KEY=VALUE",
+        help="keyword argument for the engine factory (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--burst", action="store_true", help="drain the queue, then exit")
+    parser.add_argument("--worker-id", default="", help="default: WORKER_ID or host-pid-random")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def serve(settings: WorkerSettings, engine: Engine, *, burst: bool, worker_id: str) -> int:
+    """Connect, run a Worker until a signal (or an empty queue in burst mode); exit code."""
+    redis = connect(settings)
+    worker = Worker(redis, settings, engine, worker_id=worker_id)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        return await worker.run(burst=burst)
+    finally:
+        await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: build the settings once, load the engine, serve."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = WorkerSettings()
+    try:
+        options = dict(opt.split("=", 1) for opt in args.engine_option)
+        factory = load_factory(args.engine)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    engine = factory(settings, **options)
+    return asyncio.run(serve(settings, engine, burst=args.burst, worker_id=args.worker_id))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Turning taken jobs into their one outcome and publishing it (idempotently, via Lua)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from inference.dispatch import Scripts, TakenJob
+from inference.errors import (
+    JobFailed,
+    JobTimedOut,
+    MalformedMessage,
+    PalicordError,
+)
+from inference.jobs import Job, JobResult, salvage_reply_address
+from inference.queue_settings import QueueSettings
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_DATA_CHARS = 4_096  # enough to debug a payload, not enough to bloat Redis
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decided result for one taken job; `reply_to` None means nobody can be told."""
+
+    job_id: str
+    reply_to: str | None
+    result: JobResult | None
+    dead_letter_reason: str | None = None
+    raw: bytes = b""
+
+    @property
+    def counter(self) -> str:
+        """The metrics counter this outcome adds to."""
+        if self.dead_letter_reason == "malformed":
+            return "malformed"
+        if self.dead_letter_reason is not None:
+            return "jobs_dead_lettered"
+        if self.result is not None and self.result.error == JobTimedOut.code:
+            return "jobs_timed_out"
+        if self.result is None or not self.result.ok:
+            return "jobs_error"
+        return "jobs_ok"
+
+
+def decode(taken: TakenJob, worker_id: str) -> Job | Outcome:
+    """The job, or the error outcome that answers it when its message cannot be used."""
+    try:
+        job = Job.from_json(taken.data)
+    except MalformedMessage as exc:
+        log.warning("dead-lettering malformed job %s: %s", taken.job_id, exc)
+        address = salvage_reply_address(taken.data)
+        reply_to, context = (address[1], address[2]) if address else (None, {})
+        result = JobResult.failure(taken.job_id, context, exc, worker_id=worker_id)
+        return Outcome(taken.job_id, reply_to, result, "malformed", taken.data)
+    except PalicordError as exc:  # a well-formed message with invalid task parameters
+        address = salvage_reply_address(taken.data)
+        reply_to, context = (address[1], address[2]) if address else (None, {})
+        result = JobResult.failure(taken.job_id, context, exc, worker_id=worker_id)
+        return Outcome(taken.job_id, reply_to, result)
+    if job.job_id != taken.job_id:
+        mismatch = MalformedMessage("The job message does not match its queue entry.")
+        result = JobResult.failure(taken.job_id, job.context, mismatch, worker_id=worker_id)
+        return Outcome(taken.job_id, job.reply_to, result, "malformed", taken.data)
+    return dataclasses.replace(job, attempt=taken.attempt)
+
+
+def failure(
+    job: Job,
+    error: PalicordError,
+    *,
+    worker_id: str,
+    queue_wait_s: float | None = None,
+    dead_letter_reason: str | None = None,
+    raw: bytes = b"",
+) -> Outcome:
+    """An error outcome for a decoded job."""
+    result = JobResult.failure(
+        job.job_id,
+        job.context,
+        error,
+        task=job.spec.task,
+        worker_id=worker_id,
+        attempt=job.attempt,
+        queue_wait_s=queue_wait_s,
+    )
+    return Outcome(job.job_id, job.reply_to, result, dead_letter_reason, raw)
+
+
+def out_of_attempts(taken: TakenJob, worker_id: str) -> Outcome:
+    """The outcome for a job whose leases lapsed too often: dead letter and JobFailed."""
+    decoded = decode(taken, worker_id)
+    if isinstance(decoded, Outcome):
+        return decoded if decoded.dead_letter_reason else _with_reason(decoded, "max_attempts")
+    return failure(
+        decoded, JobFailed(), worker_id=worker_id, dead_letter_reason="max_attempts", raw=taken.data
+    )
+
+
+def _with_reason(outcome: Outcome, reason: str) -> Outcome:
+    return Outcome(outcome.job_id, outcome.reply_to, outcome.result, reason, outcome.raw)
+
+
+def timed_out(job: Job, *, worker_id: str, queue_wait_s: float | None) -> Outcome:
+    """The outcome for a job taken after its deadline."""
+    return failure(job, JobTimedOut(), worker_id=worker_id, queue_wait_s=queue_wait_s)
+
+
+def _dead_letter_entry(outcome: Outcome, worker_id: str) -> str | None:
+    if outcome.dead_letter_reason is None:
+        return None
+    return json.dumps(
+        {
+            "job_id": outcome.job_id,
+            "reason": outcome.dead_letter_reason,
+            "worker_id": worker_id,
+            "at": time.time(),
+            "data": outcome.raw[:DEAD_LETTER_DATA_CHARS].decode("utf-8", "replace"),
+        },
+        separators=(",", ":"),
+    )
+
+
+async def publish(
+    scripts: Scripts,
+    redis: Redis,
+    outcomes: list[Outcome],
+    settings: QueueSettings,
+    worker_id: str,
+) -> int:
+    """Settle every outcome in one round trip; returns how many results were published."""
+    if not outcomes:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for o in outcomes:
+        await scripts.settle(
+            o.job_id,
+            reply_to=o.reply_to if o.result is not None else None,
+            result_json=o.result.to_json() if o.result is not None else "",
+            done_ttl_s=settings.done_ttl_s,
+            retention_ms=settings.result_retention_s * 1000,
+            dead_letter=_dead_letter_entry(o, worker_id),
+            max_dead_letters=settings.max_dead_letters,
+            client=pipe,
+        )
+    replies = await pipe.execute()
+    return sum(int(r) for r in replies)

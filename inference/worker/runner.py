@@ -1,0 +1,87 @@
+"""Running one batch on the engine: split it on GPU out-of-memory, stop on fatal CUDA errors.
+
+Blocking; the worker calls it in a thread (`asyncio.to_thread`) so that its event loop
+keeps extending leases while the GPU works. torch is never imported here: errors are
+recognised by class name and message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from inference.engine_api import Engine
+from inference.errors import GenerationError
+from inference.tasks import InferenceRequest, InferenceResult
+
+log = logging.getLogger(__name__)
+
+
+class FatalEngineError(Exception):
+    """The device is in an unknown state (a CUDA error other than out-of-memory); the
+    process must exit so that its supervisor restarts it."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's (CUDA) OutOfMemoryError, by class name so torch stays unimported."""
+    return any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+
+
+def is_fatal_device_error(exc: BaseException) -> bool:
+    """True for CUDA errors that leave the device unusable (not out-of-memory)."""
+    if is_out_of_memory(exc):
+        return False
+    module = type(exc).__module__ or ""
+    # torch raises RuntimeError("CUDA error: ...") or, since 2.8, torch.AcceleratorError.
+    return (
+        "CUDA error" in str(exc)
+        or module.startswith("torch.cuda")
+        or type(exc).__name__ == "AcceleratorError"
+    )
+
+
+def _failed(request: InferenceRequest) -> InferenceResult:
+    return InferenceResult(
+        task=request.spec.task,
+        text="",
+        error=GenerationError.code,
+        error_message=GenerationError.default_message,
+    )
+
+
+def generate_resilient(
+    engine: Engine,
+    requests: Sequence[InferenceRequest],
+    stop: threading.Event | None = None,
+) -> tuple[list[InferenceResult | None], int]:
+    """Run `requests`; on OOM (or any batch-wide error) retry as halves, down to single
+    requests, which then fail alone. Returns (results, splits); a result is None for a
+    request not started because `stop` was set between halves. Raises FatalEngineError."""
+    results: list[InferenceResult | None] = []
+    splits = 0
+    pending: list[Sequence[InferenceRequest]] = [requests]
+    while pending:
+        chunk = pending.pop(0)
+        if stop is not None and stop.is_set() and results:
+            # Shutting down: the chunks not yet started go back to the queue.
+            results.extend([None] * (len(chunk) + sum(len(c) for c in pending)))
+            break
+        try:
+            out = engine.generate(chunk)
+            if len(out) != len(chunk):
+                raise RuntimeError(f"engine returned {len(out)} results for {len(chunk)}")
+            results.extend(out)
+        except Exception as exc:
+            if is_fatal_device_error(exc):
+                raise FatalEngineError(str(exc)) from exc
+            if len(chunk) == 1:
+                log.error("request failed alone: %s: %s", type(exc).__name__, exc)
+                results.append(_failed(chunk[0]))
+                continue
+            kind = "out of memory" if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
+            log.warning("batch of %d failed (%s); retrying as halves", len(chunk), kind)
+            splits += 1
+            mid = len(chunk) // 2
+            pending[:0] = [chunk[:mid], chunk[mid:]]
+    return results, splits

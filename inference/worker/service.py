@@ -1,0 +1,389 @@
+"""The worker loop: take a fair batch, run it on the engine, publish, repeat.
+
+One asyncio task runs batches; a second keeps the worker alive in Redis (heartbeat key,
+lease extension, the reaper). The engine's `generate()` blocks, so it runs in a thread
+and the keep-alive task goes on extending leases while a long batch runs: a working
+worker's jobs are never stolen, a dead one's are reaped once their lease lapses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import cast
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from inference.dispatch import Scripts, Taken, TakenJob
+from inference.engine_api import Engine
+from inference.errors import JobFailed
+from inference.jobs import Job, JobResult, WorkerInfo
+from inference.keys import Keys
+from inference.metrics import MetricsRecorder
+from inference.queue_settings import WorkerSettings
+from inference.tasks import InferenceRequest
+from inference.worker import outcomes
+from inference.worker.backoff import Backoff
+from inference.worker.outcomes import Outcome
+from inference.worker.runner import FatalEngineError, generate_resilient
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL_ENGINE = 3
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
+SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
+RUN_TIME_SMOOTHING = 0.2  # weight of the newest batch in the run-time moving average
+
+
+def default_worker_id() -> str:
+    """<host>-<pid>-<random>, safe inside a Redis key."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+    return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Serves one engine from the queue until stopped (or, in burst mode, until empty)."""
+
+    def __init__(
+        self, redis: Redis, settings: WorkerSettings, engine: Engine, *, worker_id: str = ""
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._engine = engine
+        self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        self._keys = Keys(settings.key_prefix)
+        self._scripts = Scripts(redis, self._keys)
+        self._metrics = MetricsRecorder(redis, self._keys, max_samples=settings.metric_samples)
+        self._capabilities = ",".join(sorted(t.value for t in engine.capabilities))
+        self._held: set[str] = set()  # leased job ids in this worker's hands
+        self._stopping = asyncio.Event()
+        self._stop_flag = threading.Event()  # the same signal, for the engine thread
+        self._run_s_avg = 0.0  # moving average of a batch's engine time
+        self._splits = 0  # OOM splits in the current batch, for metrics
+        self._started_at = time.time()
+        self.batches_taken: list[list[str]] = []  # job ids per batch, for tests and logs
+
+    def stop(self) -> None:
+        """Finish the batch in hand, hand back unstarted jobs, then return from run()."""
+        log.info("worker %s stopping", self.worker_id)
+        self._stopping.set()
+        self._stop_flag.set()
+
+    async def run(self, *, burst: bool = False) -> int:
+        """Serve until stop() (or until the queue is empty in burst mode); an exit code."""
+        await asyncio.to_thread(self._engine.warmup)
+        backoff = Backoff(max_s=self._settings.max_backoff_s)
+        while not await self._startup():
+            await self._sleep_unless_stopped(backoff.next_delay_s())
+            if self._stopping.is_set():
+                return EXIT_OK
+        keepalive = asyncio.create_task(self._keepalive(), name="worker-keepalive")
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if await self.run_once() == 0:
+                        if burst and await self._queue_empty():
+                            break
+                        await self._wait_for_work(burst=burst)
+                    backoff.reset()
+                except REDIS_ERRORS as exc:
+                    delay_s = backoff.next_delay_s()
+                    log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay_s)
+                    await self._sleep_unless_stopped(delay_s)
+        except FatalEngineError as exc:
+            log.critical("unrecoverable device error, exiting: %s", exc)
+            return EXIT_FATAL_ENGINE
+        finally:
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
+            await self._unregister()
+        return EXIT_OK
+
+    async def run_once(self) -> int:
+        """Take one batch (with a short linger) and process it; the number of jobs taken."""
+        try:
+            taken = await self._take_batch()
+            if taken.jobs:
+                self.batches_taken.append([j.job_id for j in taken.jobs])
+                await self._process(taken)
+        except BaseException:
+            # Stop extending the leases of a batch we could not finish: they lapse, and
+            # the reaper gives the jobs to whoever is healthy (this worker included).
+            self._held.clear()
+            raise
+        return len(taken.jobs)
+
+    # --- start and stop ---------------------------------------------------------------
+
+    async def _startup(self) -> bool:
+        """Check Redis and announce this worker; False if Redis cannot be reached."""
+        try:
+            await self._warn_if_evicting()
+            await self._heartbeat()
+        except REDIS_ERRORS as exc:
+            log.warning("cannot reach Redis at %s: %s", self._settings.redacted_url(), exc)
+            return False
+        log.info(
+            "worker %s serving %s (%s) from %s, batch %d, lease %.1f s",
+            self.worker_id,
+            self._engine.model_id,
+            self._capabilities,
+            self._settings.redacted_url(),
+            self._settings.batch_size,
+            self._settings.lease_s,
+        )
+        return True
+
+    async def _warn_if_evicting(self) -> None:
+        try:
+            policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except redis_errors.ResponseError:
+            log.info("cannot read Redis maxmemory-policy (CONFIG is disabled); not checked")
+            return
+        if policy not in (None, "noeviction", b"noeviction"):
+            log.warning(
+                "Redis maxmemory-policy is %r: under memory pressure Redis may evict queue "
+                "keys (jobs, leases, result streams and their consumer groups); use noeviction",
+                policy,
+            )
+
+    async def _unregister(self) -> None:
+        try:
+            await self._redis.zrem(self._keys.workers, self.worker_id)
+            await self._redis.delete(self._keys.worker(self.worker_id))
+        except REDIS_ERRORS:
+            log.warning("could not remove heartbeat of %s; it will expire", self.worker_id)
+
+    async def _queue_empty(self) -> bool:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.llen(self._keys.guild_ring)
+        pipe.zcard(self._keys.leases)
+        ring, leases = await pipe.execute()
+        return int(ring) == 0 and int(leases) == 0
+
+    async def _wait_for_wakeup(self, timeout_s: float) -> bool:
+        """BLPOP the wakeup list (a float timeout: Redis 6+); True if a token came."""
+        # redis-py types the timeout as int, but Redis 6+ takes fractional seconds.
+        call = self._redis.blpop([self._keys.wakeup], timeout=timeout_s)  # type: ignore[arg-type]
+        reply = await cast("Awaitable[list[bytes] | None]", call)
+        return reply is not None
+
+    async def _sleep_unless_stopped(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
+
+    async def _wait_for_work(self, *, burst: bool) -> None:
+        """Block until a submission wakes us, a timeout passes, or stop() is called."""
+        s = self._settings
+        timeout_s = min(s.idle_wait_s, s.reap_interval_s) if burst else s.idle_wait_s
+        pop = asyncio.create_task(self._wait_for_wakeup(timeout_s))
+        stop = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait({pop, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pop, stop):
+            if task not in done:
+                task.cancel()
+        await asyncio.gather(pop, stop, return_exceptions=True)
+        if pop in done:
+            pop.result()  # re-raise a Redis error for the backoff loop
+
+    # --- taking a batch ---------------------------------------------------------------
+
+    def _linger_s(self) -> float:
+        # Waiting to fill a batch pays only when a batch is expensive: never wait more than
+        # a fraction of what a batch costs, so a fast engine answers a lone job at once.
+        s = self._settings
+        return min(s.linger_s, s.linger_ratio * self._run_s_avg)
+
+    async def _take(self, count: int) -> Taken:
+        s = self._settings
+        taken = await self._scripts.take(
+            self.worker_id, count, s.lease_s, self._capabilities, SCAN_PER_SLOT * count
+        )
+        self._held.update(j.job_id for j in taken.jobs)
+        return taken
+
+    async def _take_batch(self) -> Taken:
+        batch_size = self._settings.batch_size
+        taken = await self._take(batch_size)
+        live = sum(not j.expired for j in taken.jobs)
+        linger_s = self._linger_s()
+        if live == 0 or live >= batch_size or linger_s <= 0:
+            return taken
+        loop = asyncio.get_running_loop()
+        until = loop.time() + linger_s
+        while live < batch_size and not self._stopping.is_set():
+            remaining_s = until - loop.time()
+            if remaining_s < 0.001:
+                break
+            if not await self._wait_for_wakeup(remaining_s):
+                break
+            more = await self._take(batch_size - live)
+            taken.jobs.extend(more.jobs)
+            live += sum(not j.expired for j in more.jobs)
+        return taken
+
+    # --- processing -------------------------------------------------------------------
+
+    async def _process(self, taken: Taken) -> None:
+        ready: list[tuple[Job, float | None]] = []
+        decided: list[Outcome] = []
+        for tj in taken.jobs:
+            wait_s = None if tj.enqueued_at is None else max(0.0, taken.now - tj.enqueued_at)
+            job = outcomes.decode(tj, self.worker_id)
+            if isinstance(job, Outcome):
+                decided.append(job)
+            elif tj.expired:
+                decided.append(
+                    outcomes.timed_out(job, worker_id=self.worker_id, queue_wait_s=wait_s)
+                )
+            else:
+                ready.append((job, wait_s))
+        run_s = 0.0
+        unstarted: list[str] = []
+        if self._stopping.is_set():
+            unstarted = [job.job_id for job, _ in ready]
+        elif ready:
+            run_s, unstarted = await self._run(ready, decided)
+        await self._settle(decided, release=unstarted)
+        await self._record(taken.jobs, decided, run_s)
+
+    async def _run(
+        self, ready: list[tuple[Job, float | None]], decided: list[Outcome]
+    ) -> tuple[float, list[str]]:
+        """Run the ready jobs on the engine; adds their outcomes, returns (run_s, unstarted)."""
+        images = await self._redis.mget([self._keys.image(job.job_id) for job, _ in ready])
+        runnable: list[tuple[Job, float | None, bytes]] = []
+        for (job, wait_s), image in zip(ready, images, strict=True):
+            if image is None:
+                gone = JobFailed("The image for this request is no longer available.")
+                decided.append(outcomes.failure(job, gone, worker_id=self.worker_id))
+            else:
+                runnable.append((job, wait_s, image))
+        if not runnable:
+            return 0.0, []
+        requests = [InferenceRequest(job.spec, image) for job, _, image in runnable]
+        started = time.perf_counter()
+        results, splits = await asyncio.to_thread(
+            generate_resilient, self._engine, requests, self._stop_flag
+        )
+        run_s = time.perf_counter() - started
+        self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
+        self._splits = splits
+        unstarted: list[str] = []
+        for (job, wait_s, _), result in zip(runnable, results, strict=True):
+            if result is None:
+                unstarted.append(job.job_id)
+                continue
+            job_result = JobResult.success(
+                job, result, worker_id=self.worker_id, queue_wait_s=wait_s, run_s=run_s
+            )
+            decided.append(Outcome(job.job_id, job.reply_to, job_result))
+        return run_s, unstarted
+
+    async def _settle(self, decided: list[Outcome], *, release: list[str]) -> None:
+        """Publish outcomes, retrying through Redis outages for about one lease: after that
+        the lease has lapsed and another worker answers instead (publishing is idempotent)."""
+        backoff = Backoff(max_s=self._settings.max_backoff_s)
+        give_up_at = time.monotonic() + self._settings.lease_s
+        while True:
+            try:
+                await outcomes.publish(
+                    self._scripts, self._redis, decided, self._settings, self.worker_id
+                )
+                if release:
+                    n = await self._scripts.release(self.worker_id, release)
+                    log.info("handed %d unstarted jobs back", n)
+                break
+            except REDIS_ERRORS as exc:
+                if time.monotonic() > give_up_at:
+                    log.error("could not publish %d results: %s", len(decided), exc)
+                    break
+                await asyncio.sleep(backoff.next_delay_s())
+        self._held.difference_update([o.job_id for o in decided], release)
+
+    async def _record(self, taken: list[TakenJob], decided: list[Outcome], run_s: float) -> None:
+        counters: dict[str, int] = {"batches": 1, "oom_splits": self._splits}
+        for o in decided:
+            counters[o.counter] = counters.get(o.counter, 0) + 1
+        waits = [o.result.queue_wait_s for o in decided if o.result is not None]
+        try:
+            depth = int(await self._redis.get(self._keys.pending) or 0)
+            await self._metrics.record(
+                counters,
+                {
+                    "queue_wait_ms": [w * 1000 for w in waits if w is not None],
+                    "run_ms": [run_s * 1000] if run_s else [],
+                    "batch_size": [len(taken)],
+                    "queue_depth": [depth],
+                },
+            )
+        except REDIS_ERRORS as exc:
+            log.warning("could not record metrics: %s", exc)
+        self._splits = 0
+
+    # --- staying alive ----------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        s = self._settings
+        tick_s = min(s.lease_s / 3, s.worker_heartbeat_ttl_s / 3, s.reap_interval_s)
+        next_reap = 0.0
+        while True:
+            try:
+                await self._heartbeat()
+                if self._held:
+                    lost = await self._scripts.extend(self.worker_id, s.lease_s, list(self._held))
+                    if lost:
+                        log.warning("lost the lease of %d jobs (reaped): %s", len(lost), lost)
+                if time.monotonic() >= next_reap:
+                    await self.reap()
+                    next_reap = time.monotonic() + s.reap_interval_s
+            except REDIS_ERRORS as exc:
+                log.warning("keep-alive failed: %s", exc)
+            await asyncio.sleep(tick_s)
+
+    async def _heartbeat(self) -> None:
+        s = self._settings
+        info = WorkerInfo(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            model_id=self._engine.model_id,
+            capabilities=tuple(self._capabilities.split(",")),
+            started_at=self._started_at,
+            batch_size=s.batch_size,
+        )
+        seconds, micros = await self._redis.time()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(
+            self._keys.worker(self.worker_id), info.to_json(), ex=int(s.worker_heartbeat_ttl_s) + 1
+        )
+        pipe.zadd(
+            self._keys.workers, {self.worker_id: seconds + micros / 1e6 + s.worker_heartbeat_ttl_s}
+        )
+        pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - 3600)
+        await pipe.execute()
+
+    async def reap(self) -> int:
+        """Requeue jobs of lapsed leases; dead-letter those out of attempts. Returns the
+        number requeued."""
+        s = self._settings
+        requeued, dying = await self._scripts.reap(
+            self.worker_id, s.max_attempts, s.lease_s, REAP_LIMIT
+        )
+        if requeued:
+            log.info("requeued %d jobs whose lease lapsed", requeued)
+        if dying:
+            decided = [outcomes.out_of_attempts(tj, self.worker_id) for tj in dying]
+            log.warning("dead-lettering %d jobs out of attempts", len(decided))
+            await outcomes.publish(self._scripts, self._redis, decided, s, self.worker_id)
+            await self._metrics.record({"jobs_dead_lettered": len(decided)}, {})
+        return requeued

@@ -1,0 +1,109 @@
+"""Shared fixtures: a real Redis on 127.0.0.1:6379 (DB 0), isolated per test by a unique
+key prefix whose keys are deleted afterwards. Other suites use the same Redis at the same
+time, so nothing here ever flushes a database. (Redis fixtures only.)"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar, cast
+
+import pytest
+from redis.asyncio import Redis
+
+from inference.queue import Delivery, QueueClient, Submitted
+from inference.queue_settings import QueueSettings, WorkerSettings
+from inference.tasks import TaskSpec
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """An async Redis client (bytes replies)."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis: Redis) -> AsyncIterator[str]:
+    """A key prefix of this test's own (with a cluster hash tag); its keys are deleted after."""
+    prefix = "{palicord-test-" + uuid.uuid4().hex + "}:"
+    try:
+        yield prefix
+    finally:
+        keys = [key async for key in redis.scan_iter(match=prefix + "*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await redis.delete(*keys[start : start + 500])
+
+
+# --- the job queue on that Redis (used by test_queue*.py and test_worker*.py) ------------
+
+BOT_ID = "bot-test"
+T = TypeVar("T")
+
+
+async def aw(call: Awaitable[T] | T) -> T:
+    """Await a redis-py command (whose stubs mix the sync and async return types)."""
+    return await cast(Awaitable[T], call)
+
+
+@pytest.fixture
+def queue_settings(redis_prefix: str) -> QueueSettings:
+    """Queue settings on this test's prefix, with caps large enough not to interfere."""
+    return QueueSettings(
+        key_prefix=redis_prefix,
+        max_pending=10_000,
+        max_pending_per_guild=10_000,
+        max_pending_per_user=10_000,
+    )
+
+
+@pytest.fixture
+def worker_settings(redis_prefix: str) -> WorkerSettings:
+    """Worker settings on this test's prefix, with a 1 s lease so that reaping is quick."""
+    return WorkerSettings(
+        key_prefix=redis_prefix,
+        max_pending=10_000,
+        max_pending_per_guild=10_000,
+        max_pending_per_user=10_000,
+        batch_size=4,
+        lease_s=1.0,
+        reap_interval_s=0.2,
+        idle_wait_s=0.2,
+        max_attempts=3,
+    )
+
+
+@pytest.fixture
+def queue_client(redis: Redis, queue_settings: QueueSettings) -> QueueClient:
+    """A bot-side client that does not require a live worker."""
+    return QueueClient(redis, queue_settings, instance_id=BOT_ID, require_worker=False)
+
+
+async def submit(
+    client: QueueClient, guild: str = "1", user: str = "10", task: str = "caption", **kw: object
+) -> Submitted:
+    """Submit one small job."""
+    spec = TaskSpec.build(task, **kw)  # type: ignore[arg-type]
+    job = client.new_job(spec, guild_id=guild, user_id=user, context={"token": f"t-{guild}"})
+    return await client.submit(job, b"image-bytes")
+
+
+async def collect(client: QueueClient, count: int, *, timeout_s: float = 10.0) -> list[Delivery]:
+    """Read and acknowledge `count` results (fails the test after `timeout_s`)."""
+    out: list[Delivery] = []
+
+    async def read() -> None:
+        async for delivery in client.results(block_ms=100):
+            out.append(delivery)
+            await client.ack(delivery)
+            if len(out) >= count:
+                return
+
+    await asyncio.wait_for(read(), timeout_s)
+    return out

@@ -1,0 +1,245 @@
+"""The worker loop in-process against a real Redis: leases, reaping, dead letters, OOM,
+fatal device errors, stopping, reconnecting, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from inference.dispatch import Scripts
+from inference.engine_api import NoopEngine
+from inference.errors import GenerationError, JobFailed
+from inference.keys import Keys
+from inference.metrics import read_metrics
+from inference.queue import QueueClient
+from inference.queue_settings import WorkerSettings
+from inference.tasks import InferenceRequest, InferenceResult
+from inference.worker import EXIT_FATAL_ENGINE, EXIT_OK, Worker
+from inference.worker.testing import SleepEngine
+from tests.conftest import REDIS_URL, aw, collect, submit
+
+
+async def lapse_once(scripts: Scripts, worker: Worker) -> None:
+    """A 'dead worker' takes one job with a 50 ms lease; wait it out, then reap."""
+    taken = await scripts.take("dead-worker", 1, 0.05, "caption", 8)
+    assert len(taken.jobs) == 1
+    await asyncio.sleep(0.06)  # the lease must really lapse on the server's clock
+    await worker.reap()
+
+
+async def test_reaper_puts_lapsed_jobs_back_at_the_front(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    first = await submit(queue_client)
+    second = await submit(queue_client)
+    scripts = Scripts(redis, queue_client.keys)
+    worker = Worker(redis, worker_settings, NoopEngine())
+    await lapse_once(scripts, worker)
+    assert (await queue_client.status(first.job_id)).place == 1
+    assert (await queue_client.status(second.job_id)).place == 2
+    retaken = await scripts.take("w2", 1, 30.0, "caption", 8)
+    assert [(j.job_id, j.attempt) for j in retaken.jobs] == [(first.job_id, 2)]
+
+
+async def test_dead_letter_after_max_attempts_with_an_error_result(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    job_id = (await submit(queue_client)).job_id
+    scripts = Scripts(redis, queue_client.keys)
+    worker = Worker(redis, worker_settings, NoopEngine())
+    for _ in range(worker_settings.max_attempts):
+        await lapse_once(scripts, worker)
+    [delivery] = await collect(queue_client, 1)
+    assert delivery.result.job_id == job_id
+    assert isinstance(delivery.result.exception(), JobFailed)
+    assert delivery.result.attempt == worker_settings.max_attempts
+    [entry] = [json.loads(e) for e in await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))]
+    assert entry["job_id"] == job_id and entry["reason"] == "max_attempts"
+    assert await queue_client.pending() == 0
+    assert await redis.zcard(queue_client.keys.leases) == 0
+
+
+async def test_a_working_worker_keeps_its_leases(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    settings = worker_settings.model_copy(update={"lease_s": 0.5})
+    ids = {(await submit(queue_client, user=str(i))).job_id for i in range(2)}
+    slow = SleepEngine(1.5)  # three leases long
+    thief = SleepEngine()
+    await asyncio.gather(
+        Worker(redis, settings, slow).run(burst=True),
+        Worker(redis, settings, thief).run(burst=True),  # reaps every 0.2 s meanwhile
+    )
+    results = await collect(queue_client, 2)
+    assert {d.result.job_id for d in results} == ids
+    assert thief.batches == [] and slow.batches == [2]
+    assert all(d.result.attempt == 1 for d in results)
+
+
+async def test_two_workers_share_one_queue_exactly_once(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ids = [(await submit(queue_client, guild=str(i % 3), user=str(i))).job_id for i in range(40)]
+    one, two = SleepEngine(0.01), SleepEngine(0.01)
+    await asyncio.gather(
+        Worker(redis, worker_settings, one).run(burst=True),
+        Worker(redis, worker_settings, two).run(burst=True),
+    )
+    got = [d.result.job_id for d in await collect(queue_client, 40)]
+    assert sorted(got) == sorted(ids)
+    assert one.batches and two.batches
+    assert sum(one.batches) + sum(two.batches) == 40
+
+
+async def test_out_of_memory_splits_the_batch(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    for i in range(4):
+        await submit(queue_client, user=str(i))
+    engine = SleepEngine(oom_above=1)
+    await Worker(redis, worker_settings, engine).run(burst=True)
+    assert engine.batches == [1, 1, 1, 1]
+    assert all(d.result.ok for d in await collect(queue_client, 4))
+    metrics = await read_metrics(redis, queue_client.keys)
+    assert metrics.counters["oom_splits"] == 3
+    assert metrics.counters["jobs_ok"] == 4
+
+
+async def test_out_of_memory_on_a_single_request_fails_only_that_request(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    await submit(queue_client)
+    await Worker(redis, worker_settings, SleepEngine(oom_above=0)).run(burst=True)
+    [delivery] = await collect(queue_client, 1)
+    assert isinstance(delivery.result.exception(), GenerationError)
+
+
+async def test_fatal_cuda_error_exits_non_zero(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    await submit(queue_client)
+    code = await Worker(redis, worker_settings, SleepEngine(cuda_error=True)).run(burst=True)
+    assert code == EXIT_FATAL_ENGINE
+    # the job stays leased: its lease lapses and another worker retries it
+    assert await redis.zcard(queue_client.keys.leases) == 1
+
+
+class GatedEngine(SleepEngine):
+    """Signals when a batch starts; OOMs above two requests so a batch runs in halves."""
+
+    def __init__(self) -> None:
+        super().__init__(0.3, oom_above=2)
+        self.started = threading.Event()
+
+    def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
+        if len(requests) <= 2:
+            self.started.set()
+        return super().generate(requests)
+
+
+async def test_stop_finishes_the_running_half_and_hands_the_rest_back(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ids = [(await submit(queue_client)).job_id for _ in range(4)]
+    engine = GatedEngine()
+    worker = Worker(redis, worker_settings, engine)
+    run = asyncio.create_task(worker.run())
+    assert await asyncio.to_thread(engine.started.wait, 5)
+    worker.stop()
+    assert await asyncio.wait_for(run, 5) == EXIT_OK
+    done = [d.result.job_id for d in await collect(queue_client, 2)]
+    assert done == ids[:2]
+    for place, job_id in enumerate(ids[2:], start=1):
+        assert (await queue_client.status(job_id)).place == place
+        assert int(await aw(redis.hget(queue_client.keys.job(job_id), "a")) or -1) == 0
+    assert await redis.zcard(queue_client.keys.leases) == 0
+    assert not await redis.exists(queue_client.keys.worker(worker.worker_id))
+
+
+async def test_worker_reconnects_after_losing_redis(
+    queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    name = "palicord-test-worker-" + uuid.uuid4().hex[:8]
+    own = Redis.from_url(REDIS_URL, client_name=name)
+    admin = Redis.from_url(REDIS_URL)
+    worker = Worker(own, worker_settings, NoopEngine())
+    run = asyncio.create_task(worker.run())
+    try:
+        await submit(queue_client)
+        await collect(queue_client, 1)
+        # Kill only this worker's connections (others share this Redis).
+        killed = 0
+        for client in await admin.client_list():
+            if client.get("name") == name:
+                await admin.client_kill_filter(_id=client["id"])
+                killed += 1
+        assert killed >= 1
+        await submit(queue_client)
+        [after] = await collect(queue_client, 1)
+        assert after.result.ok
+    finally:
+        worker.stop()
+        assert await asyncio.wait_for(run, 5) == EXIT_OK
+        await own.aclose()
+        await admin.aclose()
+
+
+async def test_metrics_are_recorded(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    for i in range(6):
+        await submit(queue_client, user=str(i))
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+    await collect(queue_client, 6)
+    metrics = await read_metrics(redis, Keys(worker_settings.key_prefix))
+    assert metrics.counters["jobs_ok"] == 6
+    assert metrics.counters["batches"] >= 2
+    assert len(metrics.samples["queue_wait_ms"]) == 6
+    assert sum(metrics.samples["batch_size"]) == 6
+    p50 = metrics.percentile("queue_wait_ms", 50)
+    assert p50 is not None and p50 >= 0
+
+
+async def test_warns_when_redis_may_evict(
+    redis: Redis,
+    worker_settings: WorkerSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The shared Redis's config must not change, so its CONFIG GET reply is stood in for.
+    worker = Worker(redis, worker_settings, NoopEngine())
+
+    async def lru(*_: object) -> dict[str, str]:
+        return {"maxmemory-policy": "allkeys-lru"}
+
+    async def disabled(*_: object) -> dict[str, str]:
+        raise redis_errors.ResponseError("unknown command 'CONFIG'")
+
+    with caplog.at_level(logging.INFO):
+        monkeypatch.setattr(redis, "config_get", lru)
+        await worker._warn_if_evicting()
+        monkeypatch.setattr(redis, "config_get", disabled)
+        await worker._warn_if_evicting()
+    assert "allkeys-lru" in caplog.text and "noeviction" in caplog.text
+    assert "not checked" in caplog.text
+
+
+async def test_worker_waits_for_redis_at_start_and_stops_cleanly(
+    worker_settings: WorkerSettings,
+) -> None:
+    nowhere = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    worker = Worker(nowhere, worker_settings, NoopEngine())
+    run = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)  # let it fail to connect a few times
+    assert not run.done()
+    worker.stop()
+    assert await asyncio.wait_for(run, 5) == EXIT_OK
+    await nowhere.aclose()
