@@ -1,0 +1,171 @@
+"""The Bot: takes its resources from `main()`, wires the services, loads one cog per
+feature, syncs commands, and answers every command error from one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+from redis.asyncio import Redis
+
+from bot.answer import Annotator
+from bot.delivery import Deliverer
+from bot.download import Downloader
+from bot.endpoints import apply_endpoints
+from bot.errors import NotAllowed
+from bot.flows import respond_error
+from bot.guild_config import GuildConfigStore
+from bot.image_cache import ImageCache
+from bot.keys import BotKeys
+from bot.limits import Limits
+from bot.ports import JobQueue
+from bot.progress import ProgressBoard
+from bot.request_store import RequestStore
+from bot.sender import Sender
+from bot.service import VisionService
+from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES, BotSettings
+from inference.errors import PalicordError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "bot.cogs.describe",
+    "bot.cogs.ask",
+    "bot.cogs.detect",
+    "bot.cogs.ocr",
+    "bot.cogs.mentions",
+    "bot.cogs.queue_status",
+    "bot.cogs.admin",
+)
+# Outcomes of a request wait in Redis at most this long after its last job's deadline.
+_REQUEST_TTL_MARGIN_S = 3600
+
+
+def intents() -> discord.Intents:
+    """Guild and DM message events (for mentions) and guilds; nothing privileged. Messages
+    that mention the bot carry their content without the message-content intent."""
+    out = discord.Intents.none()
+    out.guilds = True
+    out.guild_messages = True
+    out.dm_messages = True
+    return out
+
+
+class PalicordTree(app_commands.CommandTree[discord.Client]):
+    """The one place slash commands and context menus report errors to users."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
+        cause: BaseException = error
+        if isinstance(error, app_commands.CommandInvokeError):
+            cause = error.original
+        if isinstance(error, app_commands.MissingPermissions):
+            cause = NotAllowed()
+        elif not isinstance(cause, PalicordError):
+            name = interaction.command.qualified_name if interaction.command else "?"
+            log.error("command %s failed", name, exc_info=cause)
+        await respond_error(interaction, cause)
+
+
+class PalicordBot(commands.Bot):
+    """The Discord front end; see `bot.__main__` for how it is built."""
+
+    def __init__(
+        self,
+        *,
+        settings: BotSettings,
+        redis: Redis,
+        http_session: aiohttp.ClientSession,
+        queue: JobQueue,
+        annotator: Annotator,
+        guild_ready_timeout_s: float = 2.0,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # unused: there are no text commands
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            tree_cls=PalicordTree,
+            # discord.py waits this long after the last GUILD_CREATE before on_ready.
+            guild_ready_timeout=guild_ready_timeout_s,
+        )
+        self.settings = settings
+        self.redis = redis
+        self.http_session = http_session
+        self.queue = queue
+        self.annotator = annotator
+        self._background: list[asyncio.Task[None]] = []
+        keys = BotKeys(settings.key_prefix)
+        self.configs = GuildConfigStore(redis, keys)
+        self.limits = Limits(redis, keys, cooldown_s=settings.user_cooldown_s)
+        ttl_s = int(settings.job_deadline_s) + _REQUEST_TTL_MARGIN_S
+        self.store = RequestStore(redis, keys, ttl_s=ttl_s)
+        self.downloader = Downloader(
+            http_session,
+            allowed_hosts=settings.attachment_hosts,
+            http_hosts=settings.attachment_http_hosts,
+            max_bytes=settings.max_image_bytes,
+            timeout_s=settings.download_timeout_s,
+        )
+        self.sender = Sender(self, token_ttl_s=settings.interaction_token_ttl_s)
+        self.progress = ProgressBoard(queue, self.sender, interval_s=settings.progress_interval_s)
+        self.images = ImageCache()
+        self.deliverer = Deliverer(
+            queue=queue,
+            store=self.store,
+            sender=self.sender,
+            progress=self.progress,
+            images=self.images,
+            downloader=self.downloader,
+            annotator=annotator,
+            max_file_bytes=DISCORD_UPLOAD_LIMIT_BYTES,
+        )
+        self.service = VisionService(
+            settings=settings,
+            queue=queue,
+            downloader=self.downloader,
+            limits=self.limits,
+            configs=self.configs,
+            store=self.store,
+            progress=self.progress,
+            deliverer=self.deliverer,
+            images=self.images,
+        )
+
+    async def login(self, token: str) -> None:
+        # Before the first REST call, which login itself makes.
+        apply_endpoints(self.settings.discord_api_base, self.settings.discord_gateway_url)
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        await self.sync_commands()
+        self._background = [
+            asyncio.create_task(self.deliverer.run(), name="palicord-results"),
+            asyncio.create_task(self.progress.run(), name="palicord-progress"),
+        ]
+
+    async def sync_commands(self) -> list[app_commands.AppCommand]:
+        """Globally, or to DEV_GUILD_ID only (instant, for development)."""
+        if self.settings.dev_guild_id is None:
+            return await self.tree.sync()
+        guild = discord.Object(id=self.settings.dev_guild_id)
+        self.tree.copy_global_to(guild=guild)
+        return await self.tree.sync(guild=guild)
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        # No text commands: mentions are handled by the mentions cog's listener.
+        return None
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+        await super().close()

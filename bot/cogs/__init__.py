@@ -1,0 +1,1 @@
+"""One cog per feature, each an extension loaded by `PalicordBot.setup_hook`."""

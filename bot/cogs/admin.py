@@ -1,0 +1,92 @@
+"""/settings: per-server choices, for members with Manage Server."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.flows import language_autocomplete
+from bot.guild_config import GuildConfig
+from inference.errors import InvalidParameter
+from inference.tasks import normalize_language
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
+
+_CHANNEL_RE = re.compile(r"<#(\d+)>|\b(\d{15,21})\b")
+_EVERYWHERE = frozenset({"all", "any", "*", "everywhere", "none"})
+
+
+def parse_channels(text: str, guild: discord.Guild) -> frozenset[int]:
+    """Channel mentions or ids in `text`; "all" means no restriction."""
+    if text.strip().lower() in _EVERYWHERE:
+        return frozenset()
+    ids = {int(a or b) for a, b in _CHANNEL_RE.findall(text)}
+    if not ids:
+        raise InvalidParameter("Name channels like #general, or say `all`.")
+    unknown = [i for i in ids if guild.get_channel_or_thread(i) is None]
+    if unknown:
+        raise InvalidParameter("Some of those channels are not in this server.")
+    return frozenset(ids)
+
+
+def settings_embed(config: GuildConfig, operator_quota: int) -> discord.Embed:
+    channels = " ".join(f"<#{c}>" for c in sorted(config.channels)) or "all channels"
+    embed = discord.Embed(title="Palicord settings for this server")
+    embed.add_field(name="Channels", value=channels, inline=False)
+    embed.add_field(name="Daily quota", value=f"{config.quota(operator_quota)} images")
+    embed.add_field(name="Default language", value=config.language or "each user's own")
+    embed.add_field(name="Mention replies", value="on" if config.mention_replies else "off")
+    return embed
+
+
+class Admin(commands.Cog):
+    def __init__(self, bot: PalicordBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="settings")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.describe(
+        channels="Channels where I answer (#a #b), or `all`",
+        daily_quota="Images this server may send per day (UTC)",
+        language="Default answer language for users whose own I don't speak",
+        mention_replies="Whether I answer when mentioned",
+    )
+    @app_commands.autocomplete(language=language_autocomplete)
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        channels: str | None = None,
+        daily_quota: app_commands.Range[int, 1, 1_000_000] | None = None,
+        language: str | None = None,
+        mention_replies: bool | None = None,
+    ) -> None:
+        """Show or change how I behave in this server (Manage Server)."""
+        guild = interaction.guild
+        assert guild is not None  # guild_only
+        config = await self.bot.configs.get(guild.id)
+        if channels is not None:
+            config = replace(config, channels=parse_channels(channels, guild))
+        if daily_quota is not None:
+            config = replace(config, daily_quota=daily_quota)
+        if language is not None:
+            config = replace(config, language=normalize_language(language))
+        if mention_replies is not None:
+            config = replace(config, mention_replies=mention_replies)
+        await self.bot.configs.put(guild.id, config)
+        embed = settings_embed(config, self.bot.settings.guild_daily_quota)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    from bot.client import PalicordBot
+
+    assert isinstance(bot, PalicordBot)
+    await bot.add_cog(Admin(bot))

@@ -1,0 +1,87 @@
+"""/detect and the "Detect objects…" message menu, which asks for the objects in a modal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.download import ImageRef
+from bot.errors import NoImageFound
+from bot.flows import message_images, respond_error, run_interaction
+from bot.service import Ask, VisionService
+from inference.tasks import Task
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
+
+MAX_OBJECTS_INPUT = 200
+
+
+class ObjectsModal(discord.ui.Modal, title="Detect objects"):
+    """Asks which objects to find in the images of the chosen message."""
+
+    def __init__(self, service: VisionService, images: Sequence[ImageRef]) -> None:
+        super().__init__()
+        self._service = service
+        self._images = list(images)
+        self.objects: discord.ui.TextInput[ObjectsModal] = discord.ui.TextInput(
+            placeholder="cat ; dog ; bicycle", max_length=MAX_OBJECTS_INPUT
+        )
+        self.add_item(discord.ui.Label(text="Objects to find", component=self.objects))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        ask = Ask(Task.DETECT, objects=self.objects.value)
+        await run_interaction(self._service, interaction, self._images, ask)
+
+    async def on_error(  # type: ignore[override]  # Modal's own signature has no item
+        self, interaction: discord.Interaction, error: Exception, /
+    ) -> None:
+        # Modals report to their own on_error, not to the tree's.
+        await respond_error(interaction, error)
+
+
+class Detect(commands.Cog):
+    def __init__(self, bot: PalicordBot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Detect objects…", callback=self.detect_message)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(name="detect")
+    @app_commands.describe(
+        image="The picture to search",
+        objects="What to find, separated by ; or , (e.g. cat ; dog)",
+    )
+    async def detect(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        objects: app_commands.Range[str, 1, MAX_OBJECTS_INPUT],
+    ) -> None:
+        """Find objects in an image and draw boxes around them."""
+        ref = ImageRef.from_attachment(image)
+        ask = Ask(Task.DETECT, objects=objects)
+        await run_interaction(self.bot.service, interaction, [ref], ask)
+
+    async def detect_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        images = message_images(message)
+        if not images:  # say so now rather than after the user filled in the modal
+            raise NoImageFound()
+        await interaction.response.send_modal(ObjectsModal(self.bot.service, images))
+
+
+async def setup(bot: commands.Bot) -> None:
+    from bot.client import PalicordBot
+
+    assert isinstance(bot, PalicordBot)
+    await bot.add_cog(Detect(bot))

@@ -1,0 +1,66 @@
+"""Mention the bot with images (or reply with a mention to a message that has them)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.flows import message_images, run_mention
+from bot.mention_text import parse_mention
+from inference.errors import PalicordError
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
+
+log = logging.getLogger(__name__)
+
+
+class Mentions(commands.Cog):
+    def __init__(self, bot: PalicordBot) -> None:
+        self.bot = bot
+
+    async def _replied_to(self, message: discord.Message) -> discord.Message | None:
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        if isinstance(ref.resolved, discord.Message):
+            return ref.resolved
+        try:
+            return await message.channel.fetch_message(ref.message_id)
+        except discord.HTTPException:
+            return None
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.bot.user
+        if me is None or message.author.bot or not message.mentions:
+            return
+        if not any(u.id == me.id for u in message.mentions):
+            return
+        guild_id = message.guild.id if message.guild else None
+        try:
+            config = await self.bot.configs.get(guild_id)
+        except PalicordError:
+            config = None  # Redis is away: run_mention tells the user
+        if config is not None and not config.mention_replies:
+            return
+        if config is not None and not config.allows_channel(
+            message.channel.id, getattr(message.channel, "parent_id", None)
+        ):
+            return  # a silent no: admins limited the bot to other channels
+        images = message_images(message)
+        if not images:
+            replied = await self._replied_to(message)
+            if replied is not None:
+                images = message_images(replied)
+        await run_mention(self.bot.service, message, images, parse_mention(message.content, me.id))
+
+
+async def setup(bot: commands.Bot) -> None:
+    from bot.client import PalicordBot
+
+    assert isinstance(bot, PalicordBot)
+    await bot.add_cog(Mentions(bot))

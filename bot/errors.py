@@ -1,0 +1,73 @@
+"""Errors only the Discord front end raises; they extend `inference.errors`' tree.
+
+    PalicordError
+    ├── ImageError
+    │   ├── AttachmentHostNotAllowed   the URL is not on an allowed attachment host
+    │   └── DownloadFailed             the host did not give us the file
+    ├── RequestError
+    │   ├── NoImageFound               nothing to look at
+    │   ├── ChannelNotAllowed          /settings keeps the bot out of this channel
+    │   └── NotAllowed                 the user lacks a permission (e.g. Manage Server)
+    └── QueueError
+        ├── CooldownActive             the same user again, too soon
+        └── DailyQuotaReached          the guild used today's quota
+
+Every message is fit to show the user as it is; `user_message` maps anything else
+(discord.py's own errors included) to a short, safe line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from inference.errors import ImageError, PalicordError, QueueError, RequestError
+
+log = logging.getLogger(__name__)
+
+
+class AttachmentHostNotAllowed(ImageError):
+    code = "image_host"
+    default_message = "I only read images uploaded to Discord itself, not links to other sites."
+
+
+class DownloadFailed(ImageError):
+    code = "image_download"
+    default_message = "I couldn't download that image from Discord. Please try again."
+
+
+class NoImageFound(RequestError):
+    code = "no_image"
+    default_message = (
+        "I don't see an image. Attach one (or reply to a message that has one) and mention me."
+    )
+
+
+class ChannelNotAllowed(RequestError):
+    code = "channel_not_allowed"
+    default_message = "I'm not enabled in this channel; ask a server admin about /settings."
+
+
+class NotAllowed(RequestError):
+    code = "not_allowed"
+    default_message = "You need the Manage Server permission for that."
+
+
+class CooldownActive(QueueError):
+    code = "cooldown"
+    default_message = "Please wait a few seconds between requests."
+
+    @classmethod
+    def after(cls, retry_in_s: float) -> CooldownActive:
+        return cls(f"Please wait {max(1, round(retry_in_s))} s before your next request.")
+
+
+class DailyQuotaReached(QueueError):
+    code = "daily_quota"
+    default_message = "This server has used up today's image quota. It resets at midnight UTC."
+
+
+def user_message(exc: BaseException) -> str:
+    """The short line to show a user for `exc`; never leaks internals."""
+    if isinstance(exc, PalicordError):
+        return exc.message
+    return PalicordError.default_message

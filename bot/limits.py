@@ -1,0 +1,81 @@
+"""Per-user cooldown and per-guild daily quota, kept in Redis so every bot instance and
+every restart sees the same counts. (Concurrent-job caps are the queue's: it refuses
+a submit past `max_pending_per_user` / `max_pending_per_guild`.)"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from bot.errors import CooldownActive, DailyQuotaReached
+from bot.keys import BotKeys
+from bot.redis_errors import redis_boundary
+
+log = logging.getLogger(__name__)
+
+# Check and charge in one step, so two requests racing for the last images of a quota
+# cannot both get them. Returns the new total, or -1 when `n` more would exceed the quota.
+_CHARGE_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n = tonumber(ARGV[1])
+if used + n > tonumber(ARGV[2]) then return -1 end
+local total = redis.call('INCRBY', KEYS[1], n)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return total
+"""
+# Usage counters outlive their day a little so a late refund never recreates a key forever.
+_USAGE_TTL_S = 2 * 24 * 3600
+
+
+def utc_day(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+
+
+def seconds_to_midnight(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+class Limits:
+    """Cooldown before any work, quota once the number of good images is known."""
+
+    def __init__(self, redis: Redis, keys: BotKeys, *, cooldown_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._cooldown_ms = int(cooldown_s * 1000)
+        self._charge = redis.register_script(_CHARGE_LUA)
+
+    async def start_cooldown(self, user_id: int) -> None:
+        """Start the user's cooldown, or raise CooldownActive if it is running."""
+        if self._cooldown_ms <= 0:
+            return
+        key = self._keys.cooldown(user_id)
+        with redis_boundary():
+            if await self._redis.set(key, b"1", px=self._cooldown_ms, nx=True):
+                return
+            remaining_ms = await self._redis.pttl(key)
+        raise CooldownActive.after(max(remaining_ms, 0) / 1000)
+
+    async def charge(self, guild_id: int | None, n: int, *, quota: int) -> int:
+        """Count `n` images against today's quota; raise DailyQuotaReached if they don't fit."""
+        key = self._keys.daily_usage(guild_id, utc_day())
+        with redis_boundary():
+            total = int(await self._charge(keys=[key], args=[n, quota, _USAGE_TTL_S]))
+        if total < 0:
+            raise DailyQuotaReached()
+        return total
+
+    async def refund(self, guild_id: int | None, n: int) -> None:
+        """Give back images that were charged but never queued."""
+        if n <= 0:
+            return
+        with redis_boundary():
+            await self._redis.decrby(self._keys.daily_usage(guild_id, utc_day()), n)
+
+    async def used_today(self, guild_id: int | None) -> int:
+        with redis_boundary():
+            raw = await self._redis.get(self._keys.daily_usage(guild_id, utc_day()))
+        return int(raw or 0)

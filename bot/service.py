@@ -1,0 +1,245 @@
+"""From "someone asked about these images" to queued jobs with a progress message.
+
+Slash commands, context menus and mentions all come through here. Cheap refusals
+(channel, host, declared size, cooldown) happen before any download; each image is then
+downloaded with a cap and checked with the engine's own intake code before it is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import discord
+
+from bot.address import ItemContext, ReplyAddress
+from bot.delivery import Deliverer
+from bot.download import Downloader, ImageRef
+from bot.errors import ChannelNotAllowed, NoImageFound
+from bot.guild_config import GuildConfig, GuildConfigStore
+from bot.image_cache import ImageCache
+from bot.limits import Limits
+from bot.ports import JobQueue
+from bot.progress import ProgressBoard, progress_text
+from bot.request_store import RequestStore
+from bot.settings import BotSettings
+from inference.errors import PalicordError, UnsupportedLanguage
+from inference.intake import probe_image
+from inference.jobs import JobResult
+from inference.queue import JobStatus
+from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What the user asked for, before validation."""
+
+    task: Task
+    language: str | None = None  # an explicit choice; otherwise locale and guild decide
+    question: str | None = None
+    objects: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Where a request comes from."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    parent_channel_id: int | None = None  # a thread's parent, for the channel allow-list
+
+
+def choose_language(explicit: str | None, *candidates: str | None) -> str:
+    """An explicit choice (validated strictly), else the first supported candidate, else en."""
+    if explicit:
+        return normalize_language(explicit)
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return normalize_language(candidate)
+        except UnsupportedLanguage:
+            continue
+    return DEFAULT_LANGUAGE
+
+
+class VisionService:
+    """Validates, downloads, queues and starts progress for one request at a time."""
+
+    def __init__(
+        self,
+        *,
+        settings: BotSettings,
+        queue: JobQueue,
+        downloader: Downloader,
+        limits: Limits,
+        configs: GuildConfigStore,
+        store: RequestStore,
+        progress: ProgressBoard,
+        deliverer: Deliverer,
+        images: ImageCache,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._downloader = downloader
+        self._limits = limits
+        self._configs = configs
+        self._store = store
+        self._progress = progress
+        self._deliverer = deliverer
+        self._images = images
+
+    @property
+    def configs(self) -> GuildConfigStore:
+        return self._configs
+
+    async def admit(self, who: Who, refs: Sequence[ImageRef]) -> tuple[GuildConfig, list[ImageRef]]:
+        """Checks worth doing before acknowledging: channel, images present, cooldown.
+        A single image is also checked for host and declared size, so that a refusal can
+        still be a private reply."""
+        config = await self._configs.get(who.guild_id)
+        if not config.allows_channel(who.channel_id, who.parent_channel_id):
+            raise ChannelNotAllowed()
+        images = list(refs)[: self._settings.max_images_per_message]
+        if not images:
+            raise NoImageFound()
+        if len(images) == 1:
+            self._downloader.check(images[0])
+        await self._limits.start_cooldown(who.user_id)
+        return config, images
+
+    def spec(
+        self,
+        ask: Ask,
+        *,
+        config: GuildConfig,
+        locale: str | None = None,
+        guild_locale: str | None = None,
+    ) -> TaskSpec:
+        """Validate the ask; language: explicit, else the user's locale, else the guild's
+        setting, else the guild's locale, else English."""
+        language = choose_language(ask.language, locale, config.language, guild_locale)
+        return TaskSpec.build(
+            ask.task, language=language, question=ask.question, objects=ask.objects
+        )
+
+    async def _intake(self, ref: ImageRef) -> bytes:
+        data = await self._downloader.fetch(ref)
+        # Header parsing is quick, but a hostile file should not stall the event loop.
+        await asyncio.to_thread(
+            probe_image,
+            data,
+            max_bytes=self._settings.max_image_bytes,
+            max_pixels=self._settings.max_image_pixels,
+        )
+        return data
+
+    async def _intake_all(self, refs: Sequence[ImageRef]) -> list[bytes | PalicordError]:
+        out: list[bytes | PalicordError] = []
+        for got in await asyncio.gather(*(self._intake(r) for r in refs), return_exceptions=True):
+            if isinstance(got, bytes | PalicordError):
+                out.append(got)
+            elif isinstance(got, Exception):
+                log.exception("image intake failed unexpectedly", exc_info=got)
+                out.append(PalicordError())
+            else:
+                raise got
+        return out
+
+    async def submit(
+        self,
+        who: Who,
+        refs: Sequence[ImageRef],
+        spec: TaskSpec,
+        address: ReplyAddress,
+        config: GuildConfig,
+    ) -> None:
+        """Download, check and queue every image, then show the place in line. Raises the
+        first error when no image at all could be queued; otherwise per-image errors
+        become part of the answer."""
+        request_id = uuid.uuid4().hex
+        items = [
+            ItemContext(request_id, i, len(refs), r.filename, r.url, address)
+            for i, r in enumerate(refs)
+        ]
+        intake = await self._intake_all(refs)
+        good = [i for i, got in enumerate(intake) if isinstance(got, bytes)]
+        if not good:
+            raise next(e for e in intake if isinstance(e, PalicordError))
+        quota = config.quota(self._settings.guild_daily_quota)
+        await self._limits.charge(who.guild_id, len(good), quota=quota)
+        failures: dict[int, PalicordError] = {
+            i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
+        }
+        self._progress.track(request_id, address, [], shown="")
+        submitted: list[tuple[str, int]] = []
+        for i in good:
+            data = intake[i]
+            assert isinstance(data, bytes)
+            try:
+                place = await self._queue_one(who, spec, items[i], data)
+            except PalicordError as exc:
+                failures[i] = exc
+                if submitted:
+                    await self._record_failure(items[i], exc, spec)
+                continue
+            if not submitted:  # now an answer is certain: earlier failures belong in it
+                for j, earlier in failures.items():
+                    await self._record_failure(items[j], earlier, spec)
+            submitted.append(place)
+        await self._limits.refund(who.guild_id, len(good) - len(submitted))
+        if not submitted:
+            self._progress.drop(request_id)
+            raise failures[good[0]]
+        statuses = [JobStatus("queued", place) for _, place in submitted]
+        await self._progress.show_now(request_id, progress_text(statuses))
+
+    async def _queue_one(
+        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes
+    ) -> tuple[str, int]:
+        job = self._queue.new_job(
+            spec,
+            guild_id=who.guild_id,
+            user_id=who.user_id,
+            channel_id=who.channel_id,
+            context=item.to_context(),
+        )
+        if spec.task is Task.DETECT:
+            self._images.put(item.request_id, item.index, data)
+        # Listed before submitting: a fast worker's result may arrive before submit returns.
+        await self._store.add_user_job(who.user_id, job.job_id, job.deadline_at)
+        try:
+            submitted = await self._queue.submit(job, data)
+        except PalicordError:
+            self._images.pop(item.request_id, item.index)
+            await self._store.remove_user_job(who.user_id, job.job_id)
+            raise
+        self._progress.add_job(item.request_id, job.job_id)
+        return job.job_id, submitted.place
+
+    async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
+        result = JobResult.failure(
+            f"{item.request_id}-{item.index}", item.to_context(), exc, task=spec.task
+        )
+        await self._deliverer.record(item, result)
+
+
+def interaction_address(interaction: discord.Interaction, message_id: int | None) -> ReplyAddress:
+    """Where an interaction's answer goes: its original response, via its token."""
+    assert interaction.channel_id is not None
+    return ReplyAddress(
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        message_id=message_id,
+        app_id=interaction.application_id,
+        token=interaction.token,
+        issued_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
+    )

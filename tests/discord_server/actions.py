@@ -1,0 +1,157 @@
+"""What people do in the fake Discord: post messages, run slash commands and context menus,
+submit modals. Each action goes to the bot over the gateway exactly as Discord sends it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.discord_server import interactions as ix
+from tests.discord_server import payloads as p
+from tests.discord_server.recorder import Recorded
+from tests.discord_server.server import FakeDiscord
+
+
+class DiscordServer(FakeDiscord):
+    """FakeDiscord plus the user-side actions tests drive it with."""
+
+    def user(
+        self, name: str, *, locale: str = "en-US", admin: bool = False, user_id: int | None = None
+    ) -> p.FakeUser:
+        perms = p.ADMIN_PERMISSIONS if admin else p.MEMBER_PERMISSIONS
+        return p.FakeUser(user_id or p.snowflake(), name, locale=locale, permissions=perms)
+
+    def attachment(
+        self,
+        data: bytes,
+        filename: str,
+        content_type: str | None = "image/png",
+        *,
+        size: int | None = None,
+        url: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> p.Json:
+        """Put `data` on the CDN and describe it; `size`/`url` may lie, as a test requires."""
+        served = self.add_cdn_file(data, filename, content_type or "")
+        return p.attachment(
+            p.snowflake(),
+            url=url or served,
+            filename=filename,
+            size=len(data) if size is None else size,
+            content_type=content_type,
+            width=width,
+            height=height,
+        )
+
+    async def post_message(
+        self,
+        author: p.FakeUser,
+        content: str = "",
+        *,
+        attachments: list[p.Json] | tuple[p.Json, ...] = (),
+        mention_bot: bool = False,
+        reply_to: p.Json | None = None,
+        guild: p.FakeGuild | None = None,
+    ) -> p.Json:
+        """A user posts a message; it is dispatched as MESSAGE_CREATE."""
+        guild = guild or self.guild
+        mentions = []
+        if mention_bot:
+            content = f"<@{self.bot_user.id}> {content}".strip()
+            mentions.append(
+                {**self.bot_user.payload(), "member": p.member(self.bot_user.payload())}
+            )
+        msg = p.message(
+            p.snowflake(),
+            channel_id=guild.channel.id,
+            guild_id=guild.id,
+            author=author.payload(),
+            content=content,
+            attachments=list(attachments),
+            mentions=mentions,
+            referenced=reply_to,
+        )
+        self.messages[int(msg["id"])] = msg
+        event = {
+            **msg,
+            "member": {k: v for k, v in p.member(author.payload()).items() if k != "user"},
+        }
+        await self.gateway.dispatch("MESSAGE_CREATE", event)
+        return msg
+
+    async def _dispatch_interaction(self, state: ix.InteractionState, payload: p.Json) -> None:
+        self.interactions[state.token] = state
+        await self.gateway.dispatch("INTERACTION_CREATE", payload)
+
+    async def slash(
+        self,
+        name: str,
+        *,
+        user: p.FakeUser,
+        guild: p.FakeGuild | None = None,
+        attachments: dict[str, p.Json] | None = None,
+        **options: Any,
+    ) -> ix.InteractionState:
+        """A user runs `/name` with `options` (attachments by option name)."""
+        guild = guild or self.guild
+        state, payload = ix.slash_payload(
+            app_id=self.app_id,
+            command=self.command(name),
+            options={k: v for k, v in options.items() if v is not None},
+            attachments=attachments or {},
+            user=user,
+            guild=guild,
+            channel=guild.channel,
+        )
+        await self._dispatch_interaction(state, payload)
+        return state
+
+    async def message_command(
+        self, name: str, target: p.Json, *, user: p.FakeUser, guild: p.FakeGuild | None = None
+    ) -> ix.InteractionState:
+        """A user picks Apps → `name` on message `target`."""
+        guild = guild or self.guild
+        state, payload = ix.message_command_payload(
+            app_id=self.app_id,
+            command=self.command(name, kind=ix.MESSAGE_COMMAND),
+            target=target,
+            user=user,
+            guild=guild,
+            channel=guild.channel,
+        )
+        await self._dispatch_interaction(state, payload)
+        return state
+
+    async def submit_modal(
+        self, parent: ix.InteractionState, values: dict[str, str]
+    ) -> ix.InteractionState:
+        """The user fills in the modal the bot opened for `parent` and submits it."""
+        state, payload = ix.modal_submit_payload(app_id=self.app_id, parent=parent, values=values)
+        await self._dispatch_interaction(state, payload)
+        return state
+
+    def expire(self, state: ix.InteractionState) -> None:
+        """Make the interaction's token invalid, as Discord does after 15 minutes."""
+        state.expired = True
+
+    # --- assertions helpers ------------------------------------------------------------
+
+    async def wait_for_callback(
+        self, state: ix.InteractionState, *, timeout_s: float = 5.0
+    ) -> Recorded:
+        [rec] = await self.recorder.wait_for(
+            lambda r: r.route.endswith("/callback") and r.params.get("token") == state.token,
+            timeout_s=timeout_s,
+        )
+        return rec
+
+    def sent_for(self, state: ix.InteractionState) -> list[Recorded]:
+        """Every webhook request (follow-ups and edits) made with this interaction's token."""
+        return self.recorder.matching(
+            lambda r: r.route.startswith("/webhooks/") and r.params.get("token") == state.token
+        )
+
+    def channel_posts(self, *, since: int = 0) -> list[Recorded]:
+        return self.recorder.matching(
+            lambda r: r.key == "POST /channels/{channel_id}/messages", since=since
+        )

@@ -1,0 +1,136 @@
+"""Run the real bot (and a real worker) against the fake Discord and the real Redis.
+
+Each test gets its own key prefix, so tests share the Redis on 127.0.0.1:6379 with other
+suites without FLUSHDB; the prefix's keys are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from PIL import Image
+from redis.asyncio import Redis
+
+from bot.answer import draw_boxes
+from bot.client import PalicordBot
+from bot.settings import BotSettings
+from inference.demo.shapes import Scene, make_scene
+from inference.engine_api import Engine
+from inference.queue import QueueClient
+from inference.queue_settings import WorkerSettings
+from inference.worker.service import Worker
+from tests.discord_server.actions import DiscordServer
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+READY_TIMEOUT_S = 15.0
+
+
+def unique_prefix() -> str:
+    # A hash tag like the default "{palicord}:", unique per test.
+    return "{ptest-" + uuid.uuid4().hex[:12] + "}:"
+
+
+async def delete_prefix(redis: Redis, prefix: str) -> None:
+    """Delete this test's keys only (never FLUSHDB: the Redis is shared)."""
+    async for key in redis.scan_iter(match=prefix.replace("[", "\\[") + "*", count=500):
+        await redis.delete(key)
+
+
+def bot_settings(server: DiscordServer, prefix: str, **overrides: Any) -> BotSettings:
+    values: dict[str, Any] = {
+        "discord_token": server.token,
+        "redis_url": REDIS_URL,
+        "key_prefix": prefix,
+        "discord_api_base": server.api_base,
+        "discord_gateway_url": server.gateway_url,
+        "attachment_http_hosts": ("127.0.0.1",),
+        "instance_id": "bot-" + uuid.uuid4().hex[:8],
+        "user_cooldown_s": 0.0,
+        "progress_interval_s": 0.3,
+        "max_image_bytes": 2 * 1024 * 1024,
+    }
+    values.update(overrides)
+    return BotSettings(**values)
+
+
+def worker_settings(prefix: str, **overrides: Any) -> WorkerSettings:
+    values: dict[str, Any] = {
+        "redis_url": REDIS_URL,
+        "key_prefix": prefix,
+        "linger_s": 0.0,
+        "idle_wait_s": 0.2,
+    }
+    values.update(overrides)
+    return WorkerSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings: BotSettings) -> AsyncIterator[PalicordBot]:
+    """The bot as `python -m bot` builds it, started and READY; closed afterwards."""
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    async with redis, aiohttp.ClientSession() as http_session:
+        queue = QueueClient(redis, settings, instance_id=settings.instance_id)
+        bot = PalicordBot(
+            settings=settings,
+            redis=redis,
+            http_session=http_session,
+            queue=queue,
+            annotator=draw_boxes,
+            guild_ready_timeout_s=0.05,
+        )
+        async with bot:
+            task = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+            ready = asyncio.create_task(bot.wait_until_ready())
+            done, _ = await asyncio.wait(
+                {task, ready}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if ready not in done:
+                ready.cancel()
+                if task in done:
+                    task.result()  # raise the start-up error
+                raise AssertionError("the bot did not become ready")
+            try:
+                yield bot
+            finally:
+                await bot.close()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: WorkerSettings, engine: Engine, *, worker_id: str = ""
+) -> AsyncIterator[Worker]:
+    """An in-process worker serving `engine`; it has registered by the time this yields."""
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    async with redis:
+        worker = Worker(redis, settings, engine, worker_id=worker_id or uuid.uuid4().hex[:8])
+        task = asyncio.create_task(worker.run())
+        probe = QueueClient(redis, settings, instance_id="probe")
+        async with asyncio.timeout(10):
+            # Registration is a heartbeat key in Redis: nothing to await but the key.
+            while not await probe.workers():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG", **save: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def one_shape_scene(seed: int = 7, size: tuple[int, int] = (160, 160)) -> Scene:
+    """A demo scene with exactly one shape."""
+    return make_scene(random.Random(seed), size=size, min_shapes=1, max_shapes=1)

@@ -1,0 +1,191 @@
+"""End to end: the real bot, the fake Discord, the real Redis queue and an in-process worker
+running the shapes oracle engine."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from bot.client import PalicordBot
+from inference.worker.service import Worker
+from tests.discord_server import DiscordServer
+from tests.discord_server.expect import (
+    DEFERRED_CHANNEL_MESSAGE,
+    answer_for,
+    boxes,
+    iou,
+    reply_answer,
+    sent_file,
+)
+from tests.discord_server.fixtures import bot, prefix, server, worker
+from tests.discord_server.harness import one_shape_scene, png_bytes
+from tests.discord_server.render_checks import assert_safe
+
+__all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
+
+
+async def test_describe_slash_command_end_to_end(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scene = one_shape_scene(seed=1)
+    shape = scene.shapes[0]
+    user = server.user("alice", locale="de")
+    image = server.attachment(png_bytes(scene.image), "shapes.png")
+
+    state = await server.slash("describe", user=user, attachments={"image": image})
+
+    callback = await server.wait_for_callback(state)
+    assert callback.json["type"] == DEFERRED_CHANNEL_MESSAGE
+    assert state.callback_at is not None and state.callback_at - state.dispatched_at < 3.0
+    answer = await answer_for(server, state)
+    assert f"a {shape.color} {shape.kind}" in answer.text
+    assert "(de)" in answer.text, "the user's Discord locale picks the language"
+    assert answer.json["allowed_mentions"]["parse"] == []
+    # Exactly one final answer, and it came after every progress edit.
+    sent = server.sent_for(state)
+    assert [r for r in sent if r.embed_text] == [answer]
+    assert sent[-1] is answer
+
+
+async def test_explicit_language_wins_and_long_detail(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scene = one_shape_scene(seed=2)
+    user = server.user("bob", locale="de")
+    image = server.attachment(png_bytes(scene.image), "s.png")
+    state = await server.slash(
+        "describe", user=user, attachments={"image": image}, detail="long", language="fr"
+    )
+    answer = await answer_for(server, state)
+    assert "a picture of one" in answer.text  # describe, not caption
+
+    unsupported = server.user("carol", locale="ko")
+    state = await server.slash("describe", user=unsupported, attachments={"image": image})
+    assert "(ko)" in (await answer_for(server, state)).text
+
+    klingon = server.user("dan", locale="en-US")
+    state = await server.slash(
+        "describe", user=klingon, attachments={"image": image}, language="tlh"
+    )
+    callback = await server.wait_for_callback(state)
+    assert callback.ephemeral and "not supported" in callback.content
+
+
+async def test_ask_answers_the_colour(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scene = one_shape_scene(seed=3)
+    image = server.attachment(png_bytes(scene.image), "q.png")
+    state = await server.slash(
+        "ask", user=server.user("erin"), attachments={"image": image}, question="what colour?"
+    )
+    answer = await answer_for(server, state)
+    assert scene.shapes[0].color in answer.text
+
+
+async def test_detect_returns_annotated_png_and_boxes(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scene = one_shape_scene(seed=4, size=(200, 150))
+    shape = scene.shapes[0]
+    image = server.attachment(png_bytes(scene.image), "d.png")
+    state = await server.slash(
+        "detect", user=server.user("finn"), attachments={"image": image}, objects=shape.kind
+    )
+    answer = await answer_for(server, state)
+    assert f"{shape.kind} × 1" in answer.text
+    png = sent_file(answer, ".png")
+    drawn = Image.open(io.BytesIO(png.data))
+    assert drawn.format == "PNG" and drawn.size == scene.image.size
+    [found] = boxes(answer)
+    assert found["label"] == shape.kind
+    assert iou(found["box"], shape.box) >= 0.5
+    embed = answer.payload["embeds"][0]
+    assert embed["image"]["url"] == f"attachment://{png.filename}"
+
+
+async def test_mention_with_image_and_reply_to_image(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scene = one_shape_scene(seed=5)
+    shape = scene.shapes[0]
+    user = server.user("gus")
+    since = server.recorder.next_seq()
+    msg = await server.post_message(
+        user, attachments=[server.attachment(png_bytes(scene.image), "m.png")], mention_bot=True
+    )
+    answer = await reply_answer(server, msg, since=since)
+    assert f"a {shape.color} {shape.kind}" in answer.text
+
+    # A mention that replies to someone else's image: the image of the replied-to message.
+    other = await server.post_message(
+        server.user("hana"), attachments=[server.attachment(png_bytes(scene.image), "r.png")]
+    )
+    since = server.recorder.next_seq()
+    ask = await server.post_message(user, "what colour is it?", mention_bot=True, reply_to=other)
+    answer = await reply_answer(server, ask, since=since)
+    assert shape.color in answer.text
+
+
+async def test_mention_with_several_images_labels_each(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scenes = [one_shape_scene(seed=s) for s in (11, 12, 13)]
+    files = [server.attachment(png_bytes(s.image), f"pic{i}.png") for i, s in enumerate(scenes)]
+    since = server.recorder.next_seq()
+    msg = await server.post_message(
+        server.user("ivy"), "describe", attachments=files, mention_bot=True
+    )
+    answer = await reply_answer(server, msg, since=since)
+    embeds = answer.payload["embeds"]
+    assert [e["title"] for e in embeds] == [f"Image {i + 1} · pic{i}.png" for i in range(3)]
+    for embed, scene in zip(embeds, scenes, strict=True):
+        assert f"{scene.shapes[0].color} {scene.shapes[0].kind}" in embed["description"]
+
+
+async def test_context_menus(server: DiscordServer, bot: PalicordBot, worker: Worker) -> None:
+    scene = one_shape_scene(seed=6)
+    shape = scene.shapes[0]
+    user = server.user("jo")
+    target = await server.post_message(
+        server.user("kim"), attachments=[server.attachment(png_bytes(scene.image), "c.png")]
+    )
+
+    state = await server.message_command("Describe image", target, user=user)
+    assert f"a {shape.color} {shape.kind}" in (await answer_for(server, state)).text
+
+    state = await server.message_command("Read text (OCR)", target, user=user)
+    answer = await answer_for(server, state)
+    assert_safe(answer)
+    assert "loud" in answer.text
+
+    state = await server.message_command("Detect objects…", target, user=user)
+    callback = await server.wait_for_callback(state)
+    assert callback.json["type"] == 9  # MODAL
+    submitted = await server.submit_modal(state, {"Objects to find": f"{shape.kind}, dog"})
+    answer = await answer_for(server, submitted)
+    [found] = boxes(answer)
+    assert iou(found["box"], shape.box) >= 0.5
+
+
+async def test_expired_token_answer_goes_to_the_channel(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    scene = one_shape_scene(seed=8)
+    user = server.user("lee")
+    image = server.attachment(png_bytes(scene.image), "e.png")
+    since = server.recorder.next_seq()
+    state = await server.slash("describe", user=user, attachments={"image": image})
+    # Expired before the bot even saw it: acknowledging still works (that is the
+    # callback), but no webhook edit does, as with a token past its 15 minutes.
+    server.expire(state)
+    [post] = await server.recorder.wait_for(
+        lambda r: r.key == "POST /channels/{channel_id}/messages" and bool(r.payload.get("embeds")),
+        since=since,
+    )
+    assert post.content.startswith(f"<@{user.id}>")
+    allowed = post.json["allowed_mentions"]
+    assert [str(u) for u in allowed["users"]] == [str(user.id)]
+    assert "everyone" not in allowed["parse"] and "roles" not in allowed["parse"]
+    assert scene.shapes[0].kind in post.text

@@ -1,0 +1,149 @@
+"""The bot with `python -m inference.worker` as a separate process, fairness between
+guilds, and (when the checkpoint exists) the real demo model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.client import PalicordBot
+from inference.queue import QueueClient
+from tests.discord_server import DiscordServer
+from tests.discord_server.expect import answer_for, boxes, iou, reply_answer
+from tests.discord_server.fixtures import bot, prefix, server
+from tests.discord_server.harness import (
+    REDIS_URL,
+    one_shape_scene,
+    png_bytes,
+    running_worker,
+    worker_settings,
+)
+from tests.discord_server.shapes_engine import ShapesOracle
+
+__all__ = ["bot", "prefix", "server"]  # fixtures, used by name
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "palicord-tiny"
+
+
+@pytest.fixture
+def worker_process(prefix: str) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "IDLE_WAIT_S": "0.2",
+        "LINGER_S": "0",
+    }
+    args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
+    args += ["tests.discord_server.shapes_engine:oracle_engine"]
+    proc = subprocess.Popen(args, env=env, cwd=ROOT)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def wait_for_workers(prefix: str, timeout_s: float = 20.0) -> None:
+    """The subprocess's only sign of life is its heartbeat key in Redis."""
+    redis = Redis.from_url(REDIS_URL)
+    async with redis:
+        probe = QueueClient(redis, worker_settings(prefix), instance_id="probe")
+        async with asyncio.timeout(timeout_s):
+            while not await probe.workers():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+
+async def test_with_worker_process(
+    server: DiscordServer,
+    bot: PalicordBot,
+    prefix: str,
+    worker_process: subprocess.Popen[bytes],
+) -> None:
+    await wait_for_workers(prefix)
+    scene = one_shape_scene(seed=51)
+    shape = scene.shapes[0]
+    image = server.attachment(png_bytes(scene.image), "w.png")
+    state = await server.slash(
+        "detect", user=server.user("xena"), attachments={"image": image}, objects=shape.kind
+    )
+    [found] = boxes(await answer_for(server, state))
+    assert iou(found["box"], shape.box) >= 0.5
+
+
+async def test_a_flooding_guild_does_not_hold_up_another(
+    server: DiscordServer, bot: PalicordBot, prefix: str
+) -> None:
+    scene = one_shape_scene(seed=52)
+    image = server.attachment(png_bytes(scene.image), "f.png")
+    busy, quiet = server.guilds
+    batch_size = 2
+    settings = worker_settings(prefix, batch_size=batch_size)
+    async with running_worker(settings, ShapesOracle(sleep_s=0.15)):
+        flood = [
+            await server.slash(
+                "describe", user=server.user(f"f{i}"), guild=busy, attachments={"image": image}
+            )
+            for i in range(12)
+        ]
+        for state in flood:
+            await server.wait_for_callback(state)
+        other = await server.slash(
+            "describe", user=server.user("yuri"), guild=quiet, attachments={"image": image}
+        )
+        answered = await answer_for(server, other, timeout_s=20)
+        done_before = [
+            s for s in flood if any(r.embed_text and r.at < answered.at for r in server.sent_for(s))
+        ]
+        # Round robin between guilds: the quiet guild's job is in the next batch, so at
+        # most the batch running when it arrived and one more go ahead of it.
+        assert len(done_before) <= 2 * batch_size, len(done_before)
+        await asyncio.gather(*(answer_for(server, s, timeout_s=30) for s in flood))
+
+
+@pytest.fixture
+async def demo_worker(prefix: str) -> AsyncIterator[None]:
+    if not (DEMO_MODEL / "config.json").exists():
+        pytest.skip("the demo checkpoint (models/palicord-tiny) is not built")
+    from tests.demo import demo_engine  # imports torch: only when the model exists
+
+    async with running_worker(worker_settings(prefix), demo_engine()):
+        yield
+
+
+@pytest.mark.slow
+async def test_demo_model_caption_ask_detect(
+    server: DiscordServer, bot: PalicordBot, demo_worker: None
+) -> None:
+    scene = one_shape_scene(seed=53, size=(224, 224))
+    shape = scene.shapes[0]
+    user = server.user("zed")
+    file = server.attachment(png_bytes(scene.image), "demo.png")
+
+    since = server.recorder.next_seq()
+    msg = await server.post_message(user, attachments=[file], mention_bot=True)
+    caption = await reply_answer(server, msg, since=since, timeout_s=60)
+    assert shape.color in caption.text and shape.kind in caption.text
+
+    state = await server.slash(
+        "ask", user=user, attachments={"image": file}, question="what color is the shape?"
+    )
+    assert shape.color in (await answer_for(server, state, timeout_s=60)).text
+
+    state = await server.slash("detect", user=user, attachments={"image": file}, objects=shape.kind)
+    found = boxes(await answer_for(server, state, timeout_s=60))
+    assert found and max(iou(d["box"], shape.box) for d in found) >= 0.5
+
+    state = await server.message_command("Describe image", msg, user=user)
+    assert shape.kind in (await answer_for(server, state, timeout_s=60)).text

@@ -1,0 +1,98 @@
+"""The bot under stress: restarts mid-job, no worker, Redis away, a busy line."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from bot.client import PalicordBot
+from tests.discord_server import DiscordServer
+from tests.discord_server.expect import answer_for, error_for
+from tests.discord_server.fixtures import bot, prefix, server
+from tests.discord_server.harness import (
+    bot_settings,
+    one_shape_scene,
+    png_bytes,
+    running_bot,
+    running_worker,
+    worker_settings,
+)
+from tests.discord_server.shapes_engine import ShapesOracle
+
+__all__ = ["bot", "prefix", "server"]  # fixtures, used by name
+
+
+async def test_restarted_bot_delivers_answers_to_jobs_queued_before(
+    server: DiscordServer, prefix: str
+) -> None:
+    settings = bot_settings(server, prefix)
+    scene = one_shape_scene(seed=31)
+    image = server.attachment(png_bytes(scene.image), "r.png")
+    async with running_worker(worker_settings(prefix), ShapesOracle(sleep_s=1.0)):
+        async with running_bot(settings):
+            state = await server.slash(
+                "describe", user=server.user("ann"), attachments={"image": image}
+            )
+            await server.recorder.wait_for(
+                lambda r: (
+                    r.params.get("token") == state.token
+                    and ("In line" in r.content or "Working" in r.content)
+                )
+            )
+        # The bot is gone while the worker finishes; a new run with the same instance id
+        # reads the result from the durable stream and answers the old interaction.
+        async with running_bot(settings):
+            answer = await answer_for(server, state)
+    assert f"{scene.shapes[0].color} {scene.shapes[0].kind}" in answer.text
+
+
+async def test_no_worker_online_is_reported(server: DiscordServer, bot: PalicordBot) -> None:
+    image = server.attachment(png_bytes(one_shape_scene(seed=32).image), "n.png")
+    state = await server.slash("describe", user=server.user("bea"), attachments={"image": image})
+    error = await error_for(server, state)
+    assert "No vision worker is online" in error.content
+
+
+async def test_redis_unavailable_is_reported_and_gateway_stays_up(
+    server: DiscordServer, prefix: str
+) -> None:
+    settings = bot_settings(server, prefix, redis_url="redis://127.0.0.1:1/0")
+    async with running_bot(settings) as bot:
+        image = server.attachment(png_bytes(one_shape_scene(seed=33).image), "x.png")
+        state = await server.slash("describe", user=server.user("cy"), attachments={"image": image})
+        error = await error_for(server, state)
+        assert "can't reach my job queue" in error.content
+        since = server.recorder.next_seq()
+        msg = await server.post_message(server.user("di"), attachments=[image], mention_bot=True)
+        [reply] = await server.recorder.wait_for(
+            lambda r: r.key == "POST /channels/{channel_id}/messages", since=since
+        )
+        assert "can't reach my job queue" in reply.content
+        assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+        assert bot.is_ready() and not bot.is_closed()
+        assert server.gateway.connects == 1
+
+
+async def test_progress_edits_are_throttled_and_only_on_change(
+    server: DiscordServer, prefix: str
+) -> None:
+    settings = bot_settings(server, prefix, progress_interval_s=0.4)
+    scene = one_shape_scene(seed=34)
+    image = server.attachment(png_bytes(scene.image), "p.png")
+    ws = worker_settings(prefix, batch_size=1)
+    async with running_bot(settings), running_worker(ws, ShapesOracle(sleep_s=0.3)):
+        states = [
+            await server.slash("describe", user=server.user(f"q{i}"), attachments={"image": image})
+            for i in range(5)
+        ]
+        await asyncio.gather(*(answer_for(server, s, timeout_s=20) for s in states))
+    for state in states:
+        sent = server.sent_for(state)
+        progress = [r for r in sent if r.method == "PATCH" and not r.embed_text]
+        texts = [r.content for r in progress]
+        assert all(a != b for a, b in itertools.pairwise(texts)), texts
+        gaps = [b.at - a.at for a, b in itertools.pairwise(progress)]
+        assert all(g >= 0.35 for g in gaps), gaps
+        assert len([r for r in sent if r.embed_text]) == 1
+    last = server.sent_for(states[-1])
+    assert any("In line: #" in r.content for r in last), "a queued request shows its place"
