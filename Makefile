@@ -24,10 +24,8 @@ redis:
 	@for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; sleep 0.5; done; \
 	  echo "redis did not start on 127.0.0.1:6379" >&2; exit 1
 
-run: $(STAMP)
-	$(PY) -m inference detect samples/shapes.png --objects "circle ; square ; triangle" \
-	  --model models/palicord-tiny --out out/annotated.png
-	@echo "annotated image written to out/annotated.png"
+run: $(STAMP) redis
+	scripts/run.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,6 +42,7 @@ test: lint typecheck pytest
 bench: $(STAMP) redis
 	$(PY) -m bench.batching
 	$(PY) -m bench.intake
+	$(PY) -m bench.queue
 
 demo-model: $(STAMP)
 	$(PY) scripts/train_demo_model.py --out models/palicord-tiny
