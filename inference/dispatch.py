@@ -19,6 +19,11 @@ from redis.asyncio.client import Pipeline
 
 from inference.keys import Keys, lua_prelude
 
+# How many users whose next job a worker cannot serve one `take` looks past. A blocked
+# user holds at least one pending job, so with the default per-guild cap (100) this
+# passes over several fully blocked guilds, at a few Redis commands each.
+MAX_SKIP = 1_024
+
 _SCRIPT_NAMES = ("submit", "take", "extend", "reap", "release", "settle", "cancel", "status")
 
 
@@ -33,6 +38,14 @@ def script_source(name: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seconds(value: Any) -> float | None:
+    # The job hash is plain Redis data: a planted non-number must not crash a worker.
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +110,20 @@ class Scripts:
         lease_s: float,
         capabilities: str,
         max_scan: int,
+        *,
+        max_skip: int = MAX_SKIP,
     ) -> Taken:
         """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged."""
-        raw = await self._call("take", worker_id, batch_size, lease_s, capabilities, max_scan)
+        raw = await self._call(
+            "take", worker_id, batch_size, lease_s, capabilities, max_scan, max_skip
+        )
         jobs = [
             TakenJob(
                 job_id=_text(raw[i]),
                 data=raw[i + 1],
                 attempt=int(raw[i + 2]),
                 expired=int(raw[i + 3]) == 1,
-                enqueued_at=float(raw[i + 4]) if raw[i + 4] else None,
+                enqueued_at=_seconds(raw[i + 4]),
             )
             for i in range(1, len(raw), 5)
         ]

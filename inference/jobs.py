@@ -34,7 +34,8 @@ MAX_CONTEXT_CHARS = 512
 def _load_object(raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: deeply nested arrays (`[[[[...`) exhaust the decoder's stack.
         raise MalformedMessage(f"The {what} is not valid JSON.") from exc
     if not isinstance(data, dict):
         raise MalformedMessage(f"The {what} is not a JSON object.")
@@ -51,6 +52,17 @@ def _get(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> A
 
 def _get_opt(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     return None if data.get(name) is None else _get(data, name, kind)
+
+
+def _get_float(data: Mapping[str, Any], name: str) -> float:
+    try:
+        return float(_get(data, name, (int, float)))
+    except OverflowError as exc:  # a JSON integer too large for a float: 1 followed by 400 zeros
+        raise MalformedMessage(f"Field {name!r} is out of range.") from exc
+
+
+def _opt_float(data: Mapping[str, Any], name: str) -> float | None:
+    return None if data.get(name) is None else _get_float(data, name)
 
 
 def _check_context(context: Mapping[str, Any]) -> dict[str, str]:
@@ -179,8 +191,8 @@ class Job:
             channel_id=_get_opt(data, "channel_id", str),
             user_id=_get(data, "user_id", str),
             reply_to=_get(data, "reply_to", str),
-            created_at=float(_get(data, "created_at", (int, float))),
-            deadline_at=float(_get(data, "deadline_at", (int, float))),
+            created_at=_get_float(data, "created_at"),
+            deadline_at=_get_float(data, "deadline_at"),
             context=_check_context(_get(data, "context", dict)),
             attempt=_get(data, "attempt", int),
         )
@@ -319,13 +331,8 @@ class JobResult:
             attempt=_get(data, "attempt", int),
             queue_wait_s=_opt_float(data, "queue_wait_s"),
             run_s=_opt_float(data, "run_s"),
-            finished_at=float(_get(data, "finished_at", (int, float))),
+            finished_at=_get_float(data, "finished_at"),
         )
-
-
-def _opt_float(data: Mapping[str, Any], name: str) -> float | None:
-    value = _get_opt(data, name, (int, float))
-    return None if value is None else float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +375,6 @@ class WorkerInfo:
             host=_get(data, "host", str),
             model_id=_get(data, "model_id", str),
             capabilities=tuple(caps),
-            started_at=float(_get(data, "started_at", (int, float))),
+            started_at=_get_float(data, "started_at"),
             batch_size=_get(data, "batch_size", int),
         )

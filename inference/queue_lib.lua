@@ -36,26 +36,27 @@ local function count_queued(g, delta)
   end
 end
 
-local function enqueue_back(jid, g, u)
+-- Put a job id in its user's line: at the back (a new job) or at the front (a job handed
+-- back or reaped: it already waited its turn once, so it goes first in its user's line,
+-- its user first in the guild and, if the guild had nothing queued, its guild first in
+-- the ring).
+local function enqueue(jid, g, u, front)
+  local push = 'RPUSH'
+  if front then push = 'LPUSH' end
   count_queued(g, 1)
-  local uq = K.user_queue(g, u)
-  if redis.call('RPUSH', uq, jid) == 1 then
-    if redis.call('RPUSH', K.guild_users(g), u) == 1 then
-      redis.call('RPUSH', K.guild_ring(), g)
+  if redis.call(push, K.user_queue(g, u), jid) == 1 then
+    if redis.call(push, K.guild_users(g), u) == 1 then
+      redis.call(push, K.guild_ring(), g)
     end
   end
 end
 
--- A job handed back goes first in its user's line, its user first in the guild, its
--- guild first in the ring: it already waited its turn once.
-local function requeue_front(jid, g, u)
-  count_queued(g, 1)
-  local uq = K.user_queue(g, u)
-  if redis.call('LPUSH', uq, jid) == 1 then
-    if redis.call('LPUSH', K.guild_users(g), u) == 1 then
-      redis.call('LPUSH', K.guild_ring(), g)
-    end
-  end
+-- Move a job's attempt counter by `delta`. A planted non-number counts as 0: HINCRBY
+-- would fail the script on every take, for every worker, and the line would never move.
+local function bump_attempt(jid, delta)
+  local a = math.floor(tonumber(redis.call('HGET', K.job(jid), 'a')) or 0) + delta
+  redis.call('HSET', K.job(jid), 'a', a)
+  return a
 end
 
 -- Remove a job id from anywhere in its user's line, keeping the ring invariants.

@@ -8,8 +8,9 @@ local now = now_s()
 local max_attempts, lease_s = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lapsed = redis.call('ZRANGEBYSCORE', K.leases(), '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 local out = {0}
+local back = {}
 for _, jid in ipairs(lapsed) do
-  local f = redis.call('HMGET', K.job(jid), 'data', 'g', 'u', 'a')
+  local f = redis.call('HMGET', K.job(jid), 'data', 'g', 'u', 'a', 'eq')
   if not f[1] or redis.call('EXISTS', K.done(jid)) == 1 then
     forget(jid)  -- already answered or cancelled
   elseif (tonumber(f[4]) or 0) >= max_attempts or not f[2] or not f[3] then
@@ -20,9 +21,18 @@ for _, jid in ipairs(lapsed) do
     table.insert(out, tonumber(f[4]) or 0)
   else
     drop_lease(jid)
-    requeue_front(jid, f[2], f[3])
-    out[1] = out[1] + 1
+    local eq = tonumber(f[5])
+    if not eq or eq ~= eq then eq = 0 end  -- NaN would break table.sort's ordering
+    table.insert(back, {jid, f[2], f[3], eq})
   end
 end
+-- One batch's leases lapse at the same instant and ZRANGEBYSCORE orders ties by job id,
+-- which is random: push the newest first so each line is back in submission order.
+table.sort(back, function(x, y)
+  if x[4] ~= y[4] then return x[4] > y[4] end
+  return x[1] > y[1]
+end)
+for _, b in ipairs(back) do enqueue(b[1], b[2], b[3], true) end
+out[1] = #back
 if out[1] > 0 then wake() end
 return out

@@ -6,24 +6,29 @@ Built once at an entry point from the environment and `.env`, then passed down.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.keys import DEFAULT_PREFIX
 from inference.settings import EngineSettings, MiB
 
+_QUERY_PASSWORD_RE = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
 
 def redact_url(url: str) -> str:
-    """`url` with any password replaced by `***`, fit for a log line."""
+    """`url` with any password (in the authority or a `?password=` query) replaced by
+    `***`, fit for a log line."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        # Split by hand: `hostname` would drop an IPv6 address's brackets, `port` can raise.
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = _QUERY_PASSWORD_RE.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class QueueSettings(BaseSettings):
@@ -49,6 +54,13 @@ class QueueSettings(BaseSettings):
     result_retention_s: int = Field(default=3600, ge=60)
     worker_heartbeat_ttl_s: float = Field(default=15.0, gt=0)
     max_dead_letters: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _image_outlives_its_job(self) -> QueueSettings:
+        # A job may start up to its deadline; an image gone by then fails the job.
+        if self.image_ttl_s <= self.job_deadline_s:
+            raise ValueError("image_ttl_s must be longer than job_deadline_s")
+        return self
 
     def redacted_url(self) -> str:
         """The Redis URL with its password hidden."""

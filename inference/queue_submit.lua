@@ -26,7 +26,7 @@ redis.call('SET', K.image(jid), ARGV[8], 'EX', ARGV[9])
 redis.call('INCR', K.pending())
 redis.call('HINCRBY', K.guild_pending(), g, 1)
 redis.call('HINCRBY', K.user_pending(), uk, 1)
-enqueue_back(jid, g, u)
+enqueue(jid, g, u, false)
 local place = place_of(g, u, redis.call('LLEN', K.user_queue(g, u)) - 1)
 wake()
 return {'ok', place}

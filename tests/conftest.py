@@ -64,13 +64,10 @@ def queue_settings(redis_prefix: str) -> QueueSettings:
 
 
 @pytest.fixture
-def worker_settings(redis_prefix: str) -> WorkerSettings:
-    """Worker settings on this test's prefix, with a 1 s lease so that reaping is quick."""
+def worker_settings(queue_settings: QueueSettings) -> WorkerSettings:
+    """The same queue seen by a worker, with a 1 s lease so that reaping is quick."""
     return WorkerSettings(
-        key_prefix=redis_prefix,
-        max_pending=10_000,
-        max_pending_per_guild=10_000,
-        max_pending_per_user=10_000,
+        **queue_settings.model_dump(),
         batch_size=4,
         lease_s=1.0,
         reap_interval_s=0.2,

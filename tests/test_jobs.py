@@ -93,6 +93,8 @@ def _mutated(**changes: object) -> str:
         _mutated(context={"a": 1}),
         _mutated(context=[]),
         _mutated(objects="cat"),
+        "[" * 100_000,  # deep nesting: RecursionError inside json.loads
+        _mutated(created_at=10**400),  # a JSON integer no float can hold
     ],
 )
 def test_bad_job_messages_are_malformed(raw: str | bytes) -> None:

@@ -201,3 +201,17 @@ async def test_malformed_result_entries_are_dropped(
     [delivery] = await collect(queue_client, 1)
     assert delivery.result.job_id == "j1"
     assert await redis.xlen(stream) == 0
+
+
+async def test_a_job_cancelled_then_handed_back_leaves_nothing_behind(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    job_id = (await submit(queue_client)).job_id
+    scripts = Scripts(redis, queue_client.keys)
+    await scripts.take("w1", 1, 30.0, "*", 8)
+    assert await queue_client.cancel(job_id)
+    assert await scripts.release("w1", [job_id]) == 0  # SIGTERM before it started
+    keys = queue_client.keys
+    assert not await redis.exists(keys.job(job_id), keys.image(job_id))
+    assert await redis.zcard(keys.leases) == 0
+    assert (await queue_client.status(job_id)).state == "cancelled"

@@ -7,6 +7,7 @@ import time
 
 from redis.asyncio import Redis
 
+from inference.dispatch import Scripts
 from inference.engine_api import NoopEngine
 from inference.errors import JobTimedOut, MalformedMessage, UnknownTask
 from inference.jobs import Job
@@ -136,3 +137,60 @@ async def test_malformed_payloads_are_dead_lettered_and_never_crash_the_worker(
     assert await redis.zcard(keys.leases) == 0
     assert await aw(redis.llen(keys.guild_ring)) == 0
     assert await aw(redis.hlen(keys.guild_queued)) == 0
+
+
+async def test_many_users_a_worker_cannot_serve_do_not_hide_another_guilds_job(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # 40 users of guild A wait for OCR; a captioner with batch 1 may look at only 8 jobs
+    # per take (SCAN_PER_SLOT): looking past A's users must not use that up.
+    for i in range(40):
+        await submit(queue_client, guild="A", user=str(i), task="ocr")
+    lone = await submit(queue_client, guild="B")
+    captioner = Worker(
+        redis,
+        worker_settings.model_copy(update={"batch_size": 1}),
+        SleepEngine(capabilities=frozenset({Task.CAPTION})),
+    )
+    assert await captioner.run_once() == 1
+    assert captioner.batches_taken == [[lone.job_id]]
+
+
+async def test_jobs_reaped_back_do_not_put_a_flooding_guild_ahead(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    for i in range(200):
+        await submit(queue_client, guild="A", user=str(i % 3))
+    scripts = Scripts(redis, queue_client.keys)
+    dead = await scripts.take("dead-worker", 4, 0.0, "*", 32)  # a lease lapsed at once
+    assert len(dead.jobs) == 4
+    lone = await submit(queue_client, guild="B")
+    worker = Worker(redis, worker_settings, NoopEngine())
+    assert await worker.reap() == 4
+    await worker.run_once()
+    assert lone.job_id in worker.batches_taken[0]
+    assert set(worker.batches_taken[0]) & {j.job_id for j in dead.jobs}  # they went first
+
+
+async def test_planted_job_fields_never_crash_the_worker(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    keys = queue_client.keys
+    bad_attempt = (await submit(queue_client, user="1")).job_id
+    await aw(redis.hset(keys.job(bad_attempt), mapping={"a": "x", "eq": "soon"}))
+    nested = await plant(redis, queue_client, "[" * 100_000)
+    await redis.set(keys.job("wrongtype"), "a string, not a hash")
+    await aw(redis.rpush(keys.user_queue("1", "2"), "wrongtype"))
+    await aw(redis.rpush(keys.guild_users("1"), "2"))
+    good = await submit(queue_client, user="3")
+
+    worker = Worker(redis, worker_settings, NoopEngine())
+    assert await worker.run(burst=True) == 0
+
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 2)}
+    assert results[bad_attempt].ok and results[bad_attempt].attempt == 1
+    assert results[good.job_id].ok
+    dead = [json.loads(e) for e in await aw(redis.lrange(keys.dead_letter, 0, -1))]
+    assert [d["job_id"] for d in dead] == [nested]
+    assert await queue_client.pending() == 0
+    assert await aw(redis.llen(keys.guild_ring)) == 0

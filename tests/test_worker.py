@@ -4,6 +4,7 @@ fatal device errors, stopping, reconnecting, metrics."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -21,17 +22,16 @@ from inference.keys import Keys
 from inference.metrics import read_metrics
 from inference.queue import QueueClient
 from inference.queue_settings import WorkerSettings
-from inference.tasks import InferenceRequest, InferenceResult
+from inference.tasks import InferenceRequest, InferenceResult, TaskSpec
 from inference.worker import EXIT_FATAL_ENGINE, EXIT_OK, Worker
 from inference.worker.testing import SleepEngine
 from tests.conftest import REDIS_URL, aw, collect, submit
 
 
 async def lapse_once(scripts: Scripts, worker: Worker) -> None:
-    """A 'dead worker' takes one job with a 50 ms lease; wait it out, then reap."""
-    taken = await scripts.take("dead-worker", 1, 0.05, "caption", 8)
+    """A 'dead worker' takes one job with a lease that lapses at once; then reap."""
+    taken = await scripts.take("dead-worker", 1, 0.0, "caption", 8)
     assert len(taken.jobs) == 1
-    await asyncio.sleep(0.06)  # the lease must really lapse on the server's clock
     await worker.reap()
 
 
@@ -233,13 +233,68 @@ async def test_warns_when_redis_may_evict(
 
 
 async def test_worker_waits_for_redis_at_start_and_stops_cleanly(
-    worker_settings: WorkerSettings,
+    worker_settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nowhere = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
     worker = Worker(nowhere, worker_settings, NoopEngine())
+    real_startup = worker._startup
+    failures = 0
+    failed_twice = asyncio.Event()
+
+    async def counted_startup() -> bool:
+        nonlocal failures
+        ok = await real_startup()
+        failures += not ok
+        if failures >= 2:
+            failed_twice.set()
+        return ok
+
+    monkeypatch.setattr(worker, "_startup", counted_startup)
     run = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.3)  # let it fail to connect a few times
+    await asyncio.wait_for(failed_twice.wait(), 5)  # it keeps trying, with backoff
     assert not run.done()
     worker.stop()
     assert await asyncio.wait_for(run, 5) == EXIT_OK
     await nowhere.aclose()
+
+
+async def test_reaped_jobs_go_back_in_submission_order(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # Ids ascending in submission order: ties in the lease set are ordered by id, so
+    # requeueing in that order would reverse the user's line.
+    ids = [f"job{i}" for i in range(4)]
+    for job_id in ids:
+        job = queue_client.new_job(TaskSpec.build("caption"), guild_id=1, user_id=10)
+        await queue_client.submit(dataclasses.replace(job, job_id=job_id), b"img")
+    scripts = Scripts(redis, queue_client.keys)
+    assert len((await scripts.take("dead-worker", 4, 0.0, "*", 32)).jobs) == 4  # lapsed at once
+    assert await Worker(redis, worker_settings, NoopEngine()).reap() == 4
+    places = [(await queue_client.status(job_id)).place for job_id in ids]
+    assert places == [1, 2, 3, 4]
+
+
+async def test_keepalive_outlives_an_unexpected_error(
+    redis: Redis, worker_settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = Worker(redis, worker_settings, NoopEngine())
+    real_reap = worker.reap
+    calls = 0
+    reaped_again = asyncio.Event()
+
+    async def flaky_reap() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise redis_errors.ResponseError("WRONGTYPE Operation against a key")
+        reaped_again.set()
+        return await real_reap()
+
+    monkeypatch.setattr(worker, "reap", flaky_reap)
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(reaped_again.wait(), 5)
+        assert await redis.exists(Keys(worker_settings.key_prefix).worker(worker.worker_id))
+    finally:
+        worker.stop()
+        assert await asyncio.wait_for(run, 5) == EXIT_OK

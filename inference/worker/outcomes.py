@@ -55,20 +55,31 @@ def decode(taken: TakenJob, worker_id: str) -> Job | Outcome:
         job = Job.from_json(taken.data)
     except MalformedMessage as exc:
         log.warning("dead-lettering malformed job %s: %s", taken.job_id, exc)
-        address = salvage_reply_address(taken.data)
-        reply_to, context = (address[1], address[2]) if address else (None, {})
-        result = JobResult.failure(taken.job_id, context, exc, worker_id=worker_id)
-        return Outcome(taken.job_id, reply_to, result, "malformed", taken.data)
+        return _undecodable(taken, exc, worker_id, "malformed")
     except PalicordError as exc:  # a well-formed message with invalid task parameters
-        address = salvage_reply_address(taken.data)
-        reply_to, context = (address[1], address[2]) if address else (None, {})
-        result = JobResult.failure(taken.job_id, context, exc, worker_id=worker_id)
-        return Outcome(taken.job_id, reply_to, result)
+        return _undecodable(taken, exc, worker_id, None)
+    except Exception:
+        # Redis is a trust boundary: a payload that trips an unforeseen bug in decoding
+        # must cost one dead letter, not a worker (every worker would crash on it in turn).
+        log.exception("dead-lettering job %s: its message could not be decoded", taken.job_id)
+        return _undecodable(taken, MalformedMessage(), worker_id, "malformed")
     if job.job_id != taken.job_id:
         mismatch = MalformedMessage("The job message does not match its queue entry.")
         result = JobResult.failure(taken.job_id, job.context, mismatch, worker_id=worker_id)
         return Outcome(taken.job_id, job.reply_to, result, "malformed", taken.data)
     return dataclasses.replace(job, attempt=taken.attempt)
+
+
+def _undecodable(
+    taken: TakenJob, error: PalicordError, worker_id: str, dead_letter_reason: str | None
+) -> Outcome:
+    """An error outcome for a job whose message could not be decoded, sent to whatever
+    reply address can be salvaged from it (nobody, if none)."""
+    address = salvage_reply_address(taken.data)
+    reply_to, context = (address[1], address[2]) if address else (None, {})
+    result = JobResult.failure(taken.job_id, context, error, worker_id=worker_id)
+    raw = taken.data if dead_letter_reason else b""
+    return Outcome(taken.job_id, reply_to, result, dead_letter_reason, raw)
 
 
 def failure(
@@ -97,14 +108,12 @@ def out_of_attempts(taken: TakenJob, worker_id: str) -> Outcome:
     """The outcome for a job whose leases lapsed too often: dead letter and JobFailed."""
     decoded = decode(taken, worker_id)
     if isinstance(decoded, Outcome):
-        return decoded if decoded.dead_letter_reason else _with_reason(decoded, "max_attempts")
+        if decoded.dead_letter_reason:
+            return decoded
+        return dataclasses.replace(decoded, dead_letter_reason="max_attempts", raw=taken.data)
     return failure(
         decoded, JobFailed(), worker_id=worker_id, dead_letter_reason="max_attempts", raw=taken.data
     )
-
-
-def _with_reason(outcome: Outcome, reason: str) -> Outcome:
-    return Outcome(outcome.job_id, outcome.reply_to, outcome.result, reason, outcome.raw)
 
 
 def timed_out(job: Job, *, worker_id: str, queue_wait_s: float | None) -> Outcome:

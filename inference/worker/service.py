@@ -39,7 +39,14 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL_ENGINE = 3
-REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+# Failures that pass: a lost connection, a slow or loading server, a failover (the old
+# primary turns read-only), a full server under noeviction. Backing off rides them out.
+REDIS_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+)
 REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 RUN_TIME_SMOOTHING = 0.2  # weight of the newest batch in the run-time moving average
@@ -349,6 +356,11 @@ class Worker:
                     next_reap = time.monotonic() + s.reap_interval_s
             except REDIS_ERRORS as exc:
                 log.warning("keep-alive failed: %s", exc)
+            except Exception:
+                # Nothing may end this loop but cancellation: without it the heartbeat
+                # vanishes (the bot sees no worker) and the running batch's leases lapse,
+                # so other workers run those jobs again.
+                log.exception("keep-alive step failed; carrying on")
             await asyncio.sleep(tick_s)
 
     async def _heartbeat(self) -> None:

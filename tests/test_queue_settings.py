@@ -1,0 +1,40 @@
+"""Queue settings: the Redis URL's secrets never reach a log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from inference.queue_settings import QueueSettings, WorkerSettings, redact_url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("rediss://bot:s3cret@[::1]:6380/1", "rediss://bot:***@[::1]:6380/1"),
+        ("redis://cache/0?db=1&password=s3cret", "redis://cache/0?db=1&password=***"),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ],
+)
+def test_redact_url_hides_every_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_settings_never_show_the_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "rediss://bot:s3cret@cache:6380/0")
+    settings = WorkerSettings()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("%s %r %s", settings, settings, settings.redacted_url())
+    assert "s3cret" not in caplog.text
+    assert settings.redis_url.get_secret_value().endswith("@cache:6380/0")
+
+
+def test_an_image_must_outlive_its_jobs_deadline() -> None:
+    with pytest.raises(ValidationError, match="image_ttl_s"):
+        QueueSettings(job_deadline_s=3600, image_ttl_s=1800)
+    QueueSettings(job_deadline_s=600, image_ttl_s=1800)
