@@ -77,6 +77,9 @@ class WorkerSettings(QueueSettings):
     linger_s: float = Field(default=0.03, ge=0)
     linger_ratio: float = Field(default=0.1, ge=0)
     lease_s: float = Field(default=30.0, gt=0)
+    # A batch on the engine longer than this means a wedged device: the worker gives its
+    # leases up and exits (code 4) for its supervisor to restart it. Must exceed lease_s.
+    max_batch_run_s: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     reap_interval_s: float = Field(default=2.0, gt=0)
     idle_wait_s: float = Field(default=1.0, gt=0)
@@ -84,3 +87,11 @@ class WorkerSettings(QueueSettings):
     # Latency samples kept per metric (a capped list in Redis).
     metric_samples: int = Field(default=2_000, ge=1)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @model_validator(mode="after")
+    def _batch_limit_outlasts_a_lease(self) -> WorkerSettings:
+        # Leases are extended so that a batch may outlive one; a limit inside a lease
+        # would give up batches the lease alone covers.
+        if self.max_batch_run_s <= self.lease_s:
+            raise ValueError("max_batch_run_s must be longer than lease_s")
+        return self

@@ -1,5 +1,5 @@
 """The worker loop in-process against a real Redis: leases, reaping, dead letters, OOM,
-fatal device errors, stopping, reconnecting, metrics."""
+fatal device errors, a hung engine, stopping, reconnecting, metrics."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from inference.metrics import read_metrics
 from inference.queue import QueueClient
 from inference.queue_settings import WorkerSettings
 from inference.tasks import InferenceRequest, InferenceResult, TaskSpec
-from inference.worker import EXIT_FATAL_ENGINE, EXIT_OK, Worker
+from inference.worker import EXIT_ENGINE_HUNG, EXIT_FATAL_ENGINE, EXIT_OK, Worker
 from inference.worker.testing import SleepEngine
 from tests.conftest import REDIS_URL, aw, collect, submit
 
@@ -130,6 +130,53 @@ async def test_fatal_cuda_error_exits_non_zero(
     assert code == EXIT_FATAL_ENGINE
     # the job stays leased: its lease lapses and another worker retries it
     assert await redis.zcard(queue_client.keys.leases) == 1
+
+
+class HungEngine(SleepEngine):
+    """Blocks in generate() until released: a wedged device, with the event loop alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
+        self.started.set()
+        self.release.wait()
+        return super().generate(requests)
+
+
+async def test_hung_engine_gives_up_its_leases_and_returns_a_distinct_code(
+    redis: Redis,
+    queue_client: QueueClient,
+    worker_settings: WorkerSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = queue_client.keys
+    job_id = (await submit(queue_client)).job_id
+    settings = worker_settings.model_copy(update={"lease_s": 0.5, "max_batch_run_s": 1.0})
+    engine = HungEngine()
+    worker = Worker(redis, settings, engine)
+    try:
+        with caplog.at_level(logging.ERROR):
+            code = await asyncio.wait_for(worker.run(), 5)
+        assert code == EXIT_ENGINE_HUNG
+        assert engine.started.is_set() and "batch of 1 requests has run" in caplog.text
+        assert not await redis.exists(keys.worker(worker.worker_id))
+        assert await redis.zcard(keys.workers) == 0
+        # No longer extended: the lease lapses within one lease_s of the watchdog firing.
+        [(leased, expires_at)] = await redis.zrange(keys.leases, 0, -1, withscores=True)
+        assert leased.decode() == job_id
+        seconds, micros = await redis.time()
+        assert expires_at <= seconds + micros / 1e6 + settings.lease_s
+    finally:
+        engine.release.set()  # let the thread end, or the test's loop waits for it
+
+
+def test_max_batch_run_s_must_exceed_the_lease(worker_settings: WorkerSettings) -> None:
+    fields = worker_settings.model_dump() | {"lease_s": 5.0, "max_batch_run_s": 5.0}
+    with pytest.raises(ValueError, match="max_batch_run_s"):
+        WorkerSettings(**fields)
 
 
 class GatedEngine(SleepEngine):

@@ -1,4 +1,5 @@
-"""`python -m inference.worker` as a real process: SIGKILL mid-batch, SIGTERM, CUDA exit."""
+"""`python -m inference.worker` as a real process: SIGKILL mid-batch, SIGTERM, CUDA exit,
+hung engine exit."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from redis.asyncio import Redis
 from inference.engine_api import NoopEngine
 from inference.queue import QueueClient
 from inference.queue_settings import WorkerSettings
-from inference.worker import Worker
+from inference.worker import EXIT_ENGINE_HUNG, Worker
 from tests.conftest import REDIS_URL, collect, submit
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_worker(
-    prefix: str, *options: str, batch_size: int = 4, lease_s: float = 1.0
+    prefix: str,
+    *options: str,
+    batch_size: int = 4,
+    lease_s: float = 1.0,
+    max_batch_run_s: float = 600.0,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -33,6 +38,7 @@ def start_worker(
         "KEY_PREFIX": prefix,
         "BATCH_SIZE": str(batch_size),
         "LEASE_S": str(lease_s),
+        "MAX_BATCH_RUN_S": str(max_batch_run_s),
         "REAP_INTERVAL_S": "0.2",
         "IDLE_WAIT_S": "0.2",
     }
@@ -124,3 +130,34 @@ async def test_cuda_error_exits_non_zero(
         assert await asyncio.to_thread(proc.wait, 20) == 3
     finally:
         proc.kill()
+
+
+async def test_hung_engine_exits_and_its_jobs_complete_elsewhere_exactly_once(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    keys = queue_client.keys
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(3)]
+    marks = tmp_path / "batches"
+    # The engine sleeps an hour: a wedged GPU, while the event loop keeps running.
+    proc = start_worker(
+        worker_settings.key_prefix, "sleep_s=3600", f"mark_path={marks}", max_batch_run_s=2.0
+    )
+    try:
+        await wait_for(lambda: _started(marks))
+        assert await redis.zcard(keys.workers) == 1
+        assert await asyncio.to_thread(proc.wait, 8) == EXIT_ENGINE_HUNG
+    finally:
+        proc.kill()
+    assert count_marks(marks) == 1
+    assert await redis.zcard(keys.workers) == 0  # the bot no longer counts it
+    assert not [k async for k in redis.scan_iter(match=keys.worker("*"))]
+    assert await redis.zcard(keys.leases) == 3  # left to lapse, not handed back
+
+    survivor = Worker(redis, worker_settings, NoopEngine())
+    assert await survivor.run(burst=True) == 0  # waits for the lapsed leases, reaps, runs
+    results = await collect(queue_client, 3)
+    counts = Counter(d.result.job_id for d in results)
+    assert set(counts) == set(ids) and set(counts.values()) == {1}
+    assert all(d.result.ok and d.result.attempt == 2 for d in results)
+    assert await redis.xlen(keys.results("bot-test")) == 0
+    assert await queue_client.pending() == 0

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from inference.worker.service import EXIT_FATAL_ENGINE, EXIT_OK, Worker
+from inference.worker.service import EXIT_ENGINE_HUNG, EXIT_FATAL_ENGINE, EXIT_OK, Worker
 
-__all__ = ["EXIT_FATAL_ENGINE", "EXIT_OK", "Worker"]
+__all__ = ["EXIT_ENGINE_HUNG", "EXIT_FATAL_ENGINE", "EXIT_OK", "Worker"]

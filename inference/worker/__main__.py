@@ -7,7 +7,8 @@ settings and `--engine-option KEY=VALUE` pairs), e.g. the stand-ins in
 `inference.worker.testing`. `--burst` drains the queue and exits.
 
 Exit status: 0 after SIGTERM/SIGINT or a finished burst; 3 after an unrecoverable CUDA
-error (so a supervisor restarts the process); 2 for bad arguments.
+error and 4 when a batch runs past MAX_BATCH_RUN_S (a hung engine), so that a supervisor
+restarts the process; 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from typing import cast
 from inference.engine_api import Engine
 from inference.queue import connect
 from inference.queue_settings import WorkerSettings
-from inference.worker.service import Worker
+from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 
 log = logging.getLogger("inference.worker")
 
@@ -35,7 +37,9 @@ def _default_engine(settings: WorkerSettings) -> Engine:
     # Imported here so that tests and the bot, which never get this far, never load torch.
     from inference.engine import load_engine
 
-    return load_engine(settings.engine)
+    # The engine splits what the worker takes into generate calls of at most this size;
+    # one BATCH_SIZE setting governs both, so they cannot disagree.
+    return load_engine(settings.engine.model_copy(update={"max_batch_size": settings.batch_size}))
 
 
 def load_factory(spec: str | None) -> EngineFactory:
@@ -72,9 +76,15 @@ async def serve(settings: WorkerSettings, engine: Engine, *, burst: bool, worker
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     try:
-        return await worker.run(burst=burst)
+        code = await worker.run(burst=burst)
     finally:
         await redis.aclose()
+    if code == EXIT_ENGINE_HUNG:
+        # The engine's thread cannot be stopped, and a normal exit would wait for it
+        # forever (asyncio.run joins its executor, the interpreter its threads).
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

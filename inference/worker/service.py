@@ -4,6 +4,12 @@ One asyncio task runs batches; a second keeps the worker alive in Redis (heartbe
 lease extension, the reaper). The engine's `generate()` blocks, so it runs in a thread
 and the keep-alive task goes on extending leases while a long batch runs: a working
 worker's jobs are never stolen, a dead one's are reaped once their lease lapses.
+
+A wedged device hangs `generate()` while the event loop runs on, which would extend the
+batch's leases forever. So the keep-alive doubles as a watchdog: once a batch has run
+longer than `max_batch_run_s` it stops, the leases lapse and other workers retry the jobs,
+and `run()` returns EXIT_ENGINE_HUNG. A thread cannot be cancelled, so the process must
+then exit at once (see `__main__`) and its supervisor restart it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL_ENGINE = 3
+EXIT_ENGINE_HUNG = 4
 # Failures that pass: a lost connection, a slow or loading server, a failover (the old
 # primary turns read-only), a full server under noeviction. Backing off rides them out.
 REDIS_ERRORS = (
@@ -76,6 +83,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
+        self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
         self._splits = 0  # OOM splits in the current batch, for metrics
         self._started_at = time.time()
         self.batches_taken: list[list[str]] = []  # job ids per batch, for tests and logs
@@ -95,26 +103,36 @@ class Worker:
             if self._stopping.is_set():
                 return EXIT_OK
         keepalive = asyncio.create_task(self._keepalive(), name="worker-keepalive")
+        serving = asyncio.create_task(self._serve(backoff, burst=burst), name="worker-serve")
         try:
-            while not self._stopping.is_set():
-                try:
-                    if await self.run_once() == 0:
-                        if burst and await self._queue_empty():
-                            break
-                        await self._wait_for_work(burst=burst)
-                    backoff.reset()
-                except REDIS_ERRORS as exc:
-                    delay_s = backoff.next_delay_s()
-                    log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay_s)
-                    await self._sleep_unless_stopped(delay_s)
+            await asyncio.wait({serving, keepalive}, return_when=asyncio.FIRST_COMPLETED)
+            if not serving.done():
+                # The keep-alive returns only when its watchdog finds the engine hung. The
+                # engine's thread runs on regardless; the caller must end the process.
+                return EXIT_ENGINE_HUNG
+            serving.result()
         except FatalEngineError as exc:
             log.critical("unrecoverable device error, exiting: %s", exc)
             return EXIT_FATAL_ENGINE
         finally:
-            keepalive.cancel()
-            await asyncio.gather(keepalive, return_exceptions=True)
+            for task in (serving, keepalive):
+                task.cancel()
+            await asyncio.gather(serving, keepalive, return_exceptions=True)
             await self._unregister()
         return EXIT_OK
+
+    async def _serve(self, backoff: Backoff, *, burst: bool) -> None:
+        while not self._stopping.is_set():
+            try:
+                if await self.run_once() == 0:
+                    if burst and await self._queue_empty():
+                        break
+                    await self._wait_for_work(burst=burst)
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                delay_s = backoff.next_delay_s()
+                log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay_s)
+                await self._sleep_unless_stopped(delay_s)
 
     async def run_once(self) -> int:
         """Take one batch (with a short linger) and process it; the number of jobs taken."""
@@ -280,9 +298,13 @@ class Worker:
             return 0.0, []
         requests = [InferenceRequest(job.spec, image) for job, _, image in runnable]
         started = time.perf_counter()
-        results, splits = await asyncio.to_thread(
-            generate_resilient, self._engine, requests, self._stop_flag
-        )
+        self._on_engine = (len(requests), time.monotonic())
+        try:
+            results, splits = await asyncio.to_thread(
+                generate_resilient, self._engine, requests, self._stop_flag
+            )
+        finally:
+            self._on_engine = None
         run_s = time.perf_counter() - started
         self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
         self._splits = splits
@@ -345,6 +367,8 @@ class Worker:
         tick_s = min(s.lease_s / 3, s.worker_heartbeat_ttl_s / 3, s.reap_interval_s)
         next_reap = 0.0
         while True:
+            if self._engine_hung():
+                return
             try:
                 await self._heartbeat()
                 if self._held:
@@ -357,11 +381,28 @@ class Worker:
             except REDIS_ERRORS as exc:
                 log.warning("keep-alive failed: %s", exc)
             except Exception:
-                # Nothing may end this loop but cancellation: without it the heartbeat
-                # vanishes (the bot sees no worker) and the running batch's leases lapse,
-                # so other workers run those jobs again.
+                # Only cancellation or the watchdog may end this loop: without it the
+                # heartbeat vanishes (the bot sees no worker) and the running batch's leases
+                # lapse, so other workers run those jobs again.
                 log.exception("keep-alive step failed; carrying on")
             await asyncio.sleep(tick_s)
+
+    def _engine_hung(self) -> bool:
+        """True (and logged) once the batch on the engine has run past max_batch_run_s."""
+        if self._on_engine is None:
+            return False
+        requests, started = self._on_engine
+        elapsed_s = time.monotonic() - started
+        if elapsed_s <= self._settings.max_batch_run_s:
+            return False
+        log.error(
+            "engine hung: a batch of %d requests has run %.1f s (max_batch_run_s %.1f); "
+            "giving up its leases and exiting for a restart",
+            requests,
+            elapsed_s,
+            self._settings.max_batch_run_s,
+        )
+        return True
 
     async def _heartbeat(self) -> None:
         s = self._settings
