@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import MalformedMessage
 
 # The queue caps each context item at 512 characters (key + value).
@@ -24,6 +25,8 @@ class ReplyAddress:
     token: str | None = None
     issued_at: float = 0.0  # epoch seconds the interaction token was issued
     reply_to_id: int | None = None  # the user's message, for a mention
+    # Largest file the answer may attach there: boosted guilds allow more than the default.
+    upload_limit_bytes: int = DISCORD_UPLOAD_LIMIT_BYTES
 
     @property
     def is_interaction(self) -> bool:
@@ -51,6 +54,7 @@ class ItemContext:
             "url": self.image_url if len(self.image_url) <= _MAX_URL_CHARS else "",
             "ch": str(a.channel_id),
             "u": str(a.user_id),
+            "ul": str(a.upload_limit_bytes),
         }
         optional = {
             "g": a.guild_id,
@@ -80,6 +84,7 @@ class ItemContext:
                 token=ctx.get("tok") or None,
                 issued_at=float(ctx.get("at") or 0.0),
                 reply_to_id=opt_int("ref"),
+                upload_limit_bytes=opt_int("ul") or DISCORD_UPLOAD_LIMIT_BYTES,
             )
             item = cls(
                 request_id=ctx["rid"],

@@ -25,25 +25,26 @@ log = logging.getLogger(__name__)
 
 # A single answer's embeds share Discord's 6,000-character budget; titles take some.
 _TITLE_RESERVE = 300
+# 1/16 of the upload limit is left for the small JSON and text files beside the pictures.
+_TEXT_FILES_SHARE = 16
 _NO_TEXT = {"ocr": "No text found.", "detect": "Nothing found."}
 COLOUR_OK = discord.Colour.blurple()
 COLOUR_ERROR = discord.Colour.red()
 
-# (image bytes, detections, max output bytes) -> (encoded image, file extension), or None.
-Annotator = Callable[[bytes, Sequence[Detection], int], tuple[bytes, str] | None]
+# (image bytes, detections, max output bytes) -> (encoded image, file extension). Raises
+# ValueError when no encoding fits the byte cap, PalicordError when the image is unreadable.
+Annotator = Callable[[bytes, Sequence[Detection], int], tuple[bytes, str]]
 
 
-def draw_boxes(
-    image: bytes, detections: Sequence[Detection], max_bytes: int
-) -> tuple[bytes, str] | None:
-    """The default Annotator: the engine's own drawing code on the upright original."""
-    try:
-        loaded = load_image(image)
-        drawn = annotate(loaded.image, detections, max_bytes=max_bytes)
-    except (PalicordError, ValueError) as exc:
-        log.info("could not draw detections: %s", exc)
-        return None
+def draw_boxes(image: bytes, detections: Sequence[Detection], max_bytes: int) -> tuple[bytes, str]:
+    """The default Annotator: the engine's own drawing code on the upright original. PNG
+    when it fits, else JPEG (extension "jpg"), shrunk as far as still useful."""
+    drawn = annotate(load_image(image).image, detections, max_bytes=max_bytes)
     return drawn.data, drawn.extension
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +98,46 @@ def _boxes_json(detections: Sequence[Detection]) -> bytes:
     return json.dumps([d.to_dict() for d in detections], indent=2).encode()
 
 
+def _detection(
+    item: ItemAnswer, n: int, title: str | None, annotator: Annotator, max_bytes: int
+) -> tuple[discord.Embed, OutFile | None]:
+    """The legend embed and, when it can be drawn within `max_bytes`, the marked-up picture."""
+    detections = item.result.detections
+    description = render.legend(detections)
+    drawn: OutFile | None = None
+    if item.image is not None and detections:
+        try:
+            data, extension = annotator(item.image, detections, max_bytes)
+        except ValueError:
+            description += (
+                f"\n\nThe picture with its boxes would not fit the {_mib(max_bytes)} upload "
+                f"limit here; the boxes are in boxes-{n}.json."
+            )
+        except PalicordError as exc:
+            log.info("could not draw detections: %s", exc.code)
+            description += f"\n\nI couldn't draw the boxes; they are in boxes-{n}.json."
+        else:
+            drawn = OutFile(f"detections-{n}.{extension}", data)
+    embed = discord.Embed(title=title, description=description, colour=COLOUR_OK)
+    if drawn is not None:
+        embed.set_image(url=f"attachment://{drawn.filename}")
+    return embed, drawn
+
+
 def compose(
     items: Sequence[ItemAnswer],
     *,
     annotator: Annotator,
     max_file_bytes: int,
 ) -> Answer:
-    """The final message for `items` (one per image, in order)."""
+    """The final message for `items` (one per image, in order); attached pictures together
+    stay within `max_file_bytes`, the destination's upload limit."""
     multi = len(items) > 1
+    drawable = sum(1 for i in items if i.result.ok and i.result.detections and i.image)
+    # Discord states its limit per file; sharing it between a message's pictures keeps the
+    # whole upload within it as well, and annotated pictures are rarely near the limit.
+    pictures_bytes = max_file_bytes - max_file_bytes // _TEXT_FILES_SHARE
+    per_image_bytes = pictures_bytes // max(drawable, 1)
     budget = min(
         render.EMBED_DESCRIPTION_LIMIT,
         (render.EMBED_TOTAL_LIMIT - _TITLE_RESERVE) // max(len(items), 1),
@@ -117,21 +150,14 @@ def compose(
         if not result.ok:
             error = result.exception()
             message = error.message if error is not None else "That request failed."
-            embeds.append(
-                discord.Embed(title=title, description="⚠️ " + message, colour=COLOUR_ERROR)
-            )
+            # Error text crossed Redis from the worker: it must not ping either.
+            description = render.truncate("⚠️ " + render.neutralize_mentions(message), budget)
+            embeds.append(discord.Embed(title=title, description=description, colour=COLOUR_ERROR))
             continue
         if result.task == "detect":
-            embed = discord.Embed(
-                title=title, description=render.legend(result.detections), colour=COLOUR_OK
-            )
-            drawn = None
-            if item.image is not None and result.detections:
-                drawn = annotator(item.image, result.detections, max_file_bytes)
+            embed, drawn = _detection(item, n, title, annotator, per_image_bytes)
             if drawn is not None:
-                name = f"detections-{n}.{drawn[1]}"
-                files.append(OutFile(name, drawn[0]))
-                embed.set_image(url=f"attachment://{name}")
+                files.append(drawn)
             files.append(OutFile(f"boxes-{n}.json", _boxes_json(result.detections)))
             embeds.append(embed)
             continue

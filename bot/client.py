@@ -27,7 +27,7 @@ from bot.progress import ProgressBoard
 from bot.request_store import RequestStore
 from bot.sender import Sender
 from bot.service import VisionService
-from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES, BotSettings
+from bot.settings import BotSettings
 from inference.errors import PalicordError
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,6 @@ class PalicordBot(commands.Bot):
             images=self.images,
             downloader=self.downloader,
             annotator=annotator,
-            max_file_bytes=DISCORD_UPLOAD_LIMIT_BYTES,
         )
         self.service = VisionService(
             settings=settings,

@@ -44,7 +44,6 @@ class Deliverer:
         images: ImageCache,
         downloader: Downloader,
         annotator: Annotator,
-        max_file_bytes: int,
     ) -> None:
         self._queue = queue
         self._store = store
@@ -53,7 +52,6 @@ class Deliverer:
         self._images = images
         self._downloader = downloader
         self._annotator = annotator
-        self._max_file_bytes = max_file_bytes
         self._recent_waits: deque[float] = deque(maxlen=RECENT_WAITS)
         self.delivered = 0
 
@@ -91,25 +89,35 @@ class Deliverer:
         await self.record(item, result)
 
     async def record(self, item: ItemContext, result: JobResult) -> None:
-        """Store an outcome; the caller that completes the request delivers it."""
+        """Store an outcome; the caller that completes the request delivers it. Redis
+        errors propagate, so the result stays unacknowledged and is handled again."""
         count = await self._store.record(item.request_id, item.index, result)
-        if count < item.count or not await self._store.claim(item.request_id):
-            return
-        try:
-            await asyncio.wait_for(self._finish(item), DELIVERY_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("delivering request %s timed out", item.request_id)
+        if count >= item.count:
+            await self._finish(item)
 
     async def _finish(self, item: ItemContext) -> None:
         outcomes = await self._store.outcomes(item.request_id)
-        answers = [
-            await self._item_answer(item.request_id, i, outcomes.get(i)) for i in range(item.count)
-        ]
-        answer = await asyncio.to_thread(
-            compose, answers, annotator=self._annotator, max_file_bytes=self._max_file_bytes
+        answers = await asyncio.gather(
+            *(self._item_answer(item.request_id, i, outcomes.get(i)) for i in range(item.count))
         )
+        answer = await asyncio.to_thread(
+            compose,
+            answers,
+            annotator=self._annotator,
+            max_file_bytes=item.address.upload_limit_bytes,
+        )
+        # Claimed only with the answer ready: whatever fails before this (Redis, drawing)
+        # leaves the request to the next try, instead of claimed and never answered.
+        if not await self._store.claim(item.request_id):
+            return  # answered already (a result read again after a restart or an outage)
         async with self._progress.finishing(item.request_id):
-            ok = await self._sender.deliver(item.address, answer)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel (bot.close)
+            # that lands as the send completes, and the results loop would never stop.
+            try:
+                async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                    ok = await self._sender.deliver(item.address, answer)
+            except TimeoutError:
+                ok = False
         self.delivered += 1
         log.info("request %s answered (%s)", item.request_id, "ok" if ok else "undeliverable")
         await self._store.forget(item.request_id)

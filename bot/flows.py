@@ -16,6 +16,7 @@ from bot.address import ReplyAddress
 from bot.download import ImageRef
 from bot.errors import user_message
 from bot.service import Ask, VisionService, Who, interaction_address
+from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import PalicordError
 from inference.tasks import LANGUAGES
 
@@ -97,6 +98,9 @@ async def run_mention(
         guild_id=who.guild_id,
         message_id=reply.id,
         reply_to_id=message.id,
+        upload_limit_bytes=(
+            message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
+        ),
     )
     try:
         await service.submit(who, images, spec, address, config)

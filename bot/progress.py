@@ -78,8 +78,11 @@ class ProgressBoard:
     async def show_now(self, request_id: str, text: str) -> None:
         """Show `text` right away (the first place in line), unless already answered."""
         tracked = self._tracked.get(request_id)
-        if tracked is None:
-            return
+        if tracked is not None:
+            await self._show(tracked, text)
+
+    async def _show(self, tracked: _Tracked, text: str) -> None:
+        # Under the request's lock: once its answer is in, no progress edit may follow.
         async with tracked.lock:
             if tracked.finished:
                 return
@@ -111,13 +114,8 @@ class ProgressBoard:
             return
         statuses = [await self._queue.status(job_id) for job_id in list(tracked.waiting)]
         text = progress_text(statuses)
-        if text == tracked.shown:
-            return
-        async with tracked.lock:
-            if tracked.finished:
-                return
-            tracked.shown, tracked.shown_at = text, time.monotonic()
-            await self._sender.show_progress(tracked.address, text)
+        if text != tracked.shown:
+            await self._show(tracked, text)
 
     async def run(self) -> None:
         """Refresh every tracked request, forever (cancel to stop)."""

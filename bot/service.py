@@ -242,4 +242,5 @@ def interaction_address(interaction: discord.Interaction, message_id: int | None
         app_id=interaction.application_id,
         token=interaction.token,
         issued_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
+        upload_limit_bytes=interaction.filesize_limit,
     )

@@ -19,7 +19,7 @@ from tests.discord_server.expect import (
     sent_file,
 )
 from tests.discord_server.fixtures import bot, prefix, server, worker
-from tests.discord_server.harness import one_shape_scene, png_bytes
+from tests.discord_server.harness import noisy_png, one_shape_scene, png_bytes
 from tests.discord_server.render_checks import assert_safe
 
 __all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
@@ -103,6 +103,24 @@ async def test_detect_returns_annotated_png_and_boxes(
     assert iou(found["box"], shape.box) >= 0.5
     embed = answer.payload["embeds"][0]
     assert embed["image"]["url"] == f"attachment://{png.filename}"
+
+
+async def test_detect_respects_the_guilds_upload_limit(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    # Discord sends the destination's limit with each interaction; a picture PNG cannot
+    # squeeze under it must come back as a JPEG that fits, named .jpg.
+    limit = 150 * 1024
+    server.guild.filesize_limit = limit
+    image = server.attachment(noisy_png(300), "noise.png")
+    state = await server.slash(
+        "detect", user=server.user("nia"), attachments={"image": image}, objects="square"
+    )
+    answer = await answer_for(server, state)
+    picture = sent_file(answer, ".jpg")
+    assert Image.open(io.BytesIO(picture.data)).format == "JPEG"
+    assert sum(len(f.data) for f in answer.files) <= limit
+    assert answer.payload["embeds"][0]["image"]["url"] == f"attachment://{picture.filename}"
 
 
 async def test_mention_with_image_and_reply_to_image(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+
+import pytest
 
 from bot.client import PalicordBot
-from tests.discord_server import DiscordServer
+from bot.delivery import RETRY_MAX_S
+from tests.discord_server import DiscordServer, InteractionState
 from tests.discord_server.expect import answer_for, error_for
 from tests.discord_server.fixtures import bot, prefix, server
 from tests.discord_server.harness import (
+    REDIS_PORT,
     bot_settings,
     one_shape_scene,
     png_bytes,
@@ -18,6 +23,7 @@ from tests.discord_server.harness import (
     worker_settings,
 )
 from tests.discord_server.shapes_engine import ShapesOracle
+from tests.discord_server.tcp_proxy import TcpProxy
 
 __all__ = ["bot", "prefix", "server"]  # fixtures, used by name
 
@@ -71,6 +77,36 @@ async def test_redis_unavailable_is_reported_and_gateway_stays_up(
         assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
         assert bot.is_ready() and not bot.is_closed()
         assert server.gateway.connects == 1
+
+
+async def test_bot_recovers_when_redis_returns(
+    server: DiscordServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.delivery")
+    scene = one_shape_scene(seed=35)
+    image = server.attachment(png_bytes(scene.image), "z.png")
+    caption = f"{scene.shapes[0].color} {scene.shapes[0].kind}"
+
+    async def describe(name: str) -> InteractionState:
+        return await server.slash("describe", user=server.user(name), attachments={"image": image})
+
+    # The bot reaches Redis through a proxy the test cuts; the worker talks to Redis directly.
+    async with TcpProxy("127.0.0.1", REDIS_PORT) as proxy:
+        settings = bot_settings(server, prefix, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        async with running_worker(worker_settings(prefix), ShapesOracle()), running_bot(settings):
+            assert caption in (await answer_for(server, await describe("ed"))).text
+
+            await proxy.stop()  # Redis "goes away": open connections cut, new ones refused
+            error = await error_for(server, await describe("flo"))
+            assert "can't reach my job queue" in error.content
+
+            await proxy.start()
+            # The next request is queued and its result comes back through the results
+            # loop, which must have reconnected on its own (it backs off to RETRY_MAX_S).
+            answer = await answer_for(server, await describe("gil"), timeout_s=RETRY_MAX_S + 10)
+            assert caption in answer.text
+            assert server.gateway.connects == 1, "the gateway connection stayed up throughout"
+    assert "results stream unavailable" in caplog.text, "the results loop saw the outage"
 
 
 async def test_progress_edits_are_throttled_and_only_on_change(

@@ -28,7 +28,8 @@ from inference.queue_settings import WorkerSettings
 from inference.worker.service import Worker
 from tests.discord_server.actions import DiscordServer
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_PORT = 6379
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 READY_TIMEOUT_S = 15.0
 
 
@@ -129,6 +130,12 @@ def png_bytes(image: Image.Image, fmt: str = "PNG", **save: Any) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **save)
     return buf.getvalue()
+
+
+def noisy_png(size: int = 300, seed: int = 1) -> bytes:
+    """A picture PNG cannot compress: its annotated copy may need the JPEG fallback."""
+    rng = random.Random(seed)
+    return png_bytes(Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)))
 
 
 def one_shape_scene(seed: int = 7, size: tuple[int, int] = (160, 160)) -> Scene:

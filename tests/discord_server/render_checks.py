@@ -6,13 +6,13 @@ import re
 
 from tests.discord_server.recorder import Recorded
 
-_LIVE_MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>")
+LIVE_MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>")
 
 
 def assert_safe(rec: Recorded) -> None:
     """No live mention in any text, mentions disabled, code fences balanced."""
     text = rec.text
-    assert not _LIVE_MENTION.search(text), f"live mention in {text!r}"
+    assert not LIVE_MENTION.search(text), f"live mention in {text!r}"
     allowed = (rec.json or {}).get("allowed_mentions") or {}
     assert allowed.get("parse") == [], allowed
     for embed in rec.payload.get("embeds") or []:

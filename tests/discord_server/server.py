@@ -2,39 +2,26 @@
 
 The real discord.py client talks to it through `Route.BASE` and
 `DiscordWebSocket.DEFAULT_GATEWAY`; nothing of discord.py is patched beyond those two.
+This module holds the identity, gateway and command-sync routes and wires the rest:
+`messages` (channel messages), `webhooks` (interaction responses), `cdn` (attachments).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from tests.discord_server import interactions as ix
 from tests.discord_server import payloads as p
+from tests.discord_server.cdn import Cdn
 from tests.discord_server.gateway import Gateway
-from tests.discord_server.recorder import Recorded, Recorder, SentFile
+from tests.discord_server.messages import Messages
+from tests.discord_server.recorder import Recorded, Recorder
+from tests.discord_server.rest import API_PREFIX, RestRouter, json_response
+from tests.discord_server.webhooks import InteractionResponses
 
-API_PREFIX = "/api/v10"
-ACK_DEADLINE_S = 3.0
-EPHEMERAL = 64
-
-Handler = Callable[[web.Request, Recorded], Awaitable[web.Response]]
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    # discord.py only parses bodies whose content-type is exactly "application/json".
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
-    )
-
-
-def error(status: int, code: int, message: str) -> web.Response:
-    return json_response({"code": code, "message": message}, status=status)
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 class FakeDiscord:
@@ -53,19 +40,32 @@ class FakeDiscord:
             token=self.token, ready_payload=self._ready, guild_payloads=self._guild_payloads
         )
         self.commands: dict[int | None, list[p.Json]] = {}  # guild id (None: global) → synced
-        self.messages: dict[int, p.Json] = {}
-        self.interactions: dict[str, ix.InteractionState] = {}
-        self.cdn_files: dict[str, tuple[bytes, str]] = {}
+        self.cdn = Cdn(self.recorder, lambda: self.base_url)
+        self._messages = Messages(bot_user=self.bot_user, guilds=self.guilds, cdn=self.cdn)
+        self._responses = InteractionResponses(app_id=self.app_id, messages=self._messages)
+        # Shared views for tests and actions: messages by id, interactions by token.
+        self.messages = self._messages.by_id
+        self.interactions = self._responses.by_token
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        self._routes(app)
+        app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
+        router = RestRouter(app, self.recorder, self.token)
+        router.add("GET", "/users/@me", self._me)
+        router.add("GET", "/oauth2/applications/@me", self._application)
+        router.add("GET", "/gateway", self._gateway_info)
+        router.add("GET", "/gateway/bot", self._gateway_info)
+        router.add("POST", "/channels/{channel_id}/typing", self._no_content)
+        for scope in ("/applications/{app_id}", "/applications/{app_id}/guilds/{guild_id}"):
+            router.add("GET", scope + "/commands", self._get_commands)
+            router.add("PUT", scope + "/commands", self._put_commands)
+        self._messages.route(router)
+        self._responses.route(router)
+        self.cdn.route(app)
         app.router.add_get("/gateway", self.gateway.handle)
-        app.router.add_get("/cdn/{name:.+}", self._cdn)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -95,82 +95,9 @@ class FakeDiscord:
     def guild(self) -> p.FakeGuild:
         return self.guilds[0]
 
-    # --- routing and recording ---------------------------------------------------------
-
-    def _routes(self, app: web.Application) -> None:
-        add = self._add
-        add(app, "GET", "/users/@me", self._me)
-        add(app, "GET", "/oauth2/applications/@me", self._application)
-        add(app, "GET", "/gateway", self._gateway_info)
-        add(app, "GET", "/gateway/bot", self._gateway_info)
-        add(app, "GET", "/applications/{app_id}/commands", self._get_commands)
-        add(app, "PUT", "/applications/{app_id}/commands", self._put_commands)
-        add(app, "GET", "/applications/{app_id}/guilds/{guild_id}/commands", self._get_commands)
-        add(app, "PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self._put_commands)
-        add(app, "POST", "/channels/{channel_id}/messages", self._create_message)
-        add(app, "GET", "/channels/{channel_id}/messages/{message_id}", self._get_message)
-        add(app, "PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message)
-        add(app, "POST", "/channels/{channel_id}/typing", self._no_content)
-        add(app, "POST", "/interactions/{interaction_id}/{token}/callback", self._callback)
-        add(app, "POST", "/webhooks/{app_id}/{token}", self._followup)
-        add(app, "GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self._get_webhook_msg)
-        add(
-            app, "PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_webhook_msg
-        )
-        add(app, "DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self._delete_webhook)
-
-    def _add(self, app: web.Application, method: str, route: str, handler: Handler) -> None:
-        needs_auth = not route.startswith(("/interactions/", "/webhooks/"))
-
-        async def wrapped(request: web.Request) -> web.Response:
-            record = await self._parse(request, route)
-            try:
-                if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
-                    response = error(401, 0, "401: Unauthorized")
-                else:
-                    response = await handler(request, record)
-                record.status = response.status
-                body = response.body
-                if isinstance(body, bytes) and response.content_type == "application/json":
-                    record.response = json.loads(body)
-            finally:
-                # Recorded once answered, so a waiting test sees the response too.
-                await self.recorder.add(record)
-            return response
-
-        app.router.add_route(method, API_PREFIX + route, wrapped)
-
-    async def _parse(self, request: web.Request, route: str) -> Recorded:
-        body: Any = None
-        files: list[SentFile] = []
-        if request.content_type.startswith("multipart/"):
-            reader = await request.multipart()
-            async for part in reader:
-                assert isinstance(part, BodyPartReader)
-                data = await part.read()
-                if part.name == "payload_json":
-                    body = json.loads(data)
-                else:
-                    files.append(
-                        SentFile(
-                            field=part.name or "",
-                            filename=part.filename or "",
-                            content_type=part.headers.get("Content-Type"),
-                            data=bytes(data),
-                        )
-                    )
-        elif request.can_read_body:
-            raw = await request.read()
-            body = json.loads(raw) if raw else None
-        return Recorded(
-            seq=-1,
-            method=request.method,
-            route=route,
-            params=dict(request.match_info),
-            query=dict(request.query),
-            json=body,
-            files=tuple(files),
-        )
+    def add_cdn_file(self, data: bytes, filename: str, content_type: str) -> str:
+        """Serve `data` from the fake CDN; returns its URL."""
+        return self.cdn.add(data, filename, content_type)
 
     # --- identity and gateway ----------------------------------------------------------
 
@@ -246,184 +173,3 @@ class FakeDiscord:
                 if cmd["name"] == name and cmd.get("type", ix.CHAT_INPUT) == kind:
                     return cmd
         raise AssertionError(f"the bot has not synced a command named {name!r}")
-
-    # --- messages ----------------------------------------------------------------------
-
-    def _store_message(
-        self, record: Recorded, *, channel_id: int, flags: int = 0, extra: p.Json | None = None
-    ) -> p.Json:
-        body = record.json if isinstance(record.json, dict) else {}
-        referenced = None
-        ref = body.get("message_reference")
-        if ref and ref.get("message_id"):
-            referenced = self.messages.get(int(ref["message_id"]))
-        guild_id = next((g.id for g in self.guilds if g.channel.id == channel_id), None)
-        msg = p.message(
-            p.snowflake(),
-            channel_id=channel_id,
-            guild_id=guild_id,
-            author=self.bot_user.payload(),
-            content=body.get("content") or "",
-            embeds=body.get("embeds") or [],
-            attachments=self._stored_files(record),
-            referenced=referenced,
-            flags=flags or int(body.get("flags") or 0),
-            extra=extra,
-        )
-        self.messages[int(msg["id"])] = msg
-        return msg
-
-    def _stored_files(self, record: Recorded) -> list[p.Json]:
-        out = []
-        for f in record.files:
-            url = self.add_cdn_file(f.data, f.filename, f.content_type or "")
-            out.append(
-                p.attachment(
-                    p.snowflake(),
-                    url=url,
-                    filename=f.filename,
-                    size=len(f.data),
-                    content_type=f.content_type,
-                )
-            )
-        return out
-
-    async def _create_message(self, request: web.Request, record: Recorded) -> web.Response:
-        channel_id = int(record.params["channel_id"])
-        return json_response(self._store_message(record, channel_id=channel_id))
-
-    async def _get_message(self, request: web.Request, record: Recorded) -> web.Response:
-        msg = self.messages.get(int(record.params["message_id"]))
-        if msg is None:
-            return error(404, 10008, "Unknown Message")
-        return json_response(msg)
-
-    def _apply_edit(self, msg: p.Json, record: Recorded) -> p.Json:
-        body = record.json if isinstance(record.json, dict) else {}
-        for key in ("content", "embeds", "flags", "components"):
-            if key in body:
-                msg[key] = body[key] if body[key] is not None else msg.get(key)
-        if "attachments" in body or record.files:
-            kept_ids = {str(a.get("id")) for a in body.get("attachments") or []}
-            kept = [a for a in msg.get("attachments", []) if a["id"] in kept_ids]
-            msg["attachments"] = kept + self._stored_files(record)
-        msg["edited_timestamp"] = p.now_iso()
-        return msg
-
-    async def _edit_message(self, request: web.Request, record: Recorded) -> web.Response:
-        msg = self.messages.get(int(record.params["message_id"]))
-        if msg is None:
-            return error(404, 10008, "Unknown Message")
-        return json_response(self._apply_edit(msg, record))
-
-    # --- interactions and their webhooks -----------------------------------------------
-
-    async def _callback(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self.interactions.get(record.params["token"])
-        if state is None or str(state.id) != record.params["interaction_id"]:
-            return error(404, 10062, "Unknown interaction")
-        if time.monotonic() - state.dispatched_at > ACK_DEADLINE_S:
-            return error(404, 10062, "Unknown interaction")
-        if state.acknowledged:
-            return error(400, 40060, "Interaction has already been acknowledged.")
-        body = record.json or {}
-        state.callback, state.callback_at = body, time.monotonic()
-        kind = int(body.get("type", 0))
-        data = body.get("data") or {}
-        resource: p.Json = {"type": kind}
-        if kind == 9:  # MODAL
-            state.modal = data
-        elif kind in (4, 5):  # CHANNEL_MESSAGE / DEFERRED_CHANNEL_MESSAGE
-            loading = {"flags": int(data.get("flags") or 0) | (128 if kind == 5 else 0)}
-            state.original = self._store_message(
-                record,
-                channel_id=state.channel.id,
-                flags=loading["flags"],
-                extra={
-                    "interaction_metadata": {
-                        "id": str(state.id),
-                        "type": 2,
-                        "user": state.user.payload(),
-                        "authorizing_integration_owners": {"0": str(state.guild.id)},
-                    }
-                },
-            )
-            resource["message"] = state.original
-        summary = {
-            "id": str(state.id),
-            "type": 2,
-            "response_message_id": state.original["id"] if state.original else None,
-            "response_message_loading": kind == 5,
-            "response_message_ephemeral": bool(int(data.get("flags") or 0) & EPHEMERAL),
-        }
-        return json_response({"interaction": summary, "resource": resource})
-
-    def _webhook_state(self, record: Recorded) -> ix.InteractionState | web.Response:
-        state = self.interactions.get(record.params["token"])
-        if record.params["app_id"] != str(self.app_id) or state is None:
-            return error(404, 10015, "Unknown Webhook")
-        if state.expired:
-            return error(401, 50027, "Invalid Webhook Token")
-        return state
-
-    async def _followup(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self._webhook_state(record)
-        if isinstance(state, web.Response):
-            return state
-        if not state.acknowledged:
-            return error(404, 10015, "Unknown Webhook")
-        msg = self._store_message(record, channel_id=state.channel.id)
-        state.followups.append(msg)
-        return json_response(msg)
-
-    def _webhook_message(self, state: ix.InteractionState, message_id: str) -> p.Json | None:
-        if message_id == "@original" or (state.original and state.original["id"] == message_id):
-            return state.original
-        return next((m for m in state.followups if m["id"] == message_id), None)
-
-    async def _get_webhook_msg(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self._webhook_state(record)
-        if isinstance(state, web.Response):
-            return state
-        msg = self._webhook_message(state, record.params["message_id"])
-        return json_response(msg) if msg else error(404, 10008, "Unknown Message")
-
-    async def _edit_webhook_msg(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self._webhook_state(record)
-        if isinstance(state, web.Response):
-            return state
-        msg = self._webhook_message(state, record.params["message_id"])
-        if msg is None:
-            return error(404, 10008, "Unknown Message")
-        msg["flags"] = int(msg.get("flags") or 0) & ~128  # no longer "thinking…"
-        return json_response(self._apply_edit(msg, record))
-
-    async def _delete_webhook(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self._webhook_state(record)
-        if isinstance(state, web.Response):
-            return state
-        return web.Response(status=204)
-
-    # --- CDN ---------------------------------------------------------------------------
-
-    def add_cdn_file(self, data: bytes, filename: str, content_type: str) -> str:
-        name = f"attachments/{p.snowflake()}/{filename}"
-        self.cdn_files[name] = (data, content_type)
-        return f"{self.base_url}/cdn/{name}"
-
-    async def _cdn(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        record = Recorded(
-            seq=-1,
-            method="GET",
-            route="/cdn",
-            params={"name": name},
-            query=dict(request.query),
-            json=None,
-            files=(),
-        )
-        await self.recorder.add(record)
-        if name not in self.cdn_files:
-            return web.Response(status=404)
-        data, content_type = self.cdn_files[name]
-        return web.Response(body=data, content_type=content_type or "application/octet-stream")

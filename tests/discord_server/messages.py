@@ -1,0 +1,89 @@
+"""Channel messages in the fake Discord: create, fetch and edit, attachments kept on the
+CDN so that a later message (a reply, a context menu) can point at them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tests.discord_server import payloads as p
+from tests.discord_server.cdn import Cdn
+from tests.discord_server.recorder import Recorded
+from tests.discord_server.rest import RestRouter, error, json_response
+
+
+class Messages:
+    """Every message by id, whoever posted it."""
+
+    def __init__(self, *, bot_user: p.FakeUser, guilds: list[p.FakeGuild], cdn: Cdn) -> None:
+        self._bot_user = bot_user
+        self._guilds = guilds
+        self._cdn = cdn
+        self.by_id: dict[int, p.Json] = {}
+
+    def route(self, router: RestRouter) -> None:
+        router.add("POST", "/channels/{channel_id}/messages", self._create)
+        router.add("GET", "/channels/{channel_id}/messages/{message_id}", self._get)
+        router.add("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit)
+
+    def store(
+        self, record: Recorded, *, channel_id: int, flags: int = 0, extra: p.Json | None = None
+    ) -> p.Json:
+        """Keep the message the bot sent in `record` and return it as Discord would."""
+        body = record.json if isinstance(record.json, dict) else {}
+        referenced = None
+        ref = body.get("message_reference")
+        if ref and ref.get("message_id"):
+            referenced = self.by_id.get(int(ref["message_id"]))
+        guild_id = next((g.id for g in self._guilds if g.channel.id == channel_id), None)
+        msg = p.message(
+            p.snowflake(),
+            channel_id=channel_id,
+            guild_id=guild_id,
+            author=self._bot_user.payload(),
+            content=body.get("content") or "",
+            embeds=body.get("embeds") or [],
+            attachments=self._stored_files(record),
+            referenced=referenced,
+            flags=flags or int(body.get("flags") or 0),
+            extra=extra,
+        )
+        self.by_id[int(msg["id"])] = msg
+        return msg
+
+    def apply_edit(self, msg: p.Json, record: Recorded) -> p.Json:
+        """Apply an edit as Discord does: listed attachments are kept, new files added."""
+        body = record.json if isinstance(record.json, dict) else {}
+        for key in ("content", "embeds", "flags", "components"):
+            if key in body:
+                msg[key] = body[key] if body[key] is not None else msg.get(key)
+        if "attachments" in body or record.files:
+            kept_ids = {str(a.get("id")) for a in body.get("attachments") or []}
+            kept = [a for a in msg.get("attachments", []) if a["id"] in kept_ids]
+            msg["attachments"] = kept + self._stored_files(record)
+        msg["edited_timestamp"] = p.now_iso()
+        return msg
+
+    def _stored_files(self, record: Recorded) -> list[p.Json]:
+        return [
+            p.attachment(
+                p.snowflake(),
+                url=self._cdn.add(f.data, f.filename, f.content_type or ""),
+                filename=f.filename,
+                size=len(f.data),
+                content_type=f.content_type,
+            )
+            for f in record.files
+        ]
+
+    async def _create(self, request: web.Request, record: Recorded) -> web.Response:
+        return json_response(self.store(record, channel_id=int(record.params["channel_id"])))
+
+    async def _get(self, request: web.Request, record: Recorded) -> web.Response:
+        msg = self.by_id.get(int(record.params["message_id"]))
+        return json_response(msg) if msg else error(404, 10008, "Unknown Message")
+
+    async def _edit(self, request: web.Request, record: Recorded) -> web.Response:
+        msg = self.by_id.get(int(record.params["message_id"]))
+        if msg is None:
+            return error(404, 10008, "Unknown Message")
+        return json_response(self.apply_edit(msg, record))

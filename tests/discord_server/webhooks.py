@@ -1,0 +1,122 @@
+"""Interaction responses in the fake Discord: the callback (within 3 s, only once) and the
+webhook follow-ups and edits that use the interaction's token (until it expires)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from tests.discord_server import interactions as ix
+from tests.discord_server import payloads as p
+from tests.discord_server.messages import Messages
+from tests.discord_server.recorder import Recorded
+from tests.discord_server.rest import RestRouter, error, json_response
+
+ACK_DEADLINE_S = 3.0
+EPHEMERAL = 64
+LOADING = 128  # "is thinking…"
+CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, MODAL = 4, 5, 9
+
+
+class InteractionResponses:
+    """What the bot did with each interaction token, by token."""
+
+    def __init__(self, *, app_id: int, messages: Messages) -> None:
+        self._app_id = app_id
+        self._messages = messages
+        self.by_token: dict[str, ix.InteractionState] = {}
+
+    def route(self, router: RestRouter) -> None:
+        router.add("POST", "/interactions/{interaction_id}/{token}/callback", self._callback)
+        router.add("POST", "/webhooks/{app_id}/{token}", self._followup)
+        message = "/webhooks/{app_id}/{token}/messages/{message_id}"
+        router.add("GET", message, self._get)
+        router.add("PATCH", message, self._edit)
+        router.add("DELETE", message, self._delete)
+
+    async def _callback(self, request: web.Request, record: Recorded) -> web.Response:
+        state = self.by_token.get(record.params["token"])
+        if state is None or str(state.id) != record.params["interaction_id"]:
+            return error(404, 10062, "Unknown interaction")
+        if time.monotonic() - state.dispatched_at > ACK_DEADLINE_S:
+            return error(404, 10062, "Unknown interaction")
+        if state.acknowledged:
+            return error(400, 40060, "Interaction has already been acknowledged.")
+        body = record.json or {}
+        state.callback, state.callback_at = body, time.monotonic()
+        kind = int(body.get("type", 0))
+        data = body.get("data") or {}
+        resource: p.Json = {"type": kind}
+        if kind == MODAL:
+            state.modal = data
+        elif kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
+            flags = int(data.get("flags") or 0) | (
+                LOADING if kind == DEFERRED_CHANNEL_MESSAGE else 0
+            )
+            state.original = self._messages.store(
+                record,
+                channel_id=state.channel.id,
+                flags=flags,
+                extra={
+                    "interaction_metadata": {
+                        "id": str(state.id),
+                        "type": ix.APPLICATION_COMMAND,
+                        "user": state.user.payload(),
+                        "authorizing_integration_owners": {"0": str(state.guild.id)},
+                    }
+                },
+            )
+            resource["message"] = state.original
+        summary = {
+            "id": str(state.id),
+            "type": ix.APPLICATION_COMMAND,
+            "response_message_id": state.original["id"] if state.original else None,
+            "response_message_loading": kind == DEFERRED_CHANNEL_MESSAGE,
+            "response_message_ephemeral": bool(int(data.get("flags") or 0) & EPHEMERAL),
+        }
+        return json_response({"interaction": summary, "resource": resource})
+
+    def _state(self, record: Recorded) -> ix.InteractionState | web.Response:
+        state = self.by_token.get(record.params["token"])
+        if record.params["app_id"] != str(self._app_id) or state is None:
+            return error(404, 10015, "Unknown Webhook")
+        if state.expired:
+            return error(401, 50027, "Invalid Webhook Token")
+        return state
+
+    def _message(self, state: ix.InteractionState, message_id: str) -> p.Json | None:
+        if message_id == "@original" or (state.original and state.original["id"] == message_id):
+            return state.original
+        return next((m for m in state.followups if m["id"] == message_id), None)
+
+    async def _followup(self, request: web.Request, record: Recorded) -> web.Response:
+        state = self._state(record)
+        if isinstance(state, web.Response):
+            return state
+        if not state.acknowledged:
+            return error(404, 10015, "Unknown Webhook")
+        msg = self._messages.store(record, channel_id=state.channel.id)
+        state.followups.append(msg)
+        return json_response(msg)
+
+    async def _get(self, request: web.Request, record: Recorded) -> web.Response:
+        state = self._state(record)
+        if isinstance(state, web.Response):
+            return state
+        msg = self._message(state, record.params["message_id"])
+        return json_response(msg) if msg else error(404, 10008, "Unknown Message")
+
+    async def _edit(self, request: web.Request, record: Recorded) -> web.Response:
+        state = self._state(record)
+        if isinstance(state, web.Response):
+            return state
+        msg = self._message(state, record.params["message_id"])
+        if msg is None:
+            return error(404, 10008, "Unknown Message")
+        msg["flags"] = int(msg.get("flags") or 0) & ~LOADING
+        return json_response(self._messages.apply_edit(msg, record))
+
+    async def _delete(self, request: web.Request, record: Recorded) -> web.Response:
+        state = self._state(record)
+        return state if isinstance(state, web.Response) else web.Response(status=204)

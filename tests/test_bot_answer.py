@@ -1,0 +1,80 @@
+"""Composing the one final message: upload limits, JPEG fallback, safe error text."""
+
+from __future__ import annotations
+
+from bot.address import ItemContext, ReplyAddress
+from bot.answer import ItemAnswer, compose, draw_boxes
+from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES
+from inference.detection import Detection
+from inference.jobs import JobResult
+from tests.discord_server.harness import noisy_png
+from tests.discord_server.render_checks import LIVE_MENTION
+
+KiB = 1024
+
+
+def detect_item(image: bytes | None) -> ItemAnswer:
+    result = JobResult(
+        job_id="j",
+        context={},
+        task="detect",
+        detections=(Detection("cat", (10, 10, 120, 120)),),
+    )
+    return ItemAnswer(label="a.png", result=result, image=image)
+
+
+def test_small_upload_limit_falls_back_to_a_jpeg_named_jpg() -> None:
+    limit = 200 * KiB
+    answer = compose([detect_item(noisy_png())], annotator=draw_boxes, max_file_bytes=limit)
+    picture, boxes = answer.files
+    assert picture.filename == "detections-1.jpg"
+    assert picture.data.startswith(b"\xff\xd8\xff"), "JPEG data"
+    assert len(picture.data) + len(boxes.data) <= limit
+    assert answer.embeds[0].image.url == "attachment://detections-1.jpg"
+
+
+def test_roomy_upload_limit_keeps_the_png() -> None:
+    answer = compose(
+        [detect_item(noisy_png())], annotator=draw_boxes, max_file_bytes=DISCORD_UPLOAD_LIMIT_BYTES
+    )
+    assert answer.files[0].filename == "detections-1.png"
+
+
+def test_picture_that_cannot_fit_is_explained_and_boxes_still_sent() -> None:
+    answer = compose([detect_item(noisy_png())], annotator=draw_boxes, max_file_bytes=KiB)
+    [boxes] = answer.files
+    assert boxes.filename == "boxes-1.json"
+    description = answer.embeds[0].description or ""
+    assert "would not fit" in description and "boxes-1.json" in description
+    assert answer.embeds[0].image.url is None
+
+
+def test_pictures_of_one_message_share_the_limit() -> None:
+    limit = 400 * KiB
+    items = [detect_item(noisy_png(seed=s)) for s in (1, 2, 3)]
+    answer = compose(items, annotator=draw_boxes, max_file_bytes=limit)
+    assert sum(len(f.data) for f in answer.files) <= limit
+    assert [f.filename for f in answer.files if not f.filename.endswith(".json")] == [
+        "detections-1.jpg",
+        "detections-2.jpg",
+        "detections-3.jpg",
+    ]
+
+
+def test_worker_error_text_cannot_ping() -> None:
+    failed = JobResult(job_id="j", context={}, error="invalid_parameter", message="@everyone <@1>")
+    answer = compose(
+        [ItemAnswer(label="x", result=failed)], annotator=draw_boxes, max_file_bytes=KiB
+    )
+    assert not LIVE_MENTION.search(answer.embeds[0].description or "")
+
+
+def test_upload_limit_travels_in_the_job_context() -> None:
+    boosted = ReplyAddress(
+        channel_id=1, user_id=2, guild_id=3, message_id=4, upload_limit_bytes=100 * 1024 * KiB
+    )
+    item = ItemContext("r", 0, 1, "a.png", "https://cdn.discordapp.com/a.png", boosted)
+    assert ItemContext.from_context(item.to_context()).address == boosted
+    # A context written before the limit was carried means the default.
+    old = {k: v for k, v in item.to_context().items() if k != "ul"}
+    assert ItemContext.from_context(old).address.upload_limit_bytes == DISCORD_UPLOAD_LIMIT_BYTES
