@@ -67,7 +67,14 @@ class Delivery:
 
 def connect(settings: QueueSettings) -> Redis:
     """A Redis client for `settings.redis_url` (redis:// or rediss://, password allowed)."""
-    client: Redis = Redis.from_url(settings.redis_url.get_secret_value(), health_check_interval=30)
+    # A Redis that accepts TCP but never answers must fail fast rather than hang a request;
+    # no read timeout, because results and workers use blocking reads (XREADGROUP BLOCK).
+    client: Redis = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+    )
     return client
 
 

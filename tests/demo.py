@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from inference.engine import PaliGemmaEngine
@@ -14,7 +15,9 @@ DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 
 def demo_settings(**overrides: object) -> EngineSettings:
     """Engine settings pointing at the demo checkpoint, independent of any .env file."""
-    base = EngineSettings(_env_file=None, model_id=str(DEMO_MODEL), device="cpu")
+    # CI runs on the CPU; PALICORD_TEST_DEVICE=cuda re-runs the same checks on a GPU (bf16).
+    device = os.environ.get("PALICORD_TEST_DEVICE", "cpu")
+    base = EngineSettings(_env_file=None, model_id=str(DEMO_MODEL), device=device)
     return base.model_copy(update=overrides)
 
 
