@@ -36,7 +36,7 @@ def _mixed_requests() -> list[InferenceRequest]:
 
 
 def test_resolution_comes_from_the_processor_config() -> None:
-    assert demo_engine().image_size == 64
+    assert demo_engine().image_size == 112
 
 
 def test_batched_outputs_equal_one_by_one_outputs() -> None:

@@ -29,8 +29,10 @@ LOC_TOKENS = [f"<loc{i:04d}>" for i in range(1024)]
 SEG_TOKENS = [f"<seg{i:03d}>" for i in range(128)]
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 
-IMAGE_SIZE = 64
-PATCH_SIZE = 8
+# 112 px in 14 px patches (SigLIP's patch size): 64 image tokens, each patch detailed
+# enough to tell a circle's edge from a square's.
+IMAGE_SIZE = 112
+PATCH_SIZE = 14
 TEXT_HIDDEN = 128
 
 
@@ -68,16 +70,18 @@ def build_tokenizer(corpus: Iterable[str], vocab_words: int = 320) -> GemmaToken
     return tok
 
 
-def build_processor(tokenizer: GemmaTokenizerFast) -> PaliGemmaProcessor:
-    """A SigLIP-normalised square-resize processor like PaliGemma's, at the demo size."""
+def build_processor(
+    tokenizer: GemmaTokenizerFast, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE
+) -> PaliGemmaProcessor:
+    """A SigLIP-normalised square-resize processor like PaliGemma's (demo size by default)."""
     image_processor = SiglipImageProcessorPil(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"height": image_size, "width": image_size},
         do_resize=True,
         do_normalize=True,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    image_processor.image_seq_length = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    image_processor.image_seq_length = (image_size // patch_size) ** 2
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
@@ -98,12 +102,15 @@ def build_config(vocab_size: int, image_token_id: int, pad_id: int) -> PaliGemma
         "pad_token_id": pad_id,
         "bos_token_id": 2,
         "eos_token_id": 1,
+        # Untied, so a location token just emitted does not pull its own logit up: tied
+        # tiny models learn to repeat the previous <loc> instead of reading the image.
+        "tie_word_embeddings": False,
     }
     vision_config: dict[str, Any] = {
         "model_type": "siglip_vision_model",
-        "hidden_size": 96,
-        "intermediate_size": 192,
-        "num_hidden_layers": 2,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
         "num_attention_heads": 4,
         "image_size": IMAGE_SIZE,
         "patch_size": PATCH_SIZE,
@@ -120,30 +127,50 @@ def build_config(vocab_size: int, image_token_id: int, pad_id: int) -> PaliGemma
         pad_token_id=pad_id,
         bos_token_id=2,
         eos_token_id=1,
+        tie_word_embeddings=False,
     )
 
 
-def build_model(tokenizer: GemmaTokenizerFast, seed: int = 0) -> PaliGemmaForConditionalGeneration:
-    """A randomly initialised tiny PaliGemma 2 whose location tokens start out ordered.
+def _sinusoid(values: torch.Tensor, dims: int) -> torch.Tensor:
+    """[sin, cos] features of `values` (in location bins) at `dims // 2` wavelengths."""
+    wavelengths = torch.logspace(math.log10(8.0), math.log10(4096.0), dims // 2)
+    angles = values[:, None] * (2 * math.pi / wavelengths)[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
-    Location-token embeddings begin as smooth sinusoids of their index, so neighbouring
-    bins start close together (the output head is tied): a box that is off by one bin is
-    then a small error, which makes detection learnable in minutes on a CPU.
+
+def build_model(tokenizer: GemmaTokenizerFast, seed: int = 0) -> PaliGemmaForConditionalGeneration:
+    """A randomly initialised tiny PaliGemma 2 whose coordinates start out aligned.
+
+    Three initialisations make detection learnable in minutes on a CPU, without changing
+    the architecture: each location token's embedding (input and output) is a sinusoid of
+    its bin, twice over; each image patch's position embedding is the same sinusoid of
+    its row centre (first half) and column centre (second half); and the projector starts
+    as the identity. A patch's position then already "points at" the location tokens of
+    its row and column, and a box that is off by one bin is a small error.
     """
     torch.manual_seed(seed)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     config = build_config(len(tokenizer), image_token_id, tokenizer.pad_token_id)
     model = PaliGemmaForConditionalGeneration(config)
     emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    grid = IMAGE_SIZE // PATCH_SIZE
+    half = TEXT_HIDDEN // 2
     with torch.no_grad():
         ids = tokenizer.convert_tokens_to_ids(LOC_TOKENS)
-        pos = torch.arange(1024, dtype=torch.float32)[:, None]
-        freqs = torch.exp(
-            torch.arange(0, TEXT_HIDDEN, 2, dtype=torch.float32) * (-math.log(2000.0) / TEXT_HIDDEN)
-        )
-        table = torch.zeros(1024, TEXT_HIDDEN)
-        table[:, 0::2] = torch.sin(pos * freqs)
-        table[:, 1::2] = torch.cos(pos * freqs)
-        table *= emb.std() / table.std()
-        emb[ids] = table
+        loc = _sinusoid(torch.arange(1024, dtype=torch.float32), half).repeat(1, 2)
+        emb[ids] = loc * (emb.std() / loc.std())
+        if head.data_ptr() != emb.data_ptr():
+            head[ids] = loc * (head.std() / loc.std())
+
+        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) * 1024 / grid
+        rows = _sinusoid(centres.repeat_interleave(grid), half)
+        cols = _sinusoid(centres.repeat(grid), half)
+        pos = model.model.vision_tower.embeddings.position_embedding.weight
+        table = torch.cat([rows, cols], dim=1)
+        pos.copy_(table * (pos.std() / table.std()))
+
+        projector = model.model.multi_modal_projector.linear
+        projector.weight.copy_(torch.eye(TEXT_HIDDEN))
+        projector.bias.zero_()
     return model

@@ -53,8 +53,11 @@ def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin
     )
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
-    fill = COLORS[shape.color]
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: Shape, fill: int | tuple[int, int, int] | None = None
+) -> None:
+    """Draw one shape (in its own colour unless `fill` is given, e.g. a label index)."""
+    fill = COLORS[shape.color] if fill is None else fill
     x0, y0, x1, y1 = shape.box
     if shape.kind == "circle":
         draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
@@ -95,7 +98,7 @@ def make_scene(
                 shapes.append(Shape(kind, color, box))
                 break
     for shape in shapes:
-        _draw(draw, shape)
+        draw_shape(draw, shape)
     return Scene(image=image, shapes=tuple(shapes))
 
 

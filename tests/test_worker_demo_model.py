@@ -1,0 +1,66 @@
+"""`python -m inference.worker` running the committed demo model, end to end through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+
+from inference.demo import shapes
+from inference.engine import encode_png
+from inference.queue import QueueClient
+from inference.tasks import TaskSpec
+from tests.conftest import REDIS_URL, collect
+from tests.demo import DEMO_MODEL, ROOT
+from tests.test_demo_quality import iou
+
+
+async def test_the_worker_serves_the_demo_model_through_the_queue(
+    queue_client: QueueClient, redis_prefix: str
+) -> None:
+    rng = random.Random(4242)
+    scene = shapes.make_scene(rng, size=(280, 200), min_shapes=2, max_shapes=2)
+    target = scene.shapes[0]
+    image = encode_png(scene.image)
+    specs = {
+        "caption": TaskSpec.build("caption"),
+        "colour": TaskSpec.build("answer", question=f"what color is the {target.kind}?"),
+        "detect": TaskSpec.build("detect", objects=target.kind),
+    }
+    submitted = {}
+    for name, spec in specs.items():
+        job = queue_client.new_job(spec, guild_id="g1", user_id=name, context={"name": name})
+        submitted[name] = (await queue_client.submit(job, image)).job_id
+    bad = queue_client.new_job(TaskSpec.build("caption"), guild_id="g2", user_id="u")
+    await queue_client.submit(bad, b"\x89PNG\r\n\x1a\n truncated")
+
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": redis_prefix,
+        "MODEL_ID": str(DEMO_MODEL),
+        "DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inference.worker", "--burst", "--log-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    by_name = {
+        d.result.context.get("name", "bad"): d.result for d in await collect(queue_client, 4)
+    }
+    assert {by_name[n].job_id for n in specs} == set(submitted.values())
+    assert by_name["caption"].text == shapes.caption(scene)
+    assert by_name["colour"].text == target.color
+    boxes = [d.box for d in by_name["detect"].detections if d.label == target.kind]
+    assert boxes and max(iou(b, target.box) for b in boxes) >= 0.5
+    assert not by_name["bad"].ok and by_name["bad"].error == "image_corrupt"
