@@ -15,6 +15,7 @@ import aiohttp
 import discord
 from pydantic import ValidationError
 
+from bot import log_redact
 from bot.answer import draw_boxes
 from bot.client import PalicordBot
 from bot.settings import BotSettings
@@ -40,6 +41,7 @@ async def run(settings: BotSettings) -> None:
 
 def main() -> int:
     discord.utils.setup_logging(level=logging.INFO, root=True)
+    log_redact.install()
     try:
         settings = BotSettings()  # fields come from the environment
     except ValidationError as exc:
