@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from inference.demo import shapes
-from inference.engine import PaliGemmaEngine, encode_png
+from inference.demo.shapes import encode_png
+from inference.engine import PaliGemmaEngine
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, TaskSpec
 

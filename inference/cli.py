@@ -75,7 +75,6 @@ def progress(message: str, stream: TextIO) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Do the work for parsed arguments; raises PalicordError for user-facing failures."""
-    settings_probe = EngineSettings()
     spec = TaskSpec.build(
         args.task,
         language=args.lang,
@@ -88,13 +87,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     except OSError as exc:
         raise PalicordError(f"Cannot read {args.image}: {exc.strerror or exc}") from exc
 
-    # Check the picture before the slow model load, so a bad file fails in a blink.
-    from inference.intake import probe_image
-
-    probe_image(
-        data, max_bytes=settings_probe.max_image_bytes, max_pixels=settings_probe.max_image_pixels
-    )
-
     overrides: dict[str, object] = {}
     if args.model:
         overrides["model_id"] = args.model
@@ -103,6 +95,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if args.device:
         overrides["device"] = args.device
     settings = EngineSettings(**overrides)  # type: ignore[arg-type]
+
+    # Check the picture before the slow model load, so a bad file fails in a blink.
+    from inference.intake import probe_image
+
+    probe_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
     # Imported here so `--help` and argument errors stay instant (torch is slow to import).
     from inference.engine import PaliGemmaEngine

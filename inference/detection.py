@@ -107,3 +107,12 @@ def format_detections(detections: Sequence[Detection], width: int, height: int) 
     return " ; ".join(
         f"{box_to_loc_tokens(d.box, width, height)} {clean_label(d.label)}" for d in detections
     )
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when both are empty."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

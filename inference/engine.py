@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 
 from inference.detection import parse_detections
+from inference.device_errors import is_fatal_device_error, is_out_of_memory
 from inference.engine_api import Engine
 from inference.errors import GenerationError, PalicordError
 from inference.intake import load_image
@@ -27,13 +27,6 @@ class _Prepared:
     spec: TaskSpec
     image: Image.Image
     original_size: tuple[int, int]
-
-
-def is_fatal_device_error(exc: BaseException) -> bool:
-    """True for errors after which this process's GPU state cannot be trusted."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return False  # recoverable: the worker retries with smaller batches
-    return isinstance(exc, RuntimeError) and ("CUDA error" in str(exc) or "cuDNN" in str(exc))
 
 
 class PaliGemmaEngine:
@@ -112,10 +105,9 @@ class PaliGemmaEngine:
     def _run_isolated(self, chunk: list[_Prepared]) -> list[InferenceResult]:
         try:
             return self._run_chunk(chunk)
-        except torch.cuda.OutOfMemoryError:
-            raise  # the worker owns the retry-smaller policy
         except Exception as exc:
-            if is_fatal_device_error(exc):
+            # Out-of-memory: the worker owns the retry-smaller policy; fatal: it exits.
+            if is_out_of_memory(exc) or is_fatal_device_error(exc):
                 raise
             if len(chunk) == 1:
                 log.exception("generation failed for one request")
@@ -167,10 +159,3 @@ def _error(task: Task, exc: PalicordError) -> InferenceResult:
 def load_engine(settings: EngineSettings) -> Engine:
     """Entry point used by the worker and the CLI."""
     return PaliGemmaEngine.from_settings(settings)
-
-
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes of a PIL image (handy for tests and the CLI)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()

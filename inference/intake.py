@@ -29,7 +29,7 @@ from inference.errors import (
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-DEFAULT_MAX_BYTES = 25 * MiB  # the defaults of settings.IntakeSettings
+DEFAULT_MAX_BYTES = 25 * MiB  # the defaults of settings.EngineSettings
 DEFAULT_MAX_PIXELS = 40_000_000
 # Decoded images keep at most this multiple of the model's input side: the processor
 # squashes to a square anyway, and doing the big reduction here with a good filter keeps

@@ -16,16 +16,6 @@ Quantization = Literal["none", "8bit", "4bit"]
 MiB = 1024 * 1024
 
 
-class IntakeSettings(BaseSettings):
-    """Limits on incoming images, shared by the bot (before queuing) and the worker."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
-    max_image_bytes: int = Field(default=25 * MiB, ge=1)
-    # 40 Mpx admits phone photos (12-48 Mpx) but not decompression bombs.
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
-
-
 class EngineSettings(BaseSettings):
     """How the worker loads and runs PaliGemma 2."""
 

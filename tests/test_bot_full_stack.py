@@ -14,9 +14,10 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.client import PalicordBot
+from inference.detection import iou
 from inference.queue import QueueClient
 from tests.discord_server import DiscordServer
-from tests.discord_server.expect import answer_for, boxes, iou, reply_answer
+from tests.discord_server.expect import answer_for, boxes, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server
 from tests.discord_server.harness import (
     REDIS_URL,

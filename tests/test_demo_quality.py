@@ -7,8 +7,8 @@ import random
 import pytest
 
 from inference.demo import shapes
-from inference.detection import Detection
-from inference.engine import encode_png
+from inference.demo.shapes import encode_png
+from inference.detection import Detection, iou
 from inference.tasks import InferenceRequest, TaskSpec
 from tests.demo import demo_engine
 
@@ -18,14 +18,6 @@ N_IMAGES = 50
 # (35/50: 18/21 one-shape, 11/17 two-shape, 6/12 three-shape pictures). The bar below is
 # what it measurably achieves, so a regression fails; raise it with a better checkpoint.
 MIN_DETECTION_HIT_RATE = 0.7
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 @pytest.fixture(scope="module")

@@ -180,3 +180,12 @@ def test_token_soup_never_raises_and_stays_inside(text: str, width: int, height:
 @given(st.text(max_size=300), sizes, sizes)
 def test_arbitrary_text_never_raises(text: str, width: int, height: int) -> None:
     _assert_inside(parse_detections(text, width, height), width, height)
+
+
+def test_iou_of_boxes() -> None:
+    from inference.detection import iou
+
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert iou((3, 3, 3, 3), (3, 3, 3, 3)) == 0.0

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from inference.demo import shapes
-from inference.engine import PaliGemmaEngine, encode_png
+from inference.demo.shapes import encode_png
+from inference.engine import PaliGemmaEngine
 from inference.errors import ModelLoadError, QuantizationUnavailable
 from inference.loading import load_model
 from inference.tasks import InferenceRequest, Task, TaskSpec

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 from inference.demo import shapes
-from inference.engine import encode_png
+from inference.demo.shapes import encode_png
+from inference.detection import iou
 from inference.queue import QueueClient
 from inference.tasks import TaskSpec
 from tests.conftest import REDIS_URL, collect
 from tests.demo import DEMO_MODEL, ROOT
-from tests.test_demo_quality import iou
 
 
 async def test_the_worker_serves_the_demo_model_through_the_queue(

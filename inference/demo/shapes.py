@@ -6,6 +6,7 @@ come from a seed the training run never used.
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from dataclasses import dataclass
@@ -127,3 +128,10 @@ def description(scene: Scene) -> str:
         for s in sorted(scene.shapes, key=lambda s: s.box[0])
     )
     return f"{head} {body}"
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes of a picture, as a user would upload it."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from inference.device_errors import is_fatal_device_error, is_out_of_memory
 from inference.engine_api import Engine
 from inference.errors import GenerationError
 from inference.tasks import InferenceRequest, InferenceResult
@@ -21,24 +22,6 @@ log = logging.getLogger(__name__)
 class FatalEngineError(Exception):
     """The device is in an unknown state (a CUDA error other than out-of-memory); the
     process must exit so that its supervisor restarts it."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's (CUDA) OutOfMemoryError, by class name so torch stays unimported."""
-    return any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
-
-
-def is_fatal_device_error(exc: BaseException) -> bool:
-    """True for CUDA errors that leave the device unusable (not out-of-memory)."""
-    if is_out_of_memory(exc):
-        return False
-    module = type(exc).__module__ or ""
-    # torch raises RuntimeError("CUDA error: ...") or, since 2.8, torch.AcceleratorError.
-    return (
-        "CUDA error" in str(exc)
-        or module.startswith("torch.cuda")
-        or type(exc).__name__ == "AcceleratorError"
-    )
 
 
 def _failed(request: InferenceRequest) -> InferenceResult:
