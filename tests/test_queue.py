@@ -87,7 +87,7 @@ async def test_no_worker_alive_refuses_until_a_heartbeat(
         await submit(client)
     assert await client.workers() == []
     worker = Worker(redis, worker_settings, NoopEngine(), worker_id="w-alive")
-    await worker._heartbeat()
+    await worker.presence.announce()
     await submit(client)
     [info] = await client.workers()
     assert info.worker_id == "w-alive" and info.model_id == "noop"

@@ -272,9 +272,9 @@ async def test_warns_when_redis_may_evict(
 
     with caplog.at_level(logging.INFO):
         monkeypatch.setattr(redis, "config_get", lru)
-        await worker._warn_if_evicting()
+        await worker.presence.warn_if_evicting()
         monkeypatch.setattr(redis, "config_get", disabled)
-        await worker._warn_if_evicting()
+        await worker.presence.warn_if_evicting()
     assert "allkeys-lru" in caplog.text and "noeviction" in caplog.text
     assert "not checked" in caplog.text
 

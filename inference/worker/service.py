@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from inference.dispatch import Scripts, Taken, TakenJob
 from inference.engine_api import Engine
 from inference.errors import JobFailed
-from inference.jobs import Job, JobResult, WorkerInfo
+from inference.jobs import Job, JobResult
 from inference.keys import Keys
 from inference.metrics import MetricsRecorder
 from inference.queue_settings import WorkerSettings
@@ -39,6 +39,7 @@ from inference.tasks import InferenceRequest
 from inference.worker import outcomes
 from inference.worker.backoff import Backoff
 from inference.worker.outcomes import Outcome
+from inference.worker.presence import Presence
 from inference.worker.runner import FatalEngineError, generate_resilient
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,14 @@ class Worker:
         self._run_s_avg = 0.0  # moving average of a batch's engine time
         self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
         self._splits = 0  # OOM splits in the current batch, for metrics
-        self._started_at = time.time()
+        self.presence = Presence(
+            redis,
+            self._keys,
+            settings,
+            worker_id=self.worker_id,
+            model_id=engine.model_id,
+            capabilities=tuple(self._capabilities.split(",")),
+        )
         self.batches_taken: list[list[str]] = []  # job ids per batch, for tests and logs
 
     def stop(self) -> None:
@@ -118,7 +126,7 @@ class Worker:
             for task in (serving, keepalive):
                 task.cancel()
             await asyncio.gather(serving, keepalive, return_exceptions=True)
-            await self._unregister()
+            await self.presence.withdraw(REDIS_ERRORS)
         return EXIT_OK
 
     async def _serve(self, backoff: Backoff, *, burst: bool) -> None:
@@ -153,8 +161,8 @@ class Worker:
     async def _startup(self) -> bool:
         """Check Redis and announce this worker; False if Redis cannot be reached."""
         try:
-            await self._warn_if_evicting()
-            await self._heartbeat()
+            await self.presence.warn_if_evicting()
+            await self.presence.announce()
         except REDIS_ERRORS as exc:
             log.warning("cannot reach Redis at %s: %s", self._settings.redacted_url(), exc)
             return False
@@ -168,26 +176,6 @@ class Worker:
             self._settings.lease_s,
         )
         return True
-
-    async def _warn_if_evicting(self) -> None:
-        try:
-            policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except redis_errors.ResponseError:
-            log.info("cannot read Redis maxmemory-policy (CONFIG is disabled); not checked")
-            return
-        if policy not in (None, "noeviction", b"noeviction"):
-            log.warning(
-                "Redis maxmemory-policy is %r: under memory pressure Redis may evict queue "
-                "keys (jobs, leases, result streams and their consumer groups); use noeviction",
-                policy,
-            )
-
-    async def _unregister(self) -> None:
-        try:
-            await self._redis.zrem(self._keys.workers, self.worker_id)
-            await self._redis.delete(self._keys.worker(self.worker_id))
-        except REDIS_ERRORS:
-            log.warning("could not remove heartbeat of %s; it will expire", self.worker_id)
 
     async def _queue_empty(self) -> bool:
         pipe = self._redis.pipeline(transaction=False)
@@ -370,7 +358,7 @@ class Worker:
             if self._engine_hung():
                 return
             try:
-                await self._heartbeat()
+                await self.presence.announce()
                 if self._held:
                     lost = await self._scripts.extend(self.worker_id, s.lease_s, list(self._held))
                     if lost:
@@ -403,27 +391,6 @@ class Worker:
             self._settings.max_batch_run_s,
         )
         return True
-
-    async def _heartbeat(self) -> None:
-        s = self._settings
-        info = WorkerInfo(
-            worker_id=self.worker_id,
-            host=socket.gethostname(),
-            model_id=self._engine.model_id,
-            capabilities=tuple(self._capabilities.split(",")),
-            started_at=self._started_at,
-            batch_size=s.batch_size,
-        )
-        seconds, micros = await self._redis.time()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.set(
-            self._keys.worker(self.worker_id), info.to_json(), ex=int(s.worker_heartbeat_ttl_s) + 1
-        )
-        pipe.zadd(
-            self._keys.workers, {self.worker_id: seconds + micros / 1e6 + s.worker_heartbeat_ttl_s}
-        )
-        pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - 3600)
-        await pipe.execute()
 
     async def reap(self) -> int:
         """Requeue jobs of lapsed leases; dead-letter those out of attempts. Returns the

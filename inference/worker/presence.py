@@ -1,0 +1,82 @@
+"""A worker's presence in Redis: its heartbeat entry, and the checks it makes on arrival.
+
+The bot refuses requests while no worker heartbeat is fresh, so the heartbeat is what
+makes a worker count; it lives here, apart from the batch loop in `service`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from inference.jobs import WorkerInfo
+from inference.keys import Keys
+from inference.queue_settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# Entries in the workers index older than this are dropped (their keys expired long ago).
+STALE_WORKER_S = 3600
+
+
+class Presence:
+    """Announces one worker (model, capabilities, batch size) and withdraws it."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: WorkerSettings,
+        *,
+        worker_id: str,
+        model_id: str,
+        capabilities: tuple[str, ...],
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl_s = settings.worker_heartbeat_ttl_s
+        self._worker_id = worker_id
+        # Nothing in the announcement changes while the worker runs: encode it once.
+        self._info_json = WorkerInfo(
+            worker_id=worker_id,
+            host=socket.gethostname(),
+            model_id=model_id,
+            capabilities=capabilities,
+            started_at=time.time(),
+            batch_size=settings.batch_size,
+        ).to_json()
+
+    async def announce(self) -> None:
+        """Write (or refresh) the heartbeat key and this worker's entry in the index."""
+        seconds, micros = await self._redis.time()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._keys.worker(self._worker_id), self._info_json, ex=int(self._ttl_s) + 1)
+        pipe.zadd(self._keys.workers, {self._worker_id: seconds + micros / 1e6 + self._ttl_s})
+        pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - STALE_WORKER_S)
+        await pipe.execute()
+
+    async def withdraw(self, errors: tuple[type[BaseException], ...]) -> None:
+        """Remove the heartbeat now, so the bot stops counting this worker at once."""
+        try:
+            await self._redis.zrem(self._keys.workers, self._worker_id)
+            await self._redis.delete(self._keys.worker(self._worker_id))
+        except errors:
+            log.warning("could not remove heartbeat of %s; it will expire", self._worker_id)
+
+    async def warn_if_evicting(self) -> None:
+        """Log a warning when Redis's maxmemory-policy could evict queue keys."""
+        try:
+            policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except redis_errors.ResponseError:
+            log.info("cannot read Redis maxmemory-policy (CONFIG is disabled); not checked")
+            return
+        if policy not in (None, "noeviction", b"noeviction"):
+            log.warning(
+                "Redis maxmemory-policy is %r: under memory pressure Redis may evict queue "
+                "keys (jobs, leases, result streams and their consumer groups); use noeviction",
+                policy,
+            )
