@@ -5,9 +5,11 @@ Interactions are refused privately (ephemeral); mentions get a reply.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import discord
 from discord import app_commands
@@ -17,18 +19,32 @@ from bot.download import ImageRef
 from bot.errors import user_message
 from bot.service import Ask, VisionService, Who, interaction_address
 from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES
-from inference.errors import PalicordError
+from inference.errors import PalicordError, QueueUnavailable
 from inference.tasks import LANGUAGES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_CHOICES = 25
+# Discord forgets an interaction not acknowledged within 3 s. The checks before the
+# acknowledgement read Redis; one that accepts connections but does not answer must not
+# eat that window, or the user sees only "The application did not respond".
+ADMIT_BUDGET_S = 2.0
 
 
 def message_images(message: discord.Message) -> list[ImageRef]:
     """The attachments of `message` worth trying as images."""
     refs = [ImageRef.from_attachment(a) for a in message.attachments]
     return [r for r in refs if r.looks_like_image()]
+
+
+async def in_time(call: Awaitable[T]) -> T:
+    """`call`, or QueueUnavailable once ADMIT_BUDGET_S has passed."""
+    try:
+        async with asyncio.timeout(ADMIT_BUDGET_S):
+            return await call
+    except TimeoutError as exc:
+        raise QueueUnavailable() from exc
 
 
 def who_of_interaction(interaction: discord.Interaction) -> Who:
@@ -53,7 +69,7 @@ async def run_interaction(
     """Check, defer (within Discord's 3 s), then queue. Errors propagate to the caller's
     error handler, which answers ephemerally (see `respond_error`)."""
     who = who_of_interaction(interaction)
-    config, images = await service.admit(who, refs)
+    config, images = await in_time(service.admit(who, refs))
     spec = service.spec(ask, config=config, locale=str(interaction.locale))
     callback = await interaction.response.defer(thinking=True)
     message_id = callback.message_id if callback is not None else None
@@ -84,7 +100,7 @@ async def run_mention(
     """Reply with a progress message, queue, and turn the reply into an error if needed."""
     who = who_of_message(message)
     try:
-        config, images = await service.admit(who, refs)
+        config, images = await in_time(service.admit(who, refs))
         # Messages carry no user locale: the guild's language setting, then its locale.
         guild_locale = str(message.guild.preferred_locale) if message.guild else None
         spec = service.spec(ask, config=config, guild_locale=guild_locale)

@@ -38,6 +38,7 @@ from inference.tasks import TaskSpec
 log = logging.getLogger(__name__)
 
 RESULTS_GROUP = "bot"
+RESULTS_BLOCK_MS = 5_000  # how long one read of the results stream waits for news
 JobState = Literal["queued", "running", "done", "cancelled", "unknown"]
 
 
@@ -67,12 +68,13 @@ class Delivery:
 
 def connect(settings: QueueSettings) -> Redis:
     """A Redis client for `settings.redis_url` (redis:// or rediss://, password allowed)."""
-    # A Redis that accepts TCP but never answers must fail fast rather than hang a request;
-    # no read timeout, because results and workers use blocking reads (XREADGROUP BLOCK).
+    # A Redis that accepts TCP but never answers must fail rather than hang a request:
+    # every command, blocking reads included, ends within `redis_timeout_s`.
     client: Redis = Redis.from_url(
         settings.redis_url.get_secret_value(),
         health_check_interval=30,
         socket_connect_timeout=5,
+        socket_timeout=settings.redis_timeout_s,
         socket_keepalive=True,
     )
     return client
@@ -205,10 +207,13 @@ class QueueClient:
         self._group_ready = True
 
     async def results(
-        self, *, block_ms: int = 5_000, count: int = 100
+        self, *, block_ms: int | None = None, count: int = 100
     ) -> AsyncGenerator[Delivery, None]:
         """Yield results for this instance forever: first those read before but never
         acknowledged, then new ones. Malformed entries are logged and dropped."""
+        if block_ms is None:
+            # Well inside the socket timeout, so an idle stream never reads as an outage.
+            block_ms = min(RESULTS_BLOCK_MS, int(self._settings.redis_timeout_s * 500))
         stream = self._keys.results(self.instance_id)
         cursor = "0"  # "0": our pending entries (paged by id); ">": never-delivered ones
         while True:

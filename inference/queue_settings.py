@@ -54,6 +54,10 @@ class QueueSettings(BaseSettings):
     result_retention_s: int = Field(default=3600, ge=60)
     worker_heartbeat_ttl_s: float = Field(default=15.0, gt=0)
     max_dead_letters: int = Field(default=10_000, ge=1)
+    # A Redis that accepts connections but stops answering fails each command after this
+    # long instead of hanging it (and the user's request with it). Blocking reads are
+    # kept shorter than this (see QueueClient.results and WorkerSettings.idle_wait_s).
+    redis_timeout_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _image_outlives_its_job(self) -> QueueSettings:
@@ -94,4 +98,11 @@ class WorkerSettings(QueueSettings):
         # would give up batches the lease alone covers.
         if self.max_batch_run_s <= self.lease_s:
             raise ValueError("max_batch_run_s must be longer than lease_s")
+        return self
+
+    @model_validator(mode="after")
+    def _idle_wait_inside_the_redis_timeout(self) -> WorkerSettings:
+        # The idle wait is a blocking pop: past the socket timeout it would read as an outage.
+        if self.idle_wait_s >= self.redis_timeout_s:
+            raise ValueError("idle_wait_s must be shorter than redis_timeout_s")
         return self

@@ -24,6 +24,7 @@ from tests.discord_server.harness import (
 )
 from tests.discord_server.shapes_engine import ShapesOracle
 from tests.discord_server.tcp_proxy import TcpProxy
+from tests.discord_server.webhooks import ACK_DEADLINE_S
 
 __all__ = ["bot", "prefix", "server"]  # fixtures, used by name
 
@@ -107,6 +108,42 @@ async def test_bot_recovers_when_redis_returns(
             assert caption in answer.text
             assert server.gateway.connects == 1, "the gateway connection stayed up throughout"
     assert "results stream unavailable" in caplog.text, "the results loop saw the outage"
+
+
+async def test_a_hung_redis_is_reported_within_discords_deadline(
+    server: DiscordServer, prefix: str
+) -> None:
+    image = server.attachment(png_bytes(one_shape_scene(seed=36).image), "h.png")
+    # Redis accepts the bot's connections but stops answering: a stalled proxy in front.
+    async with TcpProxy("127.0.0.1", REDIS_PORT) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        # The default Redis timeout (15 s) is far past Discord's 3 s: the bot must not wait
+        # for it before answering.
+        async with running_bot(bot_settings(server, prefix, redis_url=url)):
+            proxy.stall()
+            state = await server.slash(
+                "describe", user=server.user("hal"), attachments={"image": image}
+            )
+            error = await error_for(server, state)
+            assert "can't reach my job queue" in error.content
+            # Told by the interaction's own (private) callback, before Discord gave up on it.
+            assert state.callback is not None and state.callback_at is not None
+            assert state.callback_at - state.dispatched_at < ACK_DEADLINE_S
+
+            since = server.recorder.next_seq()
+            await server.post_message(server.user("ida"), attachments=[image], mention_bot=True)
+            [reply] = await server.recorder.wait_for(
+                lambda r: r.key == "POST /channels/{channel_id}/messages", since=since
+            )
+            assert "can't reach my job queue" in reply.content
+
+            # Redis answers again: the next request gets past the checks to the queue
+            # (which, with no worker running, says so).
+            proxy.resume()
+            again = await server.slash(
+                "describe", user=server.user("jo"), attachments={"image": image}
+            )
+            assert "No vision worker is online" in (await error_for(server, again)).content
 
 
 async def test_progress_edits_are_throttled_and_only_on_change(

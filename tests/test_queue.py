@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from inference.dispatch import Scripts
@@ -12,14 +17,16 @@ from inference.errors import (
     ImageTooLarge,
     NoWorkerAlive,
     QueueFull,
+    QueueUnavailable,
     UserOverCap,
 )
 from inference.jobs import JobResult
-from inference.queue import JobStatus, QueueClient
+from inference.queue import JobStatus, QueueClient, connect
 from inference.queue_settings import QueueSettings, WorkerSettings
 from inference.tasks import TaskSpec
 from inference.worker import Worker
 from tests.conftest import BOT_ID, collect, submit
+from tests.discord_server.tcp_proxy import TcpProxy
 
 
 def capped(settings: QueueSettings, **caps: int) -> QueueSettings:
@@ -215,3 +222,34 @@ async def test_a_job_cancelled_then_handed_back_leaves_nothing_behind(
     assert not await redis.exists(keys.job(job_id), keys.image(job_id))
     assert await redis.zcard(keys.leases) == 0
     assert (await queue_client.status(job_id)).state == "cancelled"
+
+
+async def test_a_hung_redis_fails_commands_within_the_timeout(
+    queue_settings: QueueSettings,
+) -> None:
+    # Redis that accepts connections but never answers (a stalled proxy in front of it).
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
+        settings = queue_settings.model_copy(
+            update={
+                "redis_url": SecretStr(f"redis://127.0.0.1:{proxy.port}/0"),
+                "redis_timeout_s": 0.5,
+            }
+        )
+        async with connect(settings) as redis:
+            client = QueueClient(redis, settings, instance_id=BOT_ID, require_worker=False)
+            await submit(client)
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(QueueUnavailable):
+                await submit(client)
+            assert time.monotonic() - started < 3.0
+            # An idle results stream blocks for less than the timeout: not an outage.
+            proxy.resume()
+            reader = client.results()
+            read = asyncio.ensure_future(anext(reader))
+            await asyncio.sleep(1.0)
+            assert not read.done(), "an idle read must keep waiting, not fail"
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read
+            await reader.aclose()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.flows import message_images, run_mention
+from bot.flows import in_time, message_images, run_mention
 from bot.mention_text import parse_mention
 from inference.errors import PalicordError
 
@@ -42,7 +42,7 @@ class Mentions(commands.Cog):
             return
         guild_id = message.guild.id if message.guild else None
         try:
-            config = await self.bot.configs.get(guild_id)
+            config = await in_time(self.bot.configs.get(guild_id))
         except PalicordError:
             config = None  # Redis is away: run_mention tells the user
         if config is not None and not config.mention_replies:

@@ -23,7 +23,7 @@ from bot.client import PalicordBot
 from bot.settings import BotSettings
 from inference.demo.shapes import Scene, make_scene
 from inference.engine_api import Engine
-from inference.queue import QueueClient
+from inference.queue import QueueClient, connect
 from inference.queue_settings import WorkerSettings
 from inference.worker.service import Worker
 from tests.discord_server.actions import DiscordServer
@@ -75,7 +75,7 @@ def worker_settings(prefix: str, **overrides: Any) -> WorkerSettings:
 @contextlib.asynccontextmanager
 async def running_bot(settings: BotSettings) -> AsyncIterator[PalicordBot]:
     """The bot as `python -m bot` builds it, started and READY; closed afterwards."""
-    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis = connect(settings)
     async with redis, aiohttp.ClientSession() as http_session:
         queue = QueueClient(redis, settings, instance_id=settings.instance_id)
         bot = PalicordBot(
@@ -110,7 +110,7 @@ async def running_worker(
     settings: WorkerSettings, engine: Engine, *, worker_id: str = ""
 ) -> AsyncIterator[Worker]:
     """An in-process worker serving `engine`; it has registered by the time this yields."""
-    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis = connect(settings)
     async with redis:
         worker = Worker(redis, settings, engine, worker_id=worker_id or uuid.uuid4().hex[:8])
         task = asyncio.create_task(worker.run())

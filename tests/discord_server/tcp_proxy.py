@@ -18,7 +18,17 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
+
+    def stall(self) -> None:
+        """Keep every connection open but pass nothing on: a server that hangs."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Pass on what was held back, and everything after it."""
+        self._flowing.set()
 
     async def start(self) -> None:
         """Listen (again, on the same port once one was chosen) and forward."""
@@ -65,6 +75,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(CHUNK_BYTES):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
