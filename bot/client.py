@@ -163,8 +163,13 @@ class PalicordBot(commands.Bot):
         return None
 
     async def close(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        # A cancel that lands while redis-py waits on its socket timeout can be swallowed
+        # (the read then fails as a timeout and the loop carries on), so ask again until
+        # every task has really stopped.
+        pending = set(self._background)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         self._background = []
         await super().close()
