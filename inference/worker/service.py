@@ -79,7 +79,8 @@ class Worker:
         self._keys = Keys(settings.key_prefix)
         self._scripts = Scripts(redis, self._keys)
         self._metrics = MetricsRecorder(redis, self._keys, max_samples=settings.metric_samples)
-        self._capabilities = ",".join(sorted(t.value for t in engine.capabilities))
+        capabilities = tuple(sorted(t.value for t in engine.capabilities))
+        self._capabilities = ",".join(capabilities)  # as the Lua scripts take them
         self._held: set[str] = set()  # leased job ids in this worker's hands
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
@@ -92,7 +93,7 @@ class Worker:
             settings,
             worker_id=self.worker_id,
             model_id=engine.model_id,
-            capabilities=tuple(self._capabilities.split(",")),
+            capabilities=capabilities,
         )
         self.batches_taken: list[list[str]] = []  # job ids per batch, for tests and logs
 
