@@ -28,6 +28,7 @@ from bot.request_store import RequestStore
 from bot.sender import Sender
 from bot.service import VisionService
 from bot.settings import BotSettings
+from inference.aio import cancel_and_wait
 from inference.errors import PalicordError
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,6 @@ class PalicordBot(commands.Bot):
         return None
 
     async def close(self) -> None:
-        # A cancel that lands while redis-py waits on its socket timeout can be swallowed
-        # (the read then fails as a timeout and the loop carries on), so ask again until
-        # every task has really stopped.
-        pending = set(self._background)
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.5)
+        await cancel_and_wait(self._background)
         self._background = []
         await super().close()

@@ -28,6 +28,7 @@ from typing import cast
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from inference.aio import cancel_and_wait
 from inference.dispatch import Scripts, Taken, TakenJob
 from inference.engine_api import Engine
 from inference.errors import JobFailed
@@ -124,9 +125,7 @@ class Worker:
             log.critical("unrecoverable device error, exiting: %s", exc)
             return EXIT_FATAL_ENGINE
         finally:
-            for task in (serving, keepalive):
-                task.cancel()
-            await asyncio.gather(serving, keepalive, return_exceptions=True)
+            await cancel_and_wait((serving, keepalive))
             await self.presence.withdraw(REDIS_ERRORS)
         return EXIT_OK
 
