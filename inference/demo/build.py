@@ -44,7 +44,15 @@ def build_tokenizer(corpus: Iterable[str], vocab_words: int = 320) -> GemmaToken
     """
     bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     bpe.normalizer = normalizers.Replace(" ", "▁")
-    bpe.pre_tokenizer = pre_tokenizers.Split(pattern="▁", behavior="merged_with_next")
+    # Punctuation stays its own token: otherwise "circle?" (in questions) and "circle" (in
+    # detect prompts and captions) are unrelated tokens, and what the model learns about
+    # one shape name from boxes never reaches the colour question about it.
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(pattern="▁", behavior="merged_with_next"),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+        ]
+    )
     fixed = SPECIAL_TOKENS + LOC_TOKENS + SEG_TOKENS + BYTE_TOKENS
     alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,;?!'-▁\n")
     trainer = trainers.BpeTrainer(

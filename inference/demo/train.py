@@ -182,22 +182,28 @@ def encode_scene(
 ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """One picture's pixel values and each (prompt, target) pair's unpadded tokens.
 
-    Done once per scene, so a training step only pads and stacks: the processor call
-    per step was a fixed cost on every batch.
+    Done once per scene, so a training step only pads and stacks. The text goes through
+    the tokenizer with the processor's own layout (image tokens, bos, prompt, newline;
+    the target and eos as the second segment) instead of through the processor, which
+    would normalise the same picture once per pair: half of the set-up time.
+    `tests/test_demo_train.py` holds this to the processor's output.
     """
-    enc = processor(
-        images=[image] * len(pairs),
-        text=["<image>" + prompt for prompt, _ in pairs],
-        suffix=[target for _, target in pairs],
-        return_tensors="pt",
-        padding="longest",
+    pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+    tokenizer = processor.tokenizer
+    prefix = processor.image_token * processor.image_seq_length + tokenizer.bos_token
+    enc = tokenizer(
+        [prefix + prompt + "\n" for prompt, _ in pairs],
+        text_pair=[target + tokenizer.eos_token for _, target in pairs],
+        return_token_type_ids=True,
     )
     rows = []
-    for row in range(len(pairs)):
-        real = enc["attention_mask"][row].bool()
-        rows.append({key: enc[key][row][real] for key in ("input_ids", "token_type_ids", "labels")})
-    # A copy: a view would keep all len(pairs) identical pictures alive.
-    return enc["pixel_values"][0].clone(), rows
+    for input_ids, token_type_ids in zip(enc["input_ids"], enc["token_type_ids"], strict=True):
+        ids = torch.tensor(input_ids)
+        types = torch.tensor(token_type_ids)
+        rows.append(
+            {"input_ids": ids, "token_type_ids": types, "labels": ids.where(types == 1, -100)}
+        )
+    return pixel_values, rows
 
 
 def collate(
@@ -276,6 +282,7 @@ def train(
     final_sigma_bins: float = 3.0,
     aux_weight: float = 0.5,
     detect_share: float = 0.7,
+    bf16: bool = True,
 ) -> None:
     """Build, train and save the demo checkpoint to out_dir."""
     started = time.monotonic()  # the whole run: building the pool is part of the cost
@@ -323,9 +330,12 @@ def train(
         # row: projecting just the last `keep` positions onto the vocabulary skips the
         # image tokens' logits, the largest tensor in the step.
         keep = labels.shape[1] - int((labels != -100).any(dim=0).nonzero()[0]) + 1
-        logits = model(**inputs, logits_to_keep=keep).logits
-        loss = soft_location_loss(logits, labels[:, -keep:], loc0, sigma)
-        loss = loss + aux_weight * probe.loss(captured[0], [e.patches for e in batch])
+        # bf16 matmuls (autocast keeps the weights, the optimiser and the losses' softmax
+        # in float32) cut the step time by about a sixth on CPUs with AVX-512 bf16.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**inputs, logits_to_keep=keep).logits
+            loss = soft_location_loss(logits, labels[:, -keep:], loc0, sigma)
+            loss = loss + aux_weight * probe.loss(captured[0], [e.patches for e in batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
