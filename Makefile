@@ -44,8 +44,10 @@ bench: $(STAMP) redis
 	$(PY) -m bench.intake
 	$(PY) -m bench.queue
 
+# 2 torch threads unless told otherwise: the thread count changes float summation order,
+# and 2 is what reproduces the committed checkpoint bit for bit.
 demo-model: $(STAMP)
-	$(PY) scripts/train_demo_model.py --out models/palicord-tiny
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/train_demo_model.py --out models/palicord-tiny
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
