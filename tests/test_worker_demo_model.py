@@ -14,7 +14,7 @@ from inference.detection import iou
 from inference.queue import QueueClient
 from inference.tasks import InferenceRequest, TaskSpec
 from tests.conftest import REDIS_URL, collect
-from tests.demo import DEMO_MODEL, ROOT, demo_engine
+from tests.demo import DEMO_MODEL, ROOT, demo_engine, demo_settings
 
 
 async def test_the_worker_serves_the_demo_model_through_the_queue(
@@ -41,7 +41,7 @@ async def test_the_worker_serves_the_demo_model_through_the_queue(
         "REDIS_URL": REDIS_URL,
         "KEY_PREFIX": redis_prefix,
         "MODEL_ID": str(DEMO_MODEL),
-        "DEVICE": "cpu",
+        "DEVICE": demo_settings().device,  # the same device as the in-process check below
         "HF_HUB_OFFLINE": "1",
     }
     proc = await asyncio.to_thread(
