@@ -41,7 +41,7 @@ async def test_the_worker_serves_the_demo_model_through_the_queue(
         "REDIS_URL": REDIS_URL,
         "KEY_PREFIX": redis_prefix,
         "MODEL_ID": str(DEMO_MODEL),
-        "DEVICE": demo_settings().device,  # the same device as the in-process check below
+        "DEVICE": demo_settings().device or "cpu",  # as the in-process check below
         "HF_HUB_OFFLINE": "1",
     }
     proc = await asyncio.to_thread(
