@@ -90,7 +90,7 @@ def test_warmup_runs() -> None:
 
 def test_quantisation_on_cpu_is_a_clear_error() -> None:
     with pytest.raises(QuantizationUnavailable, match="needs a CUDA GPU"):
-        load_model(demo_settings(quantization="4bit"))
+        load_model(demo_settings(quantization="4bit", device="cpu"))
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: object) -> None:
