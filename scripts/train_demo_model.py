@@ -16,11 +16,13 @@ from inference.demo.train import train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models/palicord-tiny"))
-    parser.add_argument("--steps", type=int, default=3600)
-    parser.add_argument("--batch-size", type=int, default=32)
+    # No defaults here: train()'s own are the recipe, and a second copy would drift.
+    parser.add_argument("--steps", type=int, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(args.out, steps=args.steps, batch_size=args.batch_size)
+    given = {"steps": args.steps, "batch_size": args.batch_size}
+    train(args.out, **{key: value for key, value in given.items() if value is not None})
 
 
 if __name__ == "__main__":

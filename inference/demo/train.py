@@ -43,12 +43,11 @@ class PatchTargets:
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One training row, already through the processor (unpadded, 1-D tensors)."""
+    """One training row, already tokenized (unpadded, 1-D tensors)."""
 
     scene: int  # index of its picture's pixel values
     input_ids: torch.Tensor
-    token_type_ids: torch.Tensor
-    labels: torch.Tensor
+    token_type_ids: torch.Tensor  # 1 on the target (the supervised part), 0 on the prompt
     patches: PatchTargets
 
 
@@ -196,13 +195,10 @@ def encode_scene(
         text_pair=[target + tokenizer.eos_token for _, target in pairs],
         return_token_type_ids=True,
     )
-    rows = []
-    for input_ids, token_type_ids in zip(enc["input_ids"], enc["token_type_ids"], strict=True):
-        ids = torch.tensor(input_ids)
-        types = torch.tensor(token_type_ids)
-        rows.append(
-            {"input_ids": ids, "token_type_ids": types, "labels": ids.where(types == 1, -100)}
-        )
+    rows = [
+        {"input_ids": torch.tensor(ids), "token_type_ids": torch.tensor(types)}
+        for ids, types in zip(enc["input_ids"], enc["token_type_ids"], strict=True)
+    ]
     return pixel_values, rows
 
 
@@ -217,12 +213,15 @@ def collate(
             [torch.nn.functional.pad(r, (longest - len(r), 0), value=value) for r in rows]
         )
 
+    input_ids = pad([e.input_ids for e in batch], pad_id)
+    token_type_ids = pad([e.token_type_ids for e in batch], 0)
     return {
-        "input_ids": pad([e.input_ids for e in batch], pad_id),
-        "token_type_ids": pad([e.token_type_ids for e in batch], 0),
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
         "attention_mask": pad([torch.ones_like(e.input_ids) for e in batch], 0),
         "pixel_values": torch.stack([pixels[e.scene] for e in batch]),
-        "labels": pad([e.labels for e in batch], -100),
+        # As the processor does: only the target is supervised; padding is type 0 too.
+        "labels": input_ids.where(token_type_ids == 1, -100),
     }
 
 
@@ -287,7 +286,6 @@ def train(
     """Build, train and save the demo checkpoint to out_dir."""
     started = time.monotonic()  # the whole run: building the pool is part of the cost
     torch.manual_seed(seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = random.Random(seed)
     tokenizer = build_tokenizer(corpus())
     processor = build_processor(tokenizer)
