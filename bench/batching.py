@@ -18,7 +18,7 @@ import torch
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine import PaliGemmaEngine
+from inference.engine.paligemma import PaliGemmaEngine
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, TaskSpec
 

@@ -27,8 +27,7 @@ from inference.demo import shapes
 from inference.demo.build import build_processor, build_tokenizer
 from inference.demo.shapes import encode_png
 from inference.demo.train import corpus
-from inference.engine import PaliGemmaEngine
-from inference.loading import load_model
+from inference.engine.paligemma import PaliGemmaEngine, load_model
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, TaskSpec
 

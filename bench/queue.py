@@ -35,11 +35,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from inference.engine_api import NoopEngine
 from inference.queue import QueueClient
-from inference.queue_settings import WorkerSettings
+from inference.settings import WorkerSettings
 from inference.tasks import TaskSpec
 from inference.worker import Worker
+from inference.worker.testing import NoopEngine
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CHUNK = 500

@@ -3,25 +3,54 @@
 Configured from the environment and `.env` (see `bot.settings.BotSettings`):
 DISCORD_TOKEN, REDIS_URL, ATTACHMENT_HOSTS, DISCORD_API_BASE, DISCORD_GATEWAY_URL,
 DEV_GUILD_ID, INSTANCE_ID, ...
+
+Logs never carry interaction tokens: discord.py logs every REST URL at DEBUG, and
+interaction follow-ups travel in the URL (`/webhooks/{app}/{token}`,
+`/interactions/{id}/{token}/callback`). An interaction token lets anyone answer as the
+bot for 15 minutes, so it is a secret like the bot token, and is redacted here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 
 import aiohttp
 import discord
 from pydantic import ValidationError
 
-from bot import log_redact
-from bot.answer import draw_boxes
 from bot.client import PalicordBot
 from bot.settings import BotSettings
 from inference.queue import QueueClient, connect
 
 log = logging.getLogger("bot")
+
+_TOKEN_IN_PATH = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.\-]{20,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """Replace interaction/webhook tokens in URL paths."""
+    return _TOKEN_IN_PATH.sub(rf"\g<1>{REDACTED}", text)
+
+
+class RedactTokens(logging.Filter):
+    """A logging filter that redacts tokens from the formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_redaction(logger_names: tuple[str, ...] = ("discord.http", "discord.webhook")) -> None:
+    """Attach the filter to the loggers that print REST URLs."""
+    for name in logger_names:
+        logging.getLogger(name).addFilter(RedactTokens())
 
 
 async def run(settings: BotSettings) -> None:
@@ -34,14 +63,13 @@ async def run(settings: BotSettings) -> None:
             redis=redis,
             http_session=http_session,
             queue=queue,
-            annotator=draw_boxes,
         ) as bot:
             await bot.start(settings.discord_token.get_secret_value())
 
 
 def main() -> int:
     discord.utils.setup_logging(level=logging.INFO, root=True)
-    log_redact.install()
+    install_redaction()
     try:
         settings = BotSettings()  # fields come from the environment
     except ValidationError as exc:

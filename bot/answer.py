@@ -1,7 +1,12 @@
-"""Compose the one final message of a request from its per-image results.
+"""Compose the one final message of a request from its per-image results, with every
+piece of untrusted text (model output, file names, worker error text) made safe to post.
 
 One message always: long text is cut to fit its embed and attached in full as a .txt,
-detections come as an annotated PNG plus the raw boxes as JSON.
+detections come as an annotated picture plus the raw boxes as JSON.
+
+Safe means: it cannot ping anyone even if `allowed_mentions` were misconfigured, it
+cannot change the formatting around it (no bold/links/headings/code-block breakouts),
+and it fits Discord's length limits.
 """
 
 from __future__ import annotations
@@ -9,38 +14,118 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import discord
 
-from bot import render
 from inference.annotate import annotate
 from inference.detection import Detection
 from inference.errors import PalicordError
 from inference.intake import load_image
-from inference.jobs import JobResult
+from inference.queue import JobResult
+from inference.tasks import Task
 
 log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2_000
+EMBED_DESCRIPTION_LIMIT = 4_096
+EMBED_TITLE_LIMIT = 256
+EMBED_TOTAL_LIMIT = 6_000  # across all embeds of one message
+MAX_EMBEDS = 10
+MAX_FILES = 10
+
+ZWSP = "\u200b"
+ELLIPSIS = "…"
+
+# Control characters other than newline and tab can hide text or confuse clients.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# Mass mentions and <@id>, <@!id>, <@&id>, <#id>: a zero-width space after the sigil keeps
+# the text readable while Discord no longer parses it as a mention.
+_MENTION_RE = re.compile(r"@(?=everyone|here)|<(?=[@#])")
 
 # A single answer's embeds share Discord's 6,000-character budget; titles take some.
 _TITLE_RESERVE = 300
 # 1/16 of the upload limit is left for the small JSON and text files beside the pictures.
 _TEXT_FILES_SHARE = 16
-_NO_TEXT = {"ocr": "No text found.", "detect": "Nothing found."}
+_NO_TEXT = {Task.OCR: "No text found.", Task.DETECT: "Nothing found."}
 COLOUR_OK = discord.Colour.blurple()
 COLOUR_ERROR = discord.Colour.red()
 
-# (image bytes, detections, max output bytes) -> (encoded image, file extension). Raises
-# ValueError when no encoding fits the byte cap, PalicordError when the image is unreadable.
-Annotator = Callable[[bytes, Sequence[Detection], int], tuple[bytes, str]]
+
+def _strip_controls(text: str) -> str:
+    return _CONTROL_RE.sub("", text)
 
 
-def draw_boxes(image: bytes, detections: Sequence[Detection], max_bytes: int) -> tuple[bytes, str]:
-    """The default Annotator: the engine's own drawing code on the upright original. PNG
-    when it fits, else JPEG (extension "jpg"), shrunk as far as still useful."""
-    drawn = annotate(load_image(image).image, detections, max_bytes=max_bytes)
-    return drawn.data, drawn.extension
+def neutralize_mentions(text: str) -> str:
+    """Break every mention form (`@everyone`, `@here`, `<@id>`, `<@&id>`, `<#id>`)."""
+    return _MENTION_RE.sub(lambda m: m.group(0) + ZWSP, text)
+
+
+def safe_text(text: str) -> str:
+    """Markdown-escaped, mention-free text for a message body or embed description."""
+    escaped = discord.utils.escape_markdown(_strip_controls(text), ignore_links=False)
+    return neutralize_mentions(escaped)
+
+
+def safe_inline(text: str, limit: int = EMBED_TITLE_LIMIT) -> str:
+    """`safe_text` on one line (file names, labels, titles), truncated to `limit`."""
+    return truncate(safe_text(" ".join(text.split())), limit)
+
+
+def safe_code_block(text: str, limit: int = EMBED_DESCRIPTION_LIMIT) -> str:
+    """Text inside a code block that no backtick run in `text` can close early."""
+    body = _strip_controls(text).replace("`", "`" + ZWSP)
+    body = neutralize_mentions(body).strip("\n") or " "
+    fence_len = len("```\n\n```")
+    return "```\n" + truncate(body, limit - fence_len) + "\n```"
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, marked with an ellipsis when cut."""
+    if limit < 1:
+        return ""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    # A cut right after an escaping backslash would escape the ellipsis instead.
+    if cut.endswith("\\") and not cut.endswith("\\\\"):
+        cut = cut[:-1]
+    return cut.rstrip() + ELLIPSIS
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Split into chunks of at most `limit` characters, at line breaks or spaces when
+    possible, never between a backslash and the character it escapes."""
+    if limit < 2:
+        raise ValueError("limit must be at least 2")
+    chunks: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        at = window.rfind("\n")
+        if at < limit // 2:
+            at = window.rfind(" ")
+        if at < limit // 2:
+            at = limit
+        if rest[at - 1] == "\\" and not rest[: at - 1].endswith("\\"):
+            at -= 1
+        chunks.append(rest[:at].rstrip())
+        rest = rest[at:].lstrip("\n ")
+    if rest or not chunks:
+        chunks.append(rest)
+    return chunks
+
+
+def legend(detections: Iterable[Detection]) -> str:
+    """ "circle × 2, square × 1": most frequent first, then by label."""
+    counts = Counter(d.label for d in detections)
+    if not counts:
+        return "Nothing found."
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{safe_inline(label, 60)} × {n}" for label, n in ordered)
 
 
 def _mib(n: int) -> str:
@@ -80,34 +165,42 @@ class ItemAnswer:
 
 def _text_body(result: JobResult, budget: int) -> tuple[str, OutFile | None, str]:
     """(description, overflow file or None, short name of the task)."""
-    task = result.task or "answer"
+    task = result.task or Task.ANSWER
     text = result.text.strip()
     if not text:
-        return _NO_TEXT.get(task, "(no answer)"), None, task
-    if task == "ocr":
-        full = render.safe_code_block(text, limit=len(text) * 3 + 16)
-        body = full if len(full) <= budget else render.safe_code_block(text, budget)
+        return _NO_TEXT.get(task, "(no answer)"), None, task.value
+    if task is Task.OCR:
+        full = safe_code_block(text, limit=len(text) * 3 + 16)
+        body = full if len(full) <= budget else safe_code_block(text, budget)
     else:
-        full = render.safe_text(text)
-        body = full if len(full) <= budget else render.truncate(full, budget)
-    overflow = None if body is full else OutFile(f"{task}.txt", text.encode())
-    return body, overflow, task
+        full = safe_text(text)
+        body = full if len(full) <= budget else truncate(full, budget)
+    overflow = None if body is full else OutFile(f"{task.value}.txt", text.encode())
+    return body, overflow, task.value
 
 
 def _boxes_json(detections: Sequence[Detection]) -> bytes:
     return json.dumps([d.to_dict() for d in detections], indent=2).encode()
 
 
+def draw_boxes(image: bytes, detections: Sequence[Detection], max_bytes: int) -> tuple[bytes, str]:
+    """The engine's own drawing code on the upright original: (encoded picture, file
+    extension), PNG when it fits, else JPEG ("jpg"), shrunk as far as still useful.
+    Raises ValueError when nothing fits `max_bytes`, PalicordError for an unreadable image."""
+    drawn = annotate(load_image(image).image, detections, max_bytes=max_bytes)
+    return drawn.data, drawn.extension
+
+
 def _detection(
-    item: ItemAnswer, n: int, title: str | None, annotator: Annotator, max_bytes: int
+    item: ItemAnswer, n: int, title: str | None, max_bytes: int
 ) -> tuple[discord.Embed, OutFile | None]:
     """The legend embed and, when it can be drawn within `max_bytes`, the marked-up picture."""
     detections = item.result.detections
-    description = render.legend(detections)
+    description = legend(detections)
     drawn: OutFile | None = None
     if item.image is not None and detections:
         try:
-            data, extension = annotator(item.image, detections, max_bytes)
+            data, extension = draw_boxes(item.image, detections, max_bytes)
         except ValueError:
             description += (
                 f"\n\nThe picture with its boxes would not fit the {_mib(max_bytes)} upload "
@@ -124,12 +217,7 @@ def _detection(
     return embed, drawn
 
 
-def compose(
-    items: Sequence[ItemAnswer],
-    *,
-    annotator: Annotator,
-    max_file_bytes: int,
-) -> Answer:
+def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
     """The final message for `items` (one per image, in order); attached pictures together
     stay within `max_file_bytes`, the destination's upload limit."""
     multi = len(items) > 1
@@ -139,23 +227,23 @@ def compose(
     pictures_bytes = max_file_bytes - max_file_bytes // _TEXT_FILES_SHARE
     per_image_bytes = pictures_bytes // max(drawable, 1)
     budget = min(
-        render.EMBED_DESCRIPTION_LIMIT,
-        (render.EMBED_TOTAL_LIMIT - _TITLE_RESERVE) // max(len(items), 1),
+        EMBED_DESCRIPTION_LIMIT,
+        (EMBED_TOTAL_LIMIT - _TITLE_RESERVE) // max(len(items), 1),
     )
     embeds: list[discord.Embed] = []
     files: list[OutFile] = []
-    for n, item in enumerate(items[: render.MAX_EMBEDS], start=1):
-        title = f"Image {n} · {render.safe_inline(item.label, 200)}" if multi else None
+    for n, item in enumerate(items[:MAX_EMBEDS], start=1):
+        title = f"Image {n} · {safe_inline(item.label, 200)}" if multi else None
         result = item.result
         if not result.ok:
             error = result.exception()
             message = error.message if error is not None else "That request failed."
             # Error text crossed Redis from the worker: it must not ping either.
-            description = render.truncate("⚠️ " + render.neutralize_mentions(message), budget)
+            description = truncate("⚠️ " + neutralize_mentions(message), budget)
             embeds.append(discord.Embed(title=title, description=description, colour=COLOUR_ERROR))
             continue
-        if result.task == "detect":
-            embed, drawn = _detection(item, n, title, annotator, per_image_bytes)
+        if result.task is Task.DETECT:
+            embed, drawn = _detection(item, n, title, per_image_bytes)
             if drawn is not None:
                 files.append(drawn)
             files.append(OutFile(f"boxes-{n}.json", _boxes_json(result.detections)))
@@ -165,9 +253,9 @@ def compose(
         if overflow is not None:
             files.append(OutFile(f"{task}-{n}.txt" if multi else overflow.filename, overflow.data))
         embeds.append(discord.Embed(title=title, description=body, colour=COLOUR_OK))
-    return Answer(embeds=tuple(embeds), files=tuple(files[: render.MAX_FILES]))
+    return Answer(embeds=tuple(embeds), files=tuple(files[:MAX_FILES]))
 
 
 def error_answer(message: str) -> Answer:
     """A short error as the whole answer (for a request none of whose images got queued)."""
-    return Answer(content="⚠️ " + render.safe_inline(message, render.MESSAGE_LIMIT - 2))
+    return Answer(content="⚠️ " + safe_inline(message, MESSAGE_LIMIT - 2))

@@ -1,5 +1,12 @@
 """The Bot: takes its resources from `main()`, wires the services, loads one cog per
-feature, syncs commands, and answers every command error from one place."""
+feature, syncs commands, and answers every command error from one place.
+
+It can talk to a Discord-compatible server instead of discord.com (a REST proxy, or the
+test server): discord.py builds every REST URL from `Route.BASE` (interaction webhooks
+included) and connects to `DiscordWebSocket.DEFAULT_GATEWAY`, adding
+`?v=10&encoding=json&compress=...` itself; both are class attributes, so
+`apply_endpoints` changes them for the whole process.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +15,25 @@ import logging
 
 import aiohttp
 import discord
+import yarl
 from discord import app_commands
 from discord.ext import commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
 from redis.asyncio import Redis
 
-from bot.answer import Annotator
-from bot.delivery import Deliverer
+from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader
-from bot.endpoints import apply_endpoints
 from bot.errors import NotAllowed
-from bot.flows import respond_error
 from bot.guild_config import GuildConfigStore
-from bot.image_cache import ImageCache
-from bot.keys import BotKeys
 from bot.limits import Limits
-from bot.ports import JobQueue
-from bot.progress import ProgressBoard
-from bot.request_store import RequestStore
-from bot.sender import Sender
-from bot.service import VisionService
+from bot.replies import ProgressBoard, Replies
+from bot.requests import Requests, respond_error
 from bot.settings import BotSettings
-from inference.aio import cancel_and_wait
 from inference.errors import PalicordError
+from inference.queue import Keys, QueueClient
+from inference.queue.connection import cancel_and_wait
+from inference.queue.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,16 @@ EXTENSIONS = (
 )
 # Outcomes of a request wait in Redis at most this long after its last job's deadline.
 _REQUEST_TTL_MARGIN_S = 3600
+
+
+def apply_endpoints(api_base: str | None, gateway_url: str | None) -> None:
+    """Use these endpoints instead of discord.com's (None keeps the current one)."""
+    if api_base:
+        Route.BASE = api_base
+        log.info("Discord REST base: %s", api_base)
+    if gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+        log.info("Discord gateway: %s", gateway_url)
 
 
 def intents() -> discord.Intents:
@@ -82,8 +96,7 @@ class PalicordBot(commands.Bot):
         settings: BotSettings,
         redis: Redis,
         http_session: aiohttp.ClientSession,
-        queue: JobQueue,
-        annotator: Annotator,
+        queue: QueueClient,
         guild_ready_timeout_s: float = 2.0,
     ) -> None:
         super().__init__(
@@ -99,11 +112,10 @@ class PalicordBot(commands.Bot):
         self.redis = redis
         self.http_session = http_session
         self.queue = queue
-        self.annotator = annotator
         self._background: list[asyncio.Task[None]] = []
-        keys = BotKeys(settings.key_prefix)
+        keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
-        self.limits = Limits(redis, keys, cooldown_s=settings.user_cooldown_s)
+        self.limits = Limits(redis, Scripts(redis, keys), keys, cooldown_s=settings.user_cooldown_s)
         ttl_s = int(settings.job_deadline_s) + _REQUEST_TTL_MARGIN_S
         self.store = RequestStore(redis, keys, ttl_s=ttl_s)
         self.downloader = Downloader(
@@ -113,19 +125,18 @@ class PalicordBot(commands.Bot):
             max_bytes=settings.max_image_bytes,
             timeout_s=settings.download_timeout_s,
         )
-        self.sender = Sender(self, token_ttl_s=settings.interaction_token_ttl_s)
-        self.progress = ProgressBoard(queue, self.sender, interval_s=settings.progress_interval_s)
+        self.replies = Replies(self, token_ttl_s=settings.interaction_token_ttl_s)
+        self.progress = ProgressBoard(queue, self.replies, interval_s=settings.progress_interval_s)
         self.images = ImageCache()
         self.deliverer = Deliverer(
             queue=queue,
             store=self.store,
-            sender=self.sender,
+            replies=self.replies,
             progress=self.progress,
             images=self.images,
             downloader=self.downloader,
-            annotator=annotator,
         )
-        self.service = VisionService(
+        self.requests = Requests(
             settings=settings,
             queue=queue,
             downloader=self.downloader,

@@ -1,8 +1,11 @@
-"""Consume this bot instance's results stream and deliver each request's one answer.
+"""From results to answers: consume this bot instance's results stream and deliver each
+request's one answer.
 
 A request of N images is answered once all N have an outcome (a result, or an error
-recorded when it could not be queued). Outcomes are collected in Redis, so results that
-arrive after a restart still complete their request.
+recorded when it could not be queued). Outcomes are collected in Redis (`RequestStore`),
+so results that arrive after a restart still complete their request; images queued for
+detection are kept in a bounded memory cache (`ImageCache`) for drawing the boxes, and
+downloaded again on a miss.
 """
 
 from __future__ import annotations
@@ -10,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-from collections import deque
+import time
+from collections import OrderedDict, deque
 
-from bot.address import ItemContext
-from bot.answer import Annotator, ItemAnswer, compose
+from redis.asyncio import Redis
+
+from bot.answer import ItemAnswer, compose
 from bot.download import Downloader, ImageRef
-from bot.image_cache import ImageCache
-from bot.ports import JobQueue
-from bot.progress import ProgressBoard
-from bot.request_store import RequestStore
-from bot.sender import Sender
+from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
-from inference.jobs import JobResult
+from inference.queue import JobResult, Keys, QueueClient, redis_boundary
+from inference.queue.connection import awaited
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ RETRY_MIN_S = 0.5
 RETRY_MAX_S = 15.0
 DELIVERY_TIMEOUT_S = 60.0
 RECENT_WAITS = 200
+DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
+_CLAIM_FIELD = "delivered"
 
 
 class Deliverer:
@@ -37,23 +41,20 @@ class Deliverer:
     def __init__(
         self,
         *,
-        queue: JobQueue,
+        queue: QueueClient,
         store: RequestStore,
-        sender: Sender,
+        replies: Replies,
         progress: ProgressBoard,
         images: ImageCache,
         downloader: Downloader,
-        annotator: Annotator,
     ) -> None:
         self._queue = queue
         self._store = store
-        self._sender = sender
+        self._replies = replies
         self._progress = progress
         self._images = images
         self._downloader = downloader
-        self._annotator = annotator
         self._recent_waits: deque[float] = deque(maxlen=RECENT_WAITS)
-        self.delivered = 0
 
     def typical_wait_s(self) -> float | None:
         """Median time from queued to answered over recent results, if any."""
@@ -101,10 +102,7 @@ class Deliverer:
             *(self._item_answer(item.request_id, i, outcomes.get(i)) for i in range(item.count))
         )
         answer = await asyncio.to_thread(
-            compose,
-            answers,
-            annotator=self._annotator,
-            max_file_bytes=item.address.upload_limit_bytes,
+            compose, answers, max_file_bytes=item.address.upload_limit_bytes
         )
         # Claimed only with the answer ready: whatever fails before this (Redis, drawing)
         # leaves the request to the next try, instead of claimed and never answered.
@@ -115,10 +113,9 @@ class Deliverer:
             # that lands as the send completes, and the results loop would never stop.
             try:
                 async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-                    ok = await self._sender.deliver(item.address, answer)
+                    ok = await self._replies.deliver(item.address, answer)
             except TimeoutError:
                 ok = False
-        self.delivered += 1
         log.info("request %s answered (%s)", item.request_id, "ok" if ok else "undeliverable")
         await self._store.forget(item.request_id)
 
@@ -126,7 +123,7 @@ class Deliverer:
         self, request_id: str, index: int, result: JobResult | None
     ) -> ItemAnswer:
         if result is None:  # lost from Redis: say so rather than never answering
-            result = JobResult(job_id="lost", context={}, error="internal")
+            result = JobResult(job_id="lost", context={}, error=PalicordError.code)
         label = result.context.get("label", "")
         image = self._images.pop(request_id, index)
         if image is None and result.ok and result.detections:
@@ -141,3 +138,100 @@ class Deliverer:
         except PalicordError as exc:
             log.info("could not fetch an image again for its boxes: %s", exc.code)
             return None
+
+
+class RequestStore:
+    """Outcomes per request (hash field = image index) and per-user job sets."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl_s = ttl_s
+
+    async def record(self, request_id: str, index: int, result: JobResult) -> int:
+        """Store one image's outcome; return how many images of the request have one."""
+        key = self._keys.request(request_id)
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(key, str(index), result.to_json())
+            pipe.expire(key, self._ttl_s)
+            pipe.hkeys(key)
+            *_, fields = await pipe.execute()
+        return sum(1 for f in fields if f != _CLAIM_FIELD.encode())
+
+    async def claim(self, request_id: str) -> bool:
+        """True exactly once per request: whoever gets it delivers the answer."""
+        with redis_boundary():
+            return bool(
+                await awaited(self._redis.hsetnx(self._keys.request(request_id), _CLAIM_FIELD, "1"))
+            )
+
+    async def outcomes(self, request_id: str) -> dict[int, JobResult]:
+        with redis_boundary():
+            raw = await awaited(self._redis.hgetall(self._keys.request(request_id)))
+        out: dict[int, JobResult] = {}
+        for field, value in raw.items():
+            if field == _CLAIM_FIELD.encode():
+                continue
+            try:
+                out[int(field)] = JobResult.from_json(value)
+            except (ValueError, MalformedMessage):
+                log.warning("dropping a malformed stored outcome of request %s", request_id)
+        return out
+
+    async def forget(self, request_id: str) -> None:
+        # Keep the claim marker until the TTL: a redelivered result must not answer again.
+        key = self._keys.request(request_id)
+        with redis_boundary():
+            fields = [
+                f for f in await awaited(self._redis.hkeys(key)) if f != _CLAIM_FIELD.encode()
+            ]
+            if fields:
+                await awaited(self._redis.hdel(key, *fields))
+
+    async def add_user_job(self, user_id: int, job_id: str, deadline_at: float) -> None:
+        key = self._keys.user_jobs(user_id)
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zadd(key, {job_id: deadline_at})
+            pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
+    async def remove_user_job(self, user_id: int, job_id: str) -> None:
+        with redis_boundary():
+            await self._redis.zrem(self._keys.user_jobs(user_id), job_id)
+
+    async def user_jobs(self, user_id: int) -> list[str]:
+        """The user's jobs still within their deadline, oldest first."""
+        key = self._keys.user_jobs(user_id)
+        with redis_boundary():
+            await self._redis.zremrangebyscore(key, "-inf", time.time())
+            ids = await self._redis.zrange(key, 0, -1)
+        return [i.decode() for i in ids]
+
+
+class ImageCache:
+    """LRU map (request id, image index) → bytes, capped at `capacity_bytes` in total.
+    A miss (evicted, or a bot restarted since) is not an error: the attachment is
+    downloaded again."""
+
+    def __init__(self, capacity_bytes: int = DEFAULT_IMAGE_CACHE_BYTES) -> None:
+        self._capacity = capacity_bytes
+        self._size = 0
+        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def put(self, request_id: str, index: int, data: bytes) -> None:
+        if len(data) > self._capacity:
+            return
+        self.pop(request_id, index)
+        self._items[(request_id, index)] = data
+        self._size += len(data)
+        while self._size > self._capacity:
+            _, old = self._items.popitem(last=False)
+            self._size -= len(old)
+
+    def pop(self, request_id: str, index: int) -> bytes | None:
+        data = self._items.pop((request_id, index), None)
+        if data is not None:
+            self._size -= len(data)
+        return data

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 
 from redis.asyncio import Redis
 
-from bot.keys import BotKeys
-from bot.redis_errors import awaited, redis_boundary
 from inference.errors import UnsupportedLanguage
+from inference.queue import Keys, redis_boundary
+from inference.queue.connection import awaited
 from inference.tasks import normalize_language
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _encode(config: GuildConfig) -> dict[str, str]:
 class GuildConfigStore:
     """Reads and writes GuildConfig; direct messages always get the defaults."""
 
-    def __init__(self, redis: Redis, keys: BotKeys) -> None:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
 

@@ -10,21 +10,10 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from bot.errors import CooldownActive, DailyQuotaReached
-from bot.keys import BotKeys
-from bot.redis_errors import redis_boundary
+from inference.queue import DM_GUILD, Keys, redis_boundary
+from inference.queue.scripts import Scripts
 
 log = logging.getLogger(__name__)
-
-# Check and charge in one step, so two requests racing for the last images of a quota
-# cannot both get them. Returns the new total, or -1 when `n` more would exceed the quota.
-_CHARGE_LUA = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local n = tonumber(ARGV[1])
-if used + n > tonumber(ARGV[2]) then return -1 end
-local total = redis.call('INCRBY', KEYS[1], n)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return total
-"""
 # Usage counters outlive their day a little so a late refund never recreates a key forever.
 _USAGE_TTL_S = 2 * 24 * 3600
 
@@ -42,11 +31,11 @@ def seconds_to_midnight(now: datetime | None = None) -> float:
 class Limits:
     """Cooldown before any work, quota once the number of good images is known."""
 
-    def __init__(self, redis: Redis, keys: BotKeys, *, cooldown_s: float) -> None:
+    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys, *, cooldown_s: float) -> None:
         self._redis = redis
+        self._scripts = scripts
         self._keys = keys
         self._cooldown_ms = int(cooldown_s * 1000)
-        self._charge = redis.register_script(_CHARGE_LUA)
 
     async def start_cooldown(self, user_id: int) -> None:
         """Start the user's cooldown, or raise CooldownActive if it is running."""
@@ -61,9 +50,8 @@ class Limits:
 
     async def charge(self, guild_id: int | None, n: int, *, quota: int) -> int:
         """Count `n` images against today's quota; raise DailyQuotaReached if they don't fit."""
-        key = self._keys.daily_usage(guild_id, utc_day())
-        with redis_boundary():
-            total = int(await self._charge(keys=[key], args=[n, quota, _USAGE_TTL_S]))
+        guild = DM_GUILD if guild_id is None else str(guild_id)
+        total = await self._scripts.charge(guild, utc_day(), n, quota=quota, ttl_s=_USAGE_TTL_S)
         if total < 0:
             raise DailyQuotaReached()
         return total

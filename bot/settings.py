@@ -10,24 +10,19 @@ import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from inference.queue_settings import QueueSettings
-
-MiB = 1024 * 1024
+from inference.queue import QueueSettings
 
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 DISCORD_API_VERSION = 10
-DISCORD_UPLOAD_LIMIT_BYTES = 10 * MiB
 
 HostList = Annotated[tuple[str, ...], NoDecode]
 
 
 class BotSettings(QueueSettings):
     """Everything `python -m bot` needs: the queue's settings (Redis URL, key prefix, caps,
-    job deadline, image byte cap) plus Discord's. Secrets are SecretStr: they never print."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    job deadline, image limits) plus Discord's. Secrets are SecretStr: they never print."""
 
     discord_token: SecretStr
     # Names this bot's durable results stream: a restarted bot with the same id receives
@@ -44,7 +39,6 @@ class BotSettings(QueueSettings):
     # hosts in attachment_http_hosts (a loopback CDN in tests, never a public host).
     attachment_hosts: HostList = DISCORD_CDN_HOSTS
     attachment_http_hosts: HostList = ()
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_images_per_message: int = Field(default=4, ge=1, le=10)
     download_timeout_s: float = Field(default=20.0, gt=0)
 

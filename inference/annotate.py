@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 
-DISCORD_MAX_BYTES = 10 * 1024 * 1024  # per-file upload limit outside boosted servers
+# Discord's per-file upload limit outside boosted servers (boosted ones allow more: the bot
+# reads each destination's own limit from Discord and passes it as `max_bytes`).
+DISCORD_UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024
 # Twelve colours that stay apart from each other and from most photo backgrounds
 # (from Sasha Trubetskoy's "20 simple, distinct colours").
 PALETTE: tuple[RGB, ...] = (
@@ -227,7 +229,10 @@ def _scaled(det: Detection, fx: float, fy: float) -> Detection:
 
 
 def annotate(
-    image: Image.Image, detections: Sequence[Detection], *, max_bytes: int = DISCORD_MAX_BYTES
+    image: Image.Image,
+    detections: Sequence[Detection],
+    *,
+    max_bytes: int = DISCORD_UPLOAD_LIMIT_BYTES,
 ) -> AnnotatedImage:
     """Draw detections and encode as PNG, else JPEG, shrinking until under `max_bytes`."""
     base = to_rgb(image)

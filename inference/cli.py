@@ -102,11 +102,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     probe_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
     # Imported here so `--help` and argument errors stay instant (torch is slow to import).
-    from inference.engine import PaliGemmaEngine
+    from inference.engine.paligemma import PaliGemmaEngine
     from inference.tasks import InferenceRequest
 
     with progress(f"Loading {settings.model_id}", sys.stderr):
-        engine = PaliGemmaEngine.from_settings(settings.model_copy(update={"max_batch_size": 1}))
+        engine = PaliGemmaEngine.from_settings(settings.model_copy(update={"batch_size": 1}))
     (result,) = engine.generate([InferenceRequest(spec, data)])
     if not result.ok:
         raise PalicordError(result.error_message)

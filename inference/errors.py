@@ -181,16 +181,17 @@ class MalformedMessage(QueueError):
     default_message = "A queue message could not be read."
 
 
-def _all_subclasses(cls: type[PalicordError]) -> list[type[PalicordError]]:
-    out: list[type[PalicordError]] = [cls]
-    for sub in cls.__subclasses__():
-        out.extend(_all_subclasses(sub))
+def error_types(root: type[PalicordError] = PalicordError) -> list[type[PalicordError]]:
+    """`root` and every error class below it (the bot's own included, once imported)."""
+    out: list[type[PalicordError]] = [root]
+    for sub in root.__subclasses__():
+        out.extend(error_types(sub))
     return out
 
 
 def error_from_code(code: str, message: str | None = None) -> PalicordError:
     """Rebuild the error class named by `code` (unknown codes become PalicordError)."""
-    for cls in _all_subclasses(PalicordError):
+    for cls in error_types():
         if cls.code == code:
             return cls(message)
     return PalicordError(message)

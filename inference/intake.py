@@ -29,8 +29,11 @@ from inference.errors import (
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-DEFAULT_MAX_BYTES = 25 * MiB  # the defaults of settings.EngineSettings
-DEFAULT_MAX_PIXELS = 40_000_000
+# The image limits, defined here once: the defaults of the MAX_IMAGE_BYTES and
+# MAX_IMAGE_PIXELS settings (`inference.queue.settings.ImageLimits`) that both programs use.
+# 20 MiB also bounds the Redis memory an image takes while its job waits.
+MAX_IMAGE_BYTES = 20 * MiB
+MAX_IMAGE_PIXELS = 40_000_000
 # Decoded images keep at most this multiple of the model's input side: the processor
 # squashes to a square anyway, and doing the big reduction here with a good filter keeps
 # its last, cheaper resize from aliasing.
@@ -195,7 +198,7 @@ def _open(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
 
 
 def probe_image(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> ImageInfo:
     """Check format, byte and pixel caps from the header alone, without decoding pixels."""
     fmt = _check_bytes(data, max_bytes)
@@ -209,8 +212,8 @@ def probe_image(
 def load_image(
     data: bytes,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     target_size: int | None = None,
 ) -> LoadedImage:
     """Decode the first frame to upright RGB, reduced towards `target_size` if given."""

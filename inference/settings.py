@@ -1,25 +1,24 @@
-"""Settings, read once at an entry point from the environment and `.env`, then passed down.
+"""Settings of the GPU side: the model (`EngineSettings`, all the offline CLI needs) and
+the worker service (`WorkerSettings`: the queue's settings, the model's, and its own).
 
-Nothing in Palicord reads `os.environ` elsewhere. Secrets are `SecretStr` so they never
-appear in a repr or a log line.
+`python -m inference.worker` builds one `WorkerSettings` at start-up and passes it down;
+the engine reads its fields from that same object, so nothing here builds a second
+settings object from the environment. Secrets are SecretStr: they never print.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+
+from inference.queue.settings import ImageLimits, QueueSettings
 
 Quantization = Literal["none", "8bit", "4bit"]
 
-MiB = 1024 * 1024
 
-
-class EngineSettings(BaseSettings):
-    """How the worker loads and runs PaliGemma 2."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+class EngineSettings(ImageLimits):
+    """How PaliGemma 2 is loaded and run."""
 
     model_id: str = "google/paligemma2-3b-mix-448"
     quantization: Quantization = "none"
@@ -29,6 +28,38 @@ class EngineSettings(BaseSettings):
     hf_offline: bool = Field(
         default=False, validation_alias=AliasChoices("hf_offline", "hf_hub_offline")
     )
-    max_batch_size: int = Field(default=8, ge=1, le=256)
-    max_image_bytes: int = Field(default=25 * MiB, ge=1)
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # Jobs a worker takes at once, which is also the engine's largest generate() call.
+    batch_size: int = Field(default=8, ge=1, le=256)
+
+
+class WorkerSettings(QueueSettings, EngineSettings):
+    """Everything `python -m inference.worker` needs."""
+
+    worker_id: str | None = None  # default: <hostname>-<pid>-<random>
+    # Upper bound on waiting to fill a partial batch; the wait actually used is at most
+    # `linger_ratio` of a recent batch's run time, so a fast engine never waits.
+    linger_s: float = Field(default=0.03, ge=0)
+    linger_ratio: float = Field(default=0.1, ge=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    # A batch on the engine longer than this means a wedged device: the worker gives its
+    # leases up and exits (code 4) for its supervisor to restart it. Must exceed lease_s.
+    max_batch_run_s: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    reap_interval_s: float = Field(default=2.0, gt=0)
+    idle_wait_s: float = Field(default=1.0, gt=0)
+    max_backoff_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _batch_limit_outlasts_a_lease(self) -> WorkerSettings:
+        # Leases are extended so that a batch may outlive one; a limit inside a lease
+        # would give up batches the lease alone covers.
+        if self.max_batch_run_s <= self.lease_s:
+            raise ValueError("max_batch_run_s must be longer than lease_s")
+        return self
+
+    @model_validator(mode="after")
+    def _idle_wait_inside_the_redis_timeout(self) -> WorkerSettings:
+        # The idle wait is a blocking pop: past the socket timeout it would read as an outage.
+        if self.idle_wait_s >= self.redis_timeout_s:
+            raise ValueError("idle_wait_s must be shorter than redis_timeout_s")
+        return self

@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from redis.asyncio import Redis
 
-from inference.queue import Delivery, QueueClient, Submitted
-from inference.queue_settings import QueueSettings, WorkerSettings
+from inference.queue import Delivery, QueueClient, QueueSettings, Submitted
+from inference.queue.scripts import Taken
+from inference.settings import WorkerSettings
 from inference.tasks import TaskSpec
+from inference.worker import Worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -104,3 +106,16 @@ async def collect(client: QueueClient, count: int, *, timeout_s: float = 10.0) -
 
     await asyncio.wait_for(read(), timeout_s)
     return out
+
+
+class RecordingWorker(Worker):
+    """A Worker that remembers the job ids of each batch it took, for fairness tests.
+    (The product's Worker keeps no per-batch history: it would grow with every job.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_taken: list[list[str]] = []
+
+    async def _process(self, taken: Taken) -> None:
+        self.batches_taken.append([j.job_id for j in taken.jobs])
+        await super()._process(taken)

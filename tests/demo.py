@@ -6,7 +6,7 @@ import functools
 import os
 from pathlib import Path
 
-from inference.engine import PaliGemmaEngine
+from inference.engine.paligemma import PaliGemmaEngine
 from inference.settings import EngineSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,12 +1,18 @@
-"""Composing the one final message: upload limits, JPEG fallback, safe error text."""
+"""Composing the one final message: upload limits, JPEG fallback, safe error text; output
+safety: model text can neither ping nor break formatting, and always fits."""
 
 from __future__ import annotations
 
-from bot.address import ItemContext, ReplyAddress
-from bot.answer import ItemAnswer, compose, draw_boxes
-from bot.settings import DISCORD_UPLOAD_LIMIT_BYTES
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot import answer
+from bot.answer import ItemAnswer, compose
+from bot.replies import ItemContext, ReplyAddress
+from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.detection import Detection
-from inference.jobs import JobResult
+from inference.queue.messages import JobResult
+from inference.tasks import Task
 from tests.discord_server.harness import noisy_png
 from tests.discord_server.render_checks import LIVE_MENTION
 
@@ -17,7 +23,7 @@ def detect_item(image: bytes | None) -> ItemAnswer:
     result = JobResult(
         job_id="j",
         context={},
-        task="detect",
+        task=Task.DETECT,
         detections=(Detection("cat", (10, 10, 120, 120)),),
     )
     return ItemAnswer(label="a.png", result=result, image=image)
@@ -25,7 +31,7 @@ def detect_item(image: bytes | None) -> ItemAnswer:
 
 def test_small_upload_limit_falls_back_to_a_jpeg_named_jpg() -> None:
     limit = 200 * KiB
-    answer = compose([detect_item(noisy_png())], annotator=draw_boxes, max_file_bytes=limit)
+    answer = compose([detect_item(noisy_png())], max_file_bytes=limit)
     picture, boxes = answer.files
     assert picture.filename == "detections-1.jpg"
     assert picture.data.startswith(b"\xff\xd8\xff"), "JPEG data"
@@ -34,14 +40,12 @@ def test_small_upload_limit_falls_back_to_a_jpeg_named_jpg() -> None:
 
 
 def test_roomy_upload_limit_keeps_the_png() -> None:
-    answer = compose(
-        [detect_item(noisy_png())], annotator=draw_boxes, max_file_bytes=DISCORD_UPLOAD_LIMIT_BYTES
-    )
+    answer = compose([detect_item(noisy_png())], max_file_bytes=DISCORD_UPLOAD_LIMIT_BYTES)
     assert answer.files[0].filename == "detections-1.png"
 
 
 def test_picture_that_cannot_fit_is_explained_and_boxes_still_sent() -> None:
-    answer = compose([detect_item(noisy_png())], annotator=draw_boxes, max_file_bytes=KiB)
+    answer = compose([detect_item(noisy_png())], max_file_bytes=KiB)
     [boxes] = answer.files
     assert boxes.filename == "boxes-1.json"
     description = answer.embeds[0].description or ""
@@ -52,7 +56,7 @@ def test_picture_that_cannot_fit_is_explained_and_boxes_still_sent() -> None:
 def test_pictures_of_one_message_share_the_limit() -> None:
     limit = 400 * KiB
     items = [detect_item(noisy_png(seed=s)) for s in (1, 2, 3)]
-    answer = compose(items, annotator=draw_boxes, max_file_bytes=limit)
+    answer = compose(items, max_file_bytes=limit)
     assert sum(len(f.data) for f in answer.files) <= limit
     assert [f.filename for f in answer.files if not f.filename.endswith(".json")] == [
         "detections-1.jpg",
@@ -63,9 +67,7 @@ def test_pictures_of_one_message_share_the_limit() -> None:
 
 def test_worker_error_text_cannot_ping() -> None:
     failed = JobResult(job_id="j", context={}, error="invalid_parameter", message="@everyone <@1>")
-    answer = compose(
-        [ItemAnswer(label="x", result=failed)], annotator=draw_boxes, max_file_bytes=KiB
-    )
+    answer = compose([ItemAnswer(label="x", result=failed)], max_file_bytes=KiB)
     assert not LIVE_MENTION.search(answer.embeds[0].description or "")
 
 
@@ -78,3 +80,45 @@ def test_upload_limit_travels_in_the_job_context() -> None:
     # A context written before the limit was carried means the default.
     old = {k: v for k, v in item.to_context().items() if k != "ul"}
     assert ItemContext.from_context(old).address.upload_limit_bytes == DISCORD_UPLOAD_LIMIT_BYTES
+
+
+def test_mentions_are_neutralised() -> None:
+    text = "hi @everyone and @here, <@123>, <@!456>, <@&789> in <#42>"
+    out = answer.safe_text(text)
+    assert not LIVE_MENTION.search(out)
+    assert out.replace(answer.ZWSP, "").replace("\\", "") == text
+
+
+def test_markdown_and_links_are_escaped() -> None:
+    out = answer.safe_text("**bold** _it_ `code` [click](https://evil.example) # head\n> quote")
+    assert "\\*\\*bold\\*\\*" in out and "\\[click]" in out and "\\`code\\`" in out
+    assert out.splitlines()[1].startswith("\\>")
+
+
+def test_code_block_cannot_be_broken_out_of() -> None:
+    block = answer.safe_code_block("before ``` after ````` @everyone")
+    assert block.startswith("```\n") and block.endswith("\n```")
+    assert block.count("```") == 2
+    assert not LIVE_MENTION.search(block)
+
+
+@given(st.text(max_size=9000), st.integers(min_value=2, max_value=4096))
+def test_truncate_respects_limits(text: str, limit: int) -> None:
+    cut = answer.truncate(text, limit)
+    assert len(cut) <= limit
+    assert cut == text or cut.endswith(answer.ELLIPSIS)
+
+
+@given(st.text(max_size=3000))
+def test_safe_text_never_has_live_mentions(text: str) -> None:
+    assert not LIVE_MENTION.search(answer.safe_text(text))
+    assert not LIVE_MENTION.search(answer.safe_code_block(text))
+    assert answer.safe_code_block(text).count("```") == 2
+
+
+def test_legend_counts_labels() -> None:
+    dets = [Detection("cat", (0, 0, 1, 1))] * 2 + [Detection("@everyone", (0, 0, 1, 1))]
+    legend = answer.legend(dets)
+    assert legend.startswith("cat × 2, ")
+    assert not LIVE_MENTION.search(legend)
+    assert answer.legend([]) == "Nothing found."

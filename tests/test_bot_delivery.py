@@ -10,22 +10,17 @@ import discord
 import pytest
 from redis.asyncio import Redis
 
-from bot.address import ItemContext, ReplyAddress
-from bot.answer import Answer, draw_boxes
-from bot.delivery import Deliverer
+from bot.answer import Answer
+from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader
-from bot.image_cache import ImageCache
-from bot.keys import BotKeys
-from bot.progress import ProgressBoard
-from bot.request_store import RequestStore
-from bot.sender import Sender
+from bot.replies import ItemContext, ProgressBoard, Replies, ReplyAddress
 from inference.errors import QueueUnavailable
-from inference.jobs import JobResult
-from inference.queue import QueueClient
-from inference.queue_settings import QueueSettings
+from inference.queue import Keys, QueueClient, QueueSettings
+from inference.queue.messages import JobResult
+from inference.tasks import Task
 
 
-class Outbox(Sender):
+class Outbox(Replies):
     """Keeps answers instead of sending them to Discord."""
 
     def __init__(self) -> None:
@@ -55,16 +50,15 @@ async def parts(
 ) -> AsyncIterator[tuple[Deliverer, Outbox, FlakyStore]]:
     queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
     outbox = Outbox()
-    store = FlakyStore(redis, BotKeys(redis_prefix), ttl_s=60)
+    store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60)
     async with aiohttp.ClientSession() as session:
         deliverer = Deliverer(
             queue=queue,
             store=store,
-            sender=outbox,
+            replies=outbox,
             progress=ProgressBoard(queue, outbox, interval_s=1),
             images=ImageCache(),
             downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
-            annotator=draw_boxes,
         )
         yield deliverer, outbox, store
 
@@ -72,7 +66,7 @@ async def parts(
 def result_for(index: int, count: int) -> JobResult:
     address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
     item = ItemContext("req", index, count, f"{index}.png", "", address)
-    return JobResult(job_id=f"j{index}", context=item.to_context(), task="caption", text="a cat")
+    return JobResult(job_id=f"j{index}", context=item.to_context(), task=Task.CAPTION, text="a cat")
 
 
 async def test_redis_failing_mid_delivery_still_answers_once(

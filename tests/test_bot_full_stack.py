@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from bot.client import PalicordBot
 from inference.detection import iou
 from inference.queue import QueueClient
+from inference.worker.testing import ShapesOracle
 from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, boxes, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server
@@ -26,7 +27,6 @@ from tests.discord_server.harness import (
     running_worker,
     worker_settings,
 )
-from tests.discord_server.shapes_engine import ShapesOracle
 
 __all__ = ["bot", "prefix", "server"]  # fixtures, used by name
 
@@ -45,7 +45,7 @@ def worker_process(prefix: str) -> Iterator[subprocess.Popen[bytes]]:
         "LINGER_S": "0",
     }
     args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
-    args += ["tests.discord_server.shapes_engine:oracle_engine"]
+    args += ["inference.worker.testing:oracle_engine"]
     proc = subprocess.Popen(args, env=env, cwd=ROOT)
     yield proc
     proc.terminate()

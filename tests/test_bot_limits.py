@@ -7,13 +7,15 @@ from redis.asyncio import Redis
 
 from bot.errors import CooldownActive, DailyQuotaReached
 from bot.guild_config import GuildConfig, GuildConfigStore
-from bot.keys import BotKeys
 from bot.limits import Limits, seconds_to_midnight
-from bot.redis_errors import awaited
+from inference.queue import Keys
+from inference.queue.connection import awaited
+from inference.queue.scripts import Scripts
 
 
 async def test_cooldown(redis: Redis, redis_prefix: str) -> None:
-    limits = Limits(redis, BotKeys(redis_prefix), cooldown_s=30)
+    keys = Keys(redis_prefix)
+    limits = Limits(redis, Scripts(redis, keys), keys, cooldown_s=30)
     await limits.start_cooldown(1)
     with pytest.raises(CooldownActive, match=r"wait (29|30) s"):
         await limits.start_cooldown(1)
@@ -21,7 +23,8 @@ async def test_cooldown(redis: Redis, redis_prefix: str) -> None:
 
 
 async def test_daily_quota_is_atomic_and_refundable(redis: Redis, redis_prefix: str) -> None:
-    limits = Limits(redis, BotKeys(redis_prefix), cooldown_s=0)
+    keys = Keys(redis_prefix)
+    limits = Limits(redis, Scripts(redis, keys), keys, cooldown_s=0)
     assert await limits.charge(7, 3, quota=4) == 3
     with pytest.raises(DailyQuotaReached):
         await limits.charge(7, 2, quota=4)
@@ -33,7 +36,7 @@ async def test_daily_quota_is_atomic_and_refundable(redis: Redis, redis_prefix: 
 
 
 async def test_guild_config_round_trip_and_bad_values(redis: Redis, redis_prefix: str) -> None:
-    keys = BotKeys(redis_prefix)
+    keys = Keys(redis_prefix)
     store = GuildConfigStore(redis, keys)
     assert await store.get(1) == GuildConfig()
     config = GuildConfig(channels=frozenset({5, 6}), daily_quota=9, language="de")

@@ -10,6 +10,7 @@ import pytest
 
 from bot.client import PalicordBot
 from bot.delivery import RETRY_MAX_S
+from inference.worker.testing import ShapesOracle
 from tests.discord_server import DiscordServer, InteractionState
 from tests.discord_server.expect import answer_for, error_for
 from tests.discord_server.fixtures import bot, prefix, server
@@ -22,7 +23,6 @@ from tests.discord_server.harness import (
     running_worker,
     worker_settings,
 )
-from tests.discord_server.shapes_engine import ShapesOracle
 from tests.discord_server.tcp_proxy import TcpProxy
 from tests.discord_server.webhooks import ACK_DEADLINE_S
 

@@ -8,9 +8,8 @@ import pytest
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine import PaliGemmaEngine
+from inference.engine.paligemma import PaliGemmaEngine, load_model
 from inference.errors import ModelLoadError, QuantizationUnavailable
-from inference.loading import load_model
 from inference.tasks import InferenceRequest, Task, TaskSpec
 from tests.demo import demo_engine, demo_settings
 

@@ -4,7 +4,7 @@ from inference import errors
 
 
 def test_every_error_has_a_unique_code_and_a_user_message() -> None:
-    classes = errors._all_subclasses(errors.PalicordError)
+    classes = errors.error_types()
     codes = [cls.code for cls in classes]
     assert len(codes) == len(set(codes))
     for cls in classes:

@@ -7,7 +7,8 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from inference.queue_settings import QueueSettings, WorkerSettings, redact_url
+from inference.queue.settings import QueueSettings, redact_url
+from inference.settings import WorkerSettings
 
 
 @pytest.mark.parametrize(

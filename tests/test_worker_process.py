@@ -15,10 +15,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from inference.engine_api import NoopEngine
 from inference.queue import QueueClient
-from inference.queue_settings import WorkerSettings
+from inference.settings import WorkerSettings
 from inference.worker import EXIT_ENGINE_HUNG, Worker
+from inference.worker.testing import NoopEngine
 from tests.conftest import REDIS_URL, collect, submit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ async def test_hung_engine_exits_and_its_jobs_complete_elsewhere_exactly_once(
         proc.kill()
     assert count_marks(marks) == 1
     assert await redis.zcard(keys.workers) == 0  # the bot no longer counts it
-    assert not [k async for k in redis.scan_iter(match=keys.worker("*"))]
+    assert not [k async for k in redis.scan_iter(match=keys.worker("w").removesuffix("w") + "*")]
     assert await redis.zcard(keys.leases) == 3  # left to lapse, not handed back
 
     survivor = Worker(redis, worker_settings, NoopEngine())

@@ -9,8 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.download import ImageRef
-from bot.flows import language_autocomplete, run_interaction
-from bot.service import Ask as AskRequest
+from bot.requests import Ask as AskRequest
+from bot.requests import language_autocomplete, run_interaction
 from inference.tasks import MAX_QUESTION_CHARS, Task
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Ask(commands.Cog):
         """Ask a question about an image."""
         ref = ImageRef.from_attachment(image)
         ask = AskRequest(Task.ANSWER, language=language, question=question)
-        await run_interaction(self.bot.service, interaction, [ref], ask)
+        await run_interaction(self.bot.requests, interaction, [ref], ask)
 
 
 async def setup(bot: commands.Bot) -> None:

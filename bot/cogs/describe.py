@@ -9,8 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.download import ImageRef
-from bot.flows import language_autocomplete, message_images, run_interaction
-from bot.service import Ask
+from bot.requests import Ask, language_autocomplete, message_images, run_interaction
 from inference.tasks import Task
 
 if TYPE_CHECKING:
@@ -46,13 +45,13 @@ class Describe(commands.Cog):
         """Describe an image in one sentence or in detail."""
         task = Task.DESCRIBE if detail == "long" else Task.CAPTION
         ref = ImageRef.from_attachment(image)
-        await run_interaction(self.bot.service, interaction, [ref], Ask(task, language=language))
+        await run_interaction(self.bot.requests, interaction, [ref], Ask(task, language=language))
 
     async def describe_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         await run_interaction(
-            self.bot.service, interaction, message_images(message), Ask(Task.CAPTION)
+            self.bot.requests, interaction, message_images(message), Ask(Task.CAPTION)
         )
 
 

@@ -11,8 +11,7 @@ from discord.ext import commands
 
 from bot.download import ImageRef
 from bot.errors import NoImageFound
-from bot.flows import message_images, respond_error, run_interaction
-from bot.service import Ask, VisionService
+from bot.requests import Ask, Requests, message_images, respond_error, run_interaction
 from inference.tasks import Task
 
 if TYPE_CHECKING:
@@ -24,9 +23,9 @@ MAX_OBJECTS_INPUT = 200
 class ObjectsModal(discord.ui.Modal, title="Detect objects"):
     """Asks which objects to find in the images of the chosen message."""
 
-    def __init__(self, service: VisionService, images: Sequence[ImageRef]) -> None:
+    def __init__(self, requests: Requests, images: Sequence[ImageRef]) -> None:
         super().__init__()
-        self._service = service
+        self._requests = requests
         self._images = list(images)
         self.objects: discord.ui.TextInput[ObjectsModal] = discord.ui.TextInput(
             placeholder="cat ; dog ; bicycle", max_length=MAX_OBJECTS_INPUT
@@ -35,7 +34,7 @@ class ObjectsModal(discord.ui.Modal, title="Detect objects"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         ask = Ask(Task.DETECT, objects=self.objects.value)
-        await run_interaction(self._service, interaction, self._images, ask)
+        await run_interaction(self._requests, interaction, self._images, ask)
 
     async def on_error(  # type: ignore[override]  # Modal's own signature has no item
         self, interaction: discord.Interaction, error: Exception, /
@@ -69,7 +68,7 @@ class Detect(commands.Cog):
         """Find objects in an image and draw boxes around them."""
         ref = ImageRef.from_attachment(image)
         ask = Ask(Task.DETECT, objects=objects)
-        await run_interaction(self.bot.service, interaction, [ref], ask)
+        await run_interaction(self.bot.requests, interaction, [ref], ask)
 
     async def detect_message(
         self, interaction: discord.Interaction, message: discord.Message
@@ -77,7 +76,7 @@ class Detect(commands.Cog):
         images = message_images(message)
         if not images:  # say so now rather than after the user filled in the modal
             raise NoImageFound()
-        await interaction.response.send_modal(ObjectsModal(self.bot.service, images))
+        await interaction.response.send_modal(ObjectsModal(self.bot.requests, images))
 
 
 async def setup(bot: commands.Bot) -> None:

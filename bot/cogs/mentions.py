@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.flows import in_time, message_images, run_mention
-from bot.mention_text import parse_mention
+from bot.requests import in_time, message_images, parse_mention, run_mention
 from inference.errors import PalicordError
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ class Mentions(commands.Cog):
             replied = await self._replied_to(message)
             if replied is not None:
                 images = message_images(replied)
-        await run_mention(self.bot.service, message, images, parse_mention(message.content, me.id))
+        await run_mention(self.bot.requests, message, images, parse_mention(message.content, me.id))
 
 
 async def setup(bot: commands.Bot) -> None:

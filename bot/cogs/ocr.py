@@ -9,8 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.download import ImageRef
-from bot.flows import message_images, run_interaction
-from bot.service import Ask
+from bot.requests import Ask, message_images, run_interaction
 from inference.tasks import Task
 
 if TYPE_CHECKING:
@@ -33,10 +32,12 @@ class Ocr(commands.Cog):
     async def ocr(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         """Read the text in an image."""
         ref = ImageRef.from_attachment(image)
-        await run_interaction(self.bot.service, interaction, [ref], Ask(Task.OCR))
+        await run_interaction(self.bot.requests, interaction, [ref], Ask(Task.OCR))
 
     async def ocr_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        await run_interaction(self.bot.service, interaction, message_images(message), Ask(Task.OCR))
+        await run_interaction(
+            self.bot.requests, interaction, message_images(message), Ask(Task.OCR)
+        )
 
 
 async def setup(bot: commands.Bot) -> None:

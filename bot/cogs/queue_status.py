@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from inference.queue import JobStatus
+from inference.queue import JobState, JobStatus
 
 if TYPE_CHECKING:
     from bot.client import PalicordBot
@@ -17,11 +17,11 @@ MAX_LISTED = 10
 
 
 def describe_status(status: JobStatus) -> str:
-    if status.state == "queued":
+    if status.state is JobState.QUEUED:
         return f"#{status.place} in line" if status.place else "in line"
-    if status.state == "running":
+    if status.state is JobState.RUNNING:
         return "being answered now"
-    return status.state
+    return status.state.value
 
 
 def format_wait(seconds: float | None) -> str:
@@ -42,7 +42,7 @@ class QueueStatus(commands.Cog):
         queue = self.bot.queue
         job_ids = await self.bot.store.user_jobs(interaction.user.id)
         statuses = [await queue.status(j) for j in job_ids[:MAX_LISTED]]
-        mine = [s for s in statuses if s.state in ("queued", "running")]
+        mine = [s for s in statuses if s.state in (JobState.QUEUED, JobState.RUNNING)]
         workers = await queue.workers()
         waiting = await queue.pending()
         lines = [f"• {describe_status(s)}" for s in mine] or ["You have nothing waiting."]

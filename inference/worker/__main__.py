@@ -1,7 +1,7 @@
 """`python -m inference.worker`: the GPU worker service.
 
 Configured from the environment and `.env` (REDIS_URL, KEY_PREFIX, MODEL_ID, QUANTIZATION,
-BATCH_SIZE, LEASE_S, MAX_ATTEMPTS, ...: see `inference.queue_settings.WorkerSettings`).
+BATCH_SIZE, LEASE_S, MAX_ATTEMPTS, ...: see `inference.settings.WorkerSettings`).
 `--engine module:factory` swaps the model for another engine (a factory called with the
 settings and `--engine-option KEY=VALUE` pairs), e.g. the stand-ins in
 `inference.worker.testing`. `--burst` drains the queue and exits.
@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from inference.engine_api import Engine
+from inference.engine import Engine
 from inference.queue import connect
-from inference.queue_settings import WorkerSettings
+from inference.settings import WorkerSettings
 from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 
 log = logging.getLogger("inference.worker")
@@ -34,12 +34,10 @@ EngineFactory = Callable[..., Engine]
 
 
 def _default_engine(settings: WorkerSettings) -> Engine:
-    # Imported here so that tests and the bot, which never get this far, never load torch.
-    from inference.engine import load_engine
+    # Imported here so that engine stand-ins (tests, benchmarks) never load torch.
+    from inference.engine.paligemma import PaliGemmaEngine
 
-    # The engine splits what the worker takes into generate calls of at most this size;
-    # one BATCH_SIZE setting governs both, so they cannot disagree.
-    return load_engine(settings.engine.model_copy(update={"max_batch_size": settings.batch_size}))
+    return PaliGemmaEngine.from_settings(settings)
 
 
 def load_factory(spec: str | None) -> EngineFactory:

@@ -10,15 +10,10 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from inference.dispatch import Scripts, TakenJob
-from inference.errors import (
-    JobFailed,
-    JobTimedOut,
-    MalformedMessage,
-    PalicordError,
-)
-from inference.jobs import Job, JobResult, salvage_reply_address
-from inference.queue_settings import QueueSettings
+from inference.errors import JobFailed, JobTimedOut, MalformedMessage, PalicordError
+from inference.queue import Job, JobResult, QueueSettings, redis_boundary
+from inference.queue.messages import salvage_reply_address
+from inference.queue.scripts import Scripts, TakenJob
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +29,6 @@ class Outcome:
     result: JobResult | None
     dead_letter_reason: str | None = None
     raw: bytes = b""
-
-    @property
-    def counter(self) -> str:
-        """The metrics counter this outcome adds to."""
-        if self.dead_letter_reason == "malformed":
-            return "malformed"
-        if self.dead_letter_reason is not None:
-            return "jobs_dead_lettered"
-        if self.result is not None and self.result.error == JobTimedOut.code:
-            return "jobs_timed_out"
-        if self.result is None or not self.result.ok:
-            return "jobs_error"
-        return "jobs_ok"
 
 
 def decode(taken: TakenJob, worker_id: str) -> Job | Outcome:
@@ -143,20 +125,22 @@ async def publish(
     settings: QueueSettings,
     worker_id: str,
 ) -> int:
-    """Settle every outcome in one round trip; returns how many results were published."""
+    """Settle every outcome in one round trip; returns how many results were published.
+    Raises QueueUnavailable when Redis fails (settling again later is safe)."""
     if not outcomes:
         return 0
-    pipe = redis.pipeline(transaction=False)
-    for o in outcomes:
-        await scripts.settle(
-            o.job_id,
-            reply_to=o.reply_to if o.result is not None else None,
-            result_json=o.result.to_json() if o.result is not None else "",
-            done_ttl_s=settings.done_ttl_s,
-            retention_ms=settings.result_retention_s * 1000,
-            dead_letter=_dead_letter_entry(o, worker_id),
-            max_dead_letters=settings.max_dead_letters,
-            client=pipe,
-        )
-    replies = await pipe.execute()
+    with redis_boundary():
+        pipe = redis.pipeline(transaction=False)
+        for o in outcomes:
+            await scripts.settle(
+                o.job_id,
+                reply_to=o.reply_to if o.result is not None else None,
+                result_json=o.result.to_json() if o.result is not None else "",
+                done_ttl_s=settings.done_ttl_s,
+                retention_ms=settings.result_retention_s * 1000,
+                dead_letter=_dead_letter_entry(o, worker_id),
+                max_dead_letters=settings.max_dead_letters,
+                client=pipe,
+            )
+        replies = await pipe.execute()
     return sum(int(r) for r in replies)

@@ -13,9 +13,9 @@ import time
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from inference.jobs import WorkerInfo
-from inference.keys import Keys
-from inference.queue_settings import WorkerSettings
+from inference.errors import QueueUnavailable
+from inference.queue import Keys, WorkerInfo, redis_boundary
+from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,34 @@ class Presence:
 
     async def announce(self) -> None:
         """Write (or refresh) the heartbeat key and this worker's entry in the index."""
-        seconds, micros = await self._redis.time()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.set(self._keys.worker(self._worker_id), self._info_json, ex=int(self._ttl_s) + 1)
-        pipe.zadd(self._keys.workers, {self._worker_id: seconds + micros / 1e6 + self._ttl_s})
-        pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - STALE_WORKER_S)
-        await pipe.execute()
+        with redis_boundary():
+            seconds, micros = await self._redis.time()
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(self._keys.worker(self._worker_id), self._info_json, ex=int(self._ttl_s) + 1)
+            pipe.zadd(self._keys.workers, {self._worker_id: seconds + micros / 1e6 + self._ttl_s})
+            pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - STALE_WORKER_S)
+            await pipe.execute()
 
-    async def withdraw(self, errors: tuple[type[BaseException], ...]) -> None:
+    async def withdraw(self) -> None:
         """Remove the heartbeat now, so the bot stops counting this worker at once."""
         try:
-            await self._redis.zrem(self._keys.workers, self._worker_id)
-            await self._redis.delete(self._keys.worker(self._worker_id))
-        except errors:
+            with redis_boundary():
+                await self._redis.zrem(self._keys.workers, self._worker_id)
+                await self._redis.delete(self._keys.worker(self._worker_id))
+        except QueueUnavailable:
             log.warning("could not remove heartbeat of %s; it will expire", self._worker_id)
 
     async def warn_if_evicting(self) -> None:
         """Log a warning when Redis's maxmemory-policy could evict queue keys."""
         try:
-            policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except redis_errors.ResponseError:
+            with redis_boundary():
+                reply = await self._redis.config_get("maxmemory-policy")
+        except QueueUnavailable as exc:
+            if not isinstance(exc.__cause__, redis_errors.ResponseError):
+                raise
             log.info("cannot read Redis maxmemory-policy (CONFIG is disabled); not checked")
             return
+        policy = reply.get("maxmemory-policy")
         if policy not in (None, "noeviction", b"noeviction"):
             log.warning(
                 "Redis maxmemory-policy is %r: under memory pressure Redis may evict queue "

@@ -11,8 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from inference.device_errors import is_fatal_device_error, is_out_of_memory
-from inference.engine_api import Engine
+from inference.engine import Engine, is_fatal_device_error, is_out_of_memory
 from inference.errors import GenerationError
 from inference.tasks import InferenceRequest, InferenceResult
 
@@ -37,12 +36,11 @@ def generate_resilient(
     engine: Engine,
     requests: Sequence[InferenceRequest],
     stop: threading.Event | None = None,
-) -> tuple[list[InferenceResult | None], int]:
+) -> list[InferenceResult | None]:
     """Run `requests`; on OOM (or any batch-wide error) retry as halves, down to single
-    requests, which then fail alone. Returns (results, splits); a result is None for a
-    request not started because `stop` was set between halves. Raises FatalEngineError."""
+    requests, which then fail alone. A result is None for a request not started because
+    `stop` was set between halves. Raises FatalEngineError."""
     results: list[InferenceResult | None] = []
-    splits = 0
     pending: list[Sequence[InferenceRequest]] = [requests]
     while pending:
         chunk = pending.pop(0)
@@ -64,7 +62,6 @@ def generate_resilient(
                 continue
             kind = "out of memory" if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
             log.warning("batch of %d failed (%s); retrying as halves", len(chunk), kind)
-            splits += 1
             mid = len(chunk) // 2
             pending[:0] = [chunk[:mid], chunk[mid:]]
-    return results, splits
+    return results

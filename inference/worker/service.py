@@ -10,6 +10,9 @@ batch's leases forever. So the keep-alive doubles as a watchdog: once a batch ha
 longer than `max_batch_run_s` it stops, the leases lapse and other workers retry the jobs,
 and `run()` returns EXIT_ENGINE_HUNG. A thread cannot be cancelled, so the process must
 then exit at once (see `__main__`) and its supervisor restart it.
+
+Redis failures reach this module only as QueueUnavailable (see
+`inference.queue.connection`); the loop backs off and tries again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -25,20 +29,16 @@ import uuid
 from collections.abc import Awaitable
 from typing import cast
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from inference.aio import cancel_and_wait
-from inference.dispatch import Scripts, Taken, TakenJob
-from inference.engine_api import Engine
-from inference.errors import JobFailed
-from inference.jobs import Job, JobResult
-from inference.keys import Keys
-from inference.metrics import MetricsRecorder
-from inference.queue_settings import WorkerSettings
+from inference.engine import Engine
+from inference.errors import JobFailed, QueueUnavailable
+from inference.queue import Job, JobResult, Keys, redis_boundary
+from inference.queue.connection import cancel_and_wait, describe
+from inference.queue.scripts import Scripts, Taken
+from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest
 from inference.worker import outcomes
-from inference.worker.backoff import Backoff
 from inference.worker.outcomes import Outcome
 from inference.worker.presence import Presence
 from inference.worker.runner import FatalEngineError, generate_resilient
@@ -48,23 +48,32 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FATAL_ENGINE = 3
 EXIT_ENGINE_HUNG = 4
-# Failures that pass: a lost connection, a slow or loading server, a failover (the old
-# primary turns read-only), a full server under noeviction. Backing off rides them out.
-REDIS_ERRORS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
-    redis_errors.OutOfMemoryError,
-)
 REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 RUN_TIME_SMOOTHING = 0.2  # weight of the newest batch in the run-time moving average
+FIRST_BACKOFF_S = 0.1
 
 
 def default_worker_id() -> str:
     """<host>-<pid>-<random>, safe inside a Redis key."""
     host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
     return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Backoff:
+    """Exponential backoff with jitter, for riding out Redis outages."""
+
+    def __init__(self, max_s: float, first_s: float = FIRST_BACKOFF_S) -> None:
+        self._first_s, self._max_s, self._attempt = first_s, max_s, 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay_s(self) -> float:
+        delay = min(self._max_s, self._first_s * 2.0**self._attempt)
+        self._attempt += 1
+        jitter: float = random.uniform(0.5, 1.0)
+        return delay * jitter
 
 
 class Worker:
@@ -79,24 +88,20 @@ class Worker:
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._keys = Keys(settings.key_prefix)
         self._scripts = Scripts(redis, self._keys)
-        self._metrics = MetricsRecorder(redis, self._keys, max_samples=settings.metric_samples)
-        capabilities = tuple(sorted(t.value for t in engine.capabilities))
-        self._capabilities = ",".join(capabilities)  # as the Lua scripts take them
+        self._capabilities = engine.capabilities
         self._held: set[str] = set()  # leased job ids in this worker's hands
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
         self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
-        self._splits = 0  # OOM splits in the current batch, for metrics
         self.presence = Presence(
             redis,
             self._keys,
             settings,
             worker_id=self.worker_id,
             model_id=engine.model_id,
-            capabilities=capabilities,
+            capabilities=tuple(sorted(t.value for t in self._capabilities)),
         )
-        self.batches_taken: list[list[str]] = []  # job ids per batch, for tests and logs
 
     def stop(self) -> None:
         """Finish the batch in hand, hand back unstarted jobs, then return from run()."""
@@ -126,7 +131,7 @@ class Worker:
             return EXIT_FATAL_ENGINE
         finally:
             await cancel_and_wait((serving, keepalive))
-            await self.presence.withdraw(REDIS_ERRORS)
+            await self.presence.withdraw()
         return EXIT_OK
 
     async def _serve(self, backoff: Backoff, *, burst: bool) -> None:
@@ -137,9 +142,9 @@ class Worker:
                         break
                     await self._wait_for_work(burst=burst)
                 backoff.reset()
-            except REDIS_ERRORS as exc:
+            except QueueUnavailable as exc:
                 delay_s = backoff.next_delay_s()
-                log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay_s)
+                log.warning("Redis unavailable (%s); retrying in %.2f s", describe(exc), delay_s)
                 await self._sleep_unless_stopped(delay_s)
 
     async def run_once(self) -> int:
@@ -147,7 +152,6 @@ class Worker:
         try:
             taken = await self._take_batch()
             if taken.jobs:
-                self.batches_taken.append([j.job_id for j in taken.jobs])
                 await self._process(taken)
         except BaseException:
             # Stop extending the leases of a batch we could not finish: they lapse, and
@@ -159,18 +163,23 @@ class Worker:
     # --- start and stop ---------------------------------------------------------------
 
     async def _startup(self) -> bool:
-        """Check Redis and announce this worker; False if Redis cannot be reached."""
+        """Check Redis and announce this worker; False if Redis cannot be reached.
+
+        The heartbeat is written before the "serving" line is logged, so that a bot that
+        sees the line also sees the worker (it refuses requests while none is online)."""
         try:
             await self.presence.warn_if_evicting()
             await self.presence.announce()
-        except REDIS_ERRORS as exc:
-            log.warning("cannot reach Redis at %s: %s", self._settings.redacted_url(), exc)
+        except QueueUnavailable as exc:
+            log.warning(
+                "cannot reach Redis at %s: %s", self._settings.redacted_url(), describe(exc)
+            )
             return False
         log.info(
             "worker %s serving %s (%s) from %s, batch %d, lease %.1f s",
             self.worker_id,
             self._engine.model_id,
-            self._capabilities,
+            ",".join(sorted(t.value for t in self._capabilities)),
             self._settings.redacted_url(),
             self._settings.batch_size,
             self._settings.lease_s,
@@ -178,17 +187,19 @@ class Worker:
         return True
 
     async def _queue_empty(self) -> bool:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.llen(self._keys.guild_ring)
-        pipe.zcard(self._keys.leases)
-        ring, leases = await pipe.execute()
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.llen(self._keys.guild_ring)
+            pipe.zcard(self._keys.leases)
+            ring, leases = await pipe.execute()
         return int(ring) == 0 and int(leases) == 0
 
     async def _wait_for_wakeup(self, timeout_s: float) -> bool:
         """BLPOP the wakeup list (a float timeout: Redis 6+); True if a token came."""
-        # redis-py types the timeout as int, but Redis 6+ takes fractional seconds.
-        call = self._redis.blpop([self._keys.wakeup], timeout=timeout_s)  # type: ignore[arg-type]
-        reply = await cast("Awaitable[list[bytes] | None]", call)
+        with redis_boundary():
+            # redis-py types the timeout as int, but Redis 6+ takes fractional seconds.
+            call = self._redis.blpop([self._keys.wakeup], timeout=timeout_s)  # type: ignore[arg-type]
+            reply = await cast("Awaitable[list[bytes] | None]", call)
         return reply is not None
 
     async def _sleep_unless_stopped(self, delay_s: float) -> None:
@@ -261,20 +272,19 @@ class Worker:
                 )
             else:
                 ready.append((job, wait_s))
-        run_s = 0.0
         unstarted: list[str] = []
         if self._stopping.is_set():
             unstarted = [job.job_id for job, _ in ready]
         elif ready:
-            run_s, unstarted = await self._run(ready, decided)
+            unstarted = await self._run(ready, decided)
         await self._settle(decided, release=unstarted)
-        await self._record(taken.jobs, decided, run_s)
 
     async def _run(
         self, ready: list[tuple[Job, float | None]], decided: list[Outcome]
-    ) -> tuple[float, list[str]]:
-        """Run the ready jobs on the engine; adds their outcomes, returns (run_s, unstarted)."""
-        images = await self._redis.mget([self._keys.image(job.job_id) for job, _ in ready])
+    ) -> list[str]:
+        """Run the ready jobs on the engine; adds their outcomes, returns the unstarted ids."""
+        with redis_boundary():
+            images = await self._redis.mget([self._keys.image(job.job_id) for job, _ in ready])
         runnable: list[tuple[Job, float | None, bytes]] = []
         for (job, wait_s), image in zip(ready, images, strict=True):
             if image is None:
@@ -283,19 +293,18 @@ class Worker:
             else:
                 runnable.append((job, wait_s, image))
         if not runnable:
-            return 0.0, []
+            return []
         requests = [InferenceRequest(job.spec, image) for job, _, image in runnable]
         started = time.perf_counter()
         self._on_engine = (len(requests), time.monotonic())
         try:
-            results, splits = await asyncio.to_thread(
+            results = await asyncio.to_thread(
                 generate_resilient, self._engine, requests, self._stop_flag
             )
         finally:
             self._on_engine = None
         run_s = time.perf_counter() - started
         self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
-        self._splits = splits
         unstarted: list[str] = []
         for (job, wait_s, _), result in zip(runnable, results, strict=True):
             if result is None:
@@ -305,7 +314,7 @@ class Worker:
                 job, result, worker_id=self.worker_id, queue_wait_s=wait_s, run_s=run_s
             )
             decided.append(Outcome(job.job_id, job.reply_to, job_result))
-        return run_s, unstarted
+        return unstarted
 
     async def _settle(self, decided: list[Outcome], *, release: list[str]) -> None:
         """Publish outcomes, retrying through Redis outages for about one lease: after that
@@ -321,32 +330,12 @@ class Worker:
                     n = await self._scripts.release(self.worker_id, release)
                     log.info("handed %d unstarted jobs back", n)
                 break
-            except REDIS_ERRORS as exc:
+            except QueueUnavailable as exc:
                 if time.monotonic() > give_up_at:
-                    log.error("could not publish %d results: %s", len(decided), exc)
+                    log.error("could not publish %d results: %s", len(decided), describe(exc))
                     break
                 await asyncio.sleep(backoff.next_delay_s())
         self._held.difference_update([o.job_id for o in decided], release)
-
-    async def _record(self, taken: list[TakenJob], decided: list[Outcome], run_s: float) -> None:
-        counters: dict[str, int] = {"batches": 1, "oom_splits": self._splits}
-        for o in decided:
-            counters[o.counter] = counters.get(o.counter, 0) + 1
-        waits = [o.result.queue_wait_s for o in decided if o.result is not None]
-        try:
-            depth = int(await self._redis.get(self._keys.pending) or 0)
-            await self._metrics.record(
-                counters,
-                {
-                    "queue_wait_ms": [w * 1000 for w in waits if w is not None],
-                    "run_ms": [run_s * 1000] if run_s else [],
-                    "batch_size": [len(taken)],
-                    "queue_depth": [depth],
-                },
-            )
-        except REDIS_ERRORS as exc:
-            log.warning("could not record metrics: %s", exc)
-        self._splits = 0
 
     # --- staying alive ----------------------------------------------------------------
 
@@ -366,8 +355,8 @@ class Worker:
                 if time.monotonic() >= next_reap:
                     await self.reap()
                     next_reap = time.monotonic() + s.reap_interval_s
-            except REDIS_ERRORS as exc:
-                log.warning("keep-alive failed: %s", exc)
+            except QueueUnavailable as exc:
+                log.warning("keep-alive failed: %s", describe(exc))
             except Exception:
                 # Only cancellation or the watchdog may end this loop: without it the
                 # heartbeat vanishes (the bot sees no worker) and the running batch's leases
@@ -396,14 +385,11 @@ class Worker:
         """Requeue jobs of lapsed leases; dead-letter those out of attempts. Returns the
         number requeued."""
         s = self._settings
-        requeued, dying = await self._scripts.reap(
-            self.worker_id, s.max_attempts, s.lease_s, REAP_LIMIT
-        )
-        if requeued:
-            log.info("requeued %d jobs whose lease lapsed", requeued)
-        if dying:
-            decided = [outcomes.out_of_attempts(tj, self.worker_id) for tj in dying]
+        reaped = await self._scripts.reap(self.worker_id, s.max_attempts, s.lease_s, REAP_LIMIT)
+        if reaped.requeued:
+            log.info("requeued %d jobs whose lease lapsed", reaped.requeued)
+        if reaped.dying:
+            decided = [outcomes.out_of_attempts(tj, self.worker_id) for tj in reaped.dying]
             log.warning("dead-lettering %d jobs out of attempts", len(decided))
             await outcomes.publish(self._scripts, self._redis, decided, s, self.worker_id)
-            await self._metrics.record({"jobs_dead_lettered": len(decided)}, {})
-        return requeued
+        return reaped.requeued

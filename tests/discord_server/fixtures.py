@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from bot.client import PalicordBot
 from inference.worker.service import Worker
+from inference.worker.testing import ShapesOracle
 from tests.discord_server.actions import DiscordServer
 from tests.discord_server.harness import (
     REDIS_URL,
@@ -19,7 +20,6 @@ from tests.discord_server.harness import (
     unique_prefix,
     worker_settings,
 )
-from tests.discord_server.shapes_engine import ShapesOracle
 
 
 @pytest.fixture

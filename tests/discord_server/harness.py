@@ -18,13 +18,12 @@ import aiohttp
 from PIL import Image
 from redis.asyncio import Redis
 
-from bot.answer import draw_boxes
 from bot.client import PalicordBot
 from bot.settings import BotSettings
 from inference.demo.shapes import Scene, make_scene
-from inference.engine_api import Engine
+from inference.engine import Engine
 from inference.queue import QueueClient, connect
-from inference.queue_settings import WorkerSettings
+from inference.settings import WorkerSettings
 from inference.worker.service import Worker
 from tests.discord_server.actions import DiscordServer
 
@@ -83,7 +82,6 @@ async def running_bot(settings: BotSettings) -> AsyncIterator[PalicordBot]:
             redis=redis,
             http_session=http_session,
             queue=queue,
-            annotator=draw_boxes,
             guild_ready_timeout_s=0.05,
         )
         async with bot:

@@ -1,0 +1,396 @@
+"""From a Discord event to queued jobs: every request (slash command, context menu or
+mention) takes the same path, top to bottom in this module.
+
+1. `admit`: cheap refusals before anything slow (channel allowed, images present,
+   cooldown; a single image's host and declared size), within Discord's 3 s window.
+2. `spec`: the task, validated, in the user's language.
+3. Acknowledge: an interaction is deferred ("thinking"), a mention gets a reply.
+4. `submit`: each image is downloaded with a cap and checked with the engine's own intake
+   code, the guild's daily quota is charged, and the good images are queued; the
+   progress message then shows the place in line.
+
+Refusals reach the user privately for interactions (ephemeral) and as a reply for
+mentions; images that fail while others were queued become part of the final answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import discord
+from discord import app_commands
+
+from bot.delivery import Deliverer, ImageCache, RequestStore
+from bot.download import Downloader, ImageRef
+from bot.errors import ChannelNotAllowed, NoImageFound, user_message
+from bot.guild_config import GuildConfig, GuildConfigStore
+from bot.limits import Limits
+from bot.replies import ItemContext, ProgressBoard, ReplyAddress, progress_text
+from bot.settings import BotSettings
+from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
+from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
+from inference.intake import probe_image
+from inference.queue import JobResult, JobState, JobStatus, QueueClient
+from inference.tasks import DEFAULT_LANGUAGE, LANGUAGES, Task, TaskSpec, normalize_language
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_CHOICES = 25
+# Discord forgets an interaction not acknowledged within 3 s. The checks before the
+# acknowledgement read Redis; one that accepts connections but does not answer must not
+# eat that window, or the user sees only "The application did not respond".
+ADMIT_BUDGET_S = 2.0
+_MENTION_RE = re.compile(r"<@!?(\d+)>")
+_KEYWORDS = {
+    "detect": Task.DETECT,
+    "describe": Task.DESCRIBE,
+    "caption": Task.CAPTION,
+    "ocr": Task.OCR,
+    "read": Task.OCR,
+}
+
+
+# --- what was asked, by whom -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What the user asked for, before validation."""
+
+    task: Task
+    language: str | None = None  # an explicit choice; otherwise locale and guild decide
+    question: str | None = None
+    objects: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Where a request comes from."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    parent_channel_id: int | None = None  # a thread's parent, for the channel allow-list
+
+
+def choose_language(explicit: str | None, *candidates: str | None) -> str:
+    """An explicit choice (validated strictly), else the first supported candidate, else en."""
+    if explicit:
+        return normalize_language(explicit)
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return normalize_language(candidate)
+        except UnsupportedLanguage:
+            continue
+    return DEFAULT_LANGUAGE
+
+
+def strip_mentions(text: str, bot_id: int) -> str:
+    """The message without the bot's own mention(s), whitespace collapsed."""
+    cleaned = _MENTION_RE.sub(lambda m: "" if int(m.group(1)) == bot_id else m.group(0), text)
+    return " ".join(cleaned.split())
+
+
+def parse_mention(text: str, bot_id: int) -> Ask:
+    """No text: caption. `detect a ; b`: detection. `describe`: a long description.
+    `ocr` / `read`: the text. `caption`: a caption. Anything else: a question."""
+    rest = strip_mentions(text, bot_id)
+    if not rest:
+        return Ask(Task.CAPTION)
+    word, _, tail = rest.partition(" ")
+    task = _KEYWORDS.get(word.lower().rstrip(":,"))
+    if task is Task.DETECT:
+        return Ask(Task.DETECT, objects=tail)
+    if task is not None:
+        return Ask(task)
+    return Ask(Task.ANSWER, question=rest)
+
+
+# --- the path of one request ------------------------------------------------------------
+
+
+class Requests:
+    """Validates, downloads, queues and starts progress for one request at a time."""
+
+    def __init__(
+        self,
+        *,
+        settings: BotSettings,
+        queue: QueueClient,
+        downloader: Downloader,
+        limits: Limits,
+        configs: GuildConfigStore,
+        store: RequestStore,
+        progress: ProgressBoard,
+        deliverer: Deliverer,
+        images: ImageCache,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._downloader = downloader
+        self._limits = limits
+        self._configs = configs
+        self._store = store
+        self._progress = progress
+        self._deliverer = deliverer
+        self._images = images
+
+    async def admit(self, who: Who, refs: Sequence[ImageRef]) -> tuple[GuildConfig, list[ImageRef]]:
+        """Checks worth doing before acknowledging: channel, images present, cooldown.
+        A single image is also checked for host and declared size, so that a refusal can
+        still be a private reply."""
+        config = await self._configs.get(who.guild_id)
+        if not config.allows_channel(who.channel_id, who.parent_channel_id):
+            raise ChannelNotAllowed()
+        images = list(refs)[: self._settings.max_images_per_message]
+        if not images:
+            raise NoImageFound()
+        if len(images) == 1:
+            self._downloader.check(images[0])
+        await self._limits.start_cooldown(who.user_id)
+        return config, images
+
+    def spec(
+        self,
+        ask: Ask,
+        *,
+        config: GuildConfig,
+        locale: str | None = None,
+        guild_locale: str | None = None,
+    ) -> TaskSpec:
+        """Validate the ask; language: explicit, else the user's locale, else the guild's
+        setting, else the guild's locale, else English."""
+        language = choose_language(ask.language, locale, config.language, guild_locale)
+        return TaskSpec.build(
+            ask.task, language=language, question=ask.question, objects=ask.objects
+        )
+
+    async def _intake(self, ref: ImageRef) -> bytes:
+        data = await self._downloader.fetch(ref)
+        # Header parsing is quick, but a hostile file should not stall the event loop.
+        await asyncio.to_thread(
+            probe_image,
+            data,
+            max_bytes=self._settings.max_image_bytes,
+            max_pixels=self._settings.max_image_pixels,
+        )
+        return data
+
+    async def _intake_all(self, refs: Sequence[ImageRef]) -> list[bytes | PalicordError]:
+        out: list[bytes | PalicordError] = []
+        for got in await asyncio.gather(*(self._intake(r) for r in refs), return_exceptions=True):
+            if isinstance(got, bytes | PalicordError):
+                out.append(got)
+            elif isinstance(got, Exception):
+                log.exception("image intake failed unexpectedly", exc_info=got)
+                out.append(PalicordError())
+            else:
+                raise got
+        return out
+
+    async def submit(
+        self,
+        who: Who,
+        refs: Sequence[ImageRef],
+        spec: TaskSpec,
+        address: ReplyAddress,
+        config: GuildConfig,
+    ) -> None:
+        """Download, check and queue every image, then show the place in line. Raises the
+        first error when no image at all could be queued; otherwise per-image errors
+        become part of the answer."""
+        request_id = uuid.uuid4().hex
+        items = [
+            ItemContext(request_id, i, len(refs), r.filename, r.url, address)
+            for i, r in enumerate(refs)
+        ]
+        intake = await self._intake_all(refs)
+        good = [i for i, got in enumerate(intake) if isinstance(got, bytes)]
+        if not good:
+            raise next(e for e in intake if isinstance(e, PalicordError))
+        quota = config.quota(self._settings.guild_daily_quota)
+        await self._limits.charge(who.guild_id, len(good), quota=quota)
+        failures: dict[int, PalicordError] = {
+            i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
+        }
+        self._progress.track(request_id, address, [], shown="")
+        submitted: list[tuple[str, int]] = []
+        for i in good:
+            data = intake[i]
+            assert isinstance(data, bytes)
+            try:
+                place = await self._queue_one(who, spec, items[i], data)
+            except PalicordError as exc:
+                failures[i] = exc
+                if submitted:
+                    await self._record_failure(items[i], exc, spec)
+                continue
+            if not submitted:  # now an answer is certain: earlier failures belong in it
+                for j, earlier in failures.items():
+                    await self._record_failure(items[j], earlier, spec)
+            submitted.append(place)
+        await self._limits.refund(who.guild_id, len(good) - len(submitted))
+        if not submitted:
+            self._progress.drop(request_id)
+            raise failures[good[0]]
+        statuses = [JobStatus(JobState.QUEUED, place) for _, place in submitted]
+        await self._progress.show_now(request_id, progress_text(statuses))
+
+    async def _queue_one(
+        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes
+    ) -> tuple[str, int]:
+        job = self._queue.new_job(
+            spec,
+            guild_id=who.guild_id,
+            user_id=who.user_id,
+            channel_id=who.channel_id,
+            context=item.to_context(),
+        )
+        if spec.task is Task.DETECT:
+            self._images.put(item.request_id, item.index, data)
+        # Listed before submitting: a fast worker's result may arrive before submit returns.
+        await self._store.add_user_job(who.user_id, job.job_id, job.deadline_at)
+        try:
+            submitted = await self._queue.submit(job, data)
+        except PalicordError:
+            self._images.pop(item.request_id, item.index)
+            await self._store.remove_user_job(who.user_id, job.job_id)
+            raise
+        self._progress.add_job(item.request_id, job.job_id)
+        return job.job_id, submitted.place
+
+    async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
+        result = JobResult.failure(
+            f"{item.request_id}-{item.index}", item.to_context(), exc, task=spec.task
+        )
+        await self._deliverer.record(item, result)
+
+
+# --- acknowledging in time -------------------------------------------------------------
+
+
+def interaction_address(interaction: discord.Interaction, message_id: int | None) -> ReplyAddress:
+    """Where an interaction's answer goes: its original response, via its token."""
+    assert interaction.channel_id is not None
+    return ReplyAddress(
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        message_id=message_id,
+        app_id=interaction.application_id,
+        token=interaction.token,
+        issued_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
+        upload_limit_bytes=interaction.filesize_limit,
+    )
+
+
+def message_images(message: discord.Message) -> list[ImageRef]:
+    """The attachments of `message` worth trying as images."""
+    refs = [ImageRef.from_attachment(a) for a in message.attachments]
+    return [r for r in refs if r.looks_like_image()]
+
+
+async def in_time(call: Awaitable[T]) -> T:
+    """`call`, or QueueUnavailable once ADMIT_BUDGET_S has passed."""
+    try:
+        async with asyncio.timeout(ADMIT_BUDGET_S):
+            return await call
+    except TimeoutError as exc:
+        raise QueueUnavailable() from exc
+
+
+def who_of_interaction(interaction: discord.Interaction) -> Who:
+    channel = interaction.channel
+    parent = getattr(channel, "parent_id", None)
+    assert interaction.channel_id is not None
+    return Who(interaction.user.id, interaction.guild_id, interaction.channel_id, parent)
+
+
+def who_of_message(message: discord.Message) -> Who:
+    parent = getattr(message.channel, "parent_id", None)
+    guild_id = message.guild.id if message.guild else None
+    return Who(message.author.id, guild_id, message.channel.id, parent)
+
+
+async def run_interaction(
+    service: Requests,
+    interaction: discord.Interaction,
+    refs: Sequence[ImageRef],
+    ask: Ask,
+) -> None:
+    """Check, defer (within Discord's 3 s), then queue. Errors propagate to the caller's
+    error handler, which answers ephemerally (see `respond_error`)."""
+    who = who_of_interaction(interaction)
+    config, images = await in_time(service.admit(who, refs))
+    spec = service.spec(ask, config=config, locale=str(interaction.locale))
+    callback = await interaction.response.defer(thinking=True)
+    message_id = callback.message_id if callback is not None else None
+    if message_id is None:
+        message_id = (await interaction.original_response()).id
+    address = interaction_address(interaction, message_id)
+    await service.submit(who, images, spec, address, config)
+
+
+async def respond_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """Tell the user what went wrong, privately, whether or not we deferred already."""
+    text = "⚠️ " + user_message(error)
+    try:
+        if interaction.response.is_done():
+            # A deferred response is public; drop it so the error can be private.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.info("could not report an error to the user: HTTP %s", exc.status)
+
+
+async def run_mention(
+    service: Requests, message: discord.Message, refs: Sequence[ImageRef], ask: Ask
+) -> None:
+    """Reply with a progress message, queue, and turn the reply into an error if needed."""
+    who = who_of_message(message)
+    try:
+        config, images = await in_time(service.admit(who, refs))
+        # Messages carry no user locale: the guild's language setting, then its locale.
+        guild_locale = str(message.guild.preferred_locale) if message.guild else None
+        spec = service.spec(ask, config=config, guild_locale=guild_locale)
+    except PalicordError as exc:
+        await message.reply("⚠️ " + exc.message, mention_author=False)
+        return
+    reply = await message.reply("🔎 Looking…", mention_author=False)
+    address = ReplyAddress(
+        channel_id=who.channel_id,
+        user_id=who.user_id,
+        guild_id=who.guild_id,
+        message_id=reply.id,
+        reply_to_id=message.id,
+        upload_limit_bytes=(
+            message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
+        ),
+    )
+    try:
+        await service.submit(who, images, spec, address, config)
+    except PalicordError as exc:
+        await reply.edit(content="⚠️ " + exc.message)
+
+
+async def language_autocomplete(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Language codes PaliGemma 2 knows, filtered by what the user typed."""
+    typed = current.strip().lower()
+    codes = sorted(c for c in LANGUAGES if c.startswith(typed)) or sorted(LANGUAGES)
+    return [app_commands.Choice(name=c, value=c) for c in codes[:MAX_CHOICES]]

@@ -1,0 +1,46 @@
+"""The small interface between the worker loop and a model (after TGI's `Model`), and the
+one definition of which accelerator failures are recoverable.
+
+Torch-free: the worker loop imports this without loading a model, and recognises torch's
+errors by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from inference.tasks import InferenceRequest, InferenceResult, Task
+
+
+class Engine(Protocol):
+    """Runs batches of requests; one result per request, in order, never raising for a
+    single bad request (that request gets an error result instead)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Task]: ...
+
+    def warmup(self) -> None: ...
+
+    def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]: ...
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's (CUDA) OutOfMemoryError, by class name so torch stays unimported."""
+    return any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+
+
+def is_fatal_device_error(exc: BaseException) -> bool:
+    """True for CUDA errors that leave the device unusable (not out-of-memory)."""
+    if is_out_of_memory(exc):
+        return False
+    module = type(exc).__module__ or ""
+    # torch raises RuntimeError("CUDA error: ...") or, since 2.8, torch.AcceleratorError.
+    return (
+        "CUDA error" in str(exc)
+        or module.startswith("torch.cuda")
+        or type(exc).__name__ == "AcceleratorError"
+    )

@@ -1,0 +1,255 @@
+"""The bot's side of the job queue: submit, status, cancel, workers, and results.
+
+Torch-free. Every method raises QueueUnavailable when Redis fails. Results come back
+over a Redis Stream per bot instance, read with a consumer group: an entry stays pending
+until the bot acknowledges it, so a bot that restarts with the same `instance_id` first
+gets again what it read but never handled, then what was produced while it was away. Typical use::
+
+    client = QueueClient(redis, settings, instance_id="bot-1")
+    job = client.new_job(spec, guild_id=..., user_id=..., context={"token": ...})
+    submitted = await client.submit(job, image_bytes)    # may raise QueueFull, ...
+    async for delivery in client.results():
+        await reply(delivery.result)                    # the bot's own code
+        await client.ack(delivery)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from inference.errors import ImageTooLarge, MalformedMessage, QueueUnavailable, error_from_code
+from inference.queue.connection import redis_boundary
+from inference.queue.keys import Keys, check_part
+from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
+from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus
+from inference.queue.settings import QueueSettings
+from inference.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+RESULTS_GROUP = "bot"
+RESULTS_BLOCK_MS = 5_000  # how long one read of the results stream waits for news
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A queued job: its id and its estimated place in line (1 = next to be taken)."""
+
+    job_id: str
+    place: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """Where a job is; `place` is meaningful only while it is queued."""
+
+    state: JobState
+    place: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A result read from this instance's stream; acknowledge it once handled."""
+
+    entry_id: str
+    result: JobResult
+
+
+def connect(settings: QueueSettings) -> Redis:
+    """A Redis client for `settings.redis_url` (redis:// or rediss://, password allowed)."""
+    # A Redis that accepts TCP but never answers must fail rather than hang a request:
+    # every command, blocking reads included, ends within `redis_timeout_s`.
+    client: Redis = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_timeout=settings.redis_timeout_s,
+        socket_keepalive=True,
+    )
+    return client
+
+
+class QueueClient:
+    """Async client the bot uses; one per bot instance (`instance_id` names its stream)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: QueueSettings,
+        *,
+        instance_id: str,
+        require_worker: bool = True,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._keys = Keys(settings.key_prefix)
+        self._scripts = Scripts(redis, self._keys)
+        self.instance_id = check_part(instance_id)
+        self._require_worker = require_worker
+        self._group_ready = False
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    def new_job(
+        self,
+        spec: TaskSpec,
+        *,
+        guild_id: int | str | None,
+        user_id: int | str,
+        channel_id: int | str | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> Job:
+        """A job addressed to this instance, due after the configured deadline."""
+        return Job.new(
+            spec,
+            guild_id=guild_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            reply_to=self.instance_id,
+            deadline_s=self._settings.job_deadline_s,
+            context=context,
+        )
+
+    async def submit(self, job: Job, image: bytes) -> Submitted:
+        """Queue `job` with its image; raises QueueFull, GuildOverCap, UserOverCap,
+        NoWorkerAlive, ImageTooLarge or QueueUnavailable."""
+        if len(image) > self._settings.max_image_bytes:
+            raise ImageTooLarge()
+        s = self._settings
+        status, place = await self._scripts.submit(
+            job.job_id,
+            job.to_json(),
+            guild=job.guild_id,
+            user=job.user_id,
+            task=job.spec.task,
+            deadline_at=job.deadline_at,
+            image=image,
+            image_ttl_s=s.image_ttl_s,
+            max_pending=s.max_pending,
+            max_guild=s.max_pending_per_guild,
+            max_user=s.max_pending_per_user,
+            require_worker=self._require_worker,
+        )
+        if status == SubmitStatus.DUPLICATE:
+            raise ValueError(f"job {job.job_id} was already submitted")
+        if status != SubmitStatus.OK:
+            raise error_from_code(status)
+        return Submitted(job_id=job.job_id, place=place)
+
+    async def status(self, job_id: str) -> JobStatus:
+        """The job's state and, while queued, its estimated place in line."""
+        state, place = await self._scripts.status(job_id)
+        return JobStatus(state=state, place=place)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job; True if this prevents its result (queued or running)."""
+        outcome = await self._scripts.cancel(job_id, self._settings.done_ttl_s)
+        return outcome in (CancelOutcome.CANCELLED, CancelOutcome.RUNNING)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose heartbeat is current."""
+        with redis_boundary():
+            seconds, micros = await self._redis.time()
+            ids = await self._redis.zrangebyscore(
+                self._keys.workers, seconds + micros / 1e6, "+inf"
+            )
+            if not ids:
+                return []
+            raws = await self._redis.mget([self._keys.worker(i.decode()) for i in ids])
+        out: list[WorkerInfo] = []
+        for raw in raws:
+            if raw is None:
+                continue
+            try:
+                out.append(WorkerInfo.from_json(raw))
+            except MalformedMessage:
+                log.warning("ignoring a malformed worker record")
+        return out
+
+    async def pending(self) -> int:
+        """Outstanding jobs (queued or running) across all guilds."""
+        with redis_boundary():
+            return int(await self._redis.get(self._keys.pending) or 0)
+
+    async def _ensure_group(self, stream: str) -> None:
+        with redis_boundary():
+            try:
+                # From id 0: results produced before this instance ever read are delivered too.
+                await self._redis.xgroup_create(stream, RESULTS_GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._group_ready = True
+
+    async def results(
+        self, *, block_ms: int | None = None, count: int = 100
+    ) -> AsyncGenerator[Delivery, None]:
+        """Yield results for this instance forever: first those read before but never
+        acknowledged, then new ones. Malformed entries are logged and dropped."""
+        if block_ms is None:
+            # Well inside the socket timeout, so an idle stream never reads as an outage.
+            block_ms = min(RESULTS_BLOCK_MS, int(self._settings.redis_timeout_s * 500))
+        stream = self._keys.results(self.instance_id)
+        cursor = "0"  # "0": our pending entries (paged by id); ">": never-delivered ones
+        while True:
+            if not self._group_ready:
+                await self._ensure_group(stream)
+            try:
+                with redis_boundary():
+                    reply = await self._redis.xreadgroup(
+                        RESULTS_GROUP,
+                        self.instance_id,
+                        {stream: cursor},
+                        count=count,
+                        block=None if cursor != ">" else block_ms,
+                    )
+            except QueueUnavailable as exc:
+                if "NOGROUP" not in str(exc.__cause__):
+                    raise
+                # The stream expired (no results for a long time) and took the group along.
+                self._group_ready = False
+                continue
+            entries: list[tuple[bytes, dict[bytes, bytes] | None]] = reply[0][1] if reply else []
+            if cursor != ">" and not entries:
+                cursor = ">"
+                continue
+            for raw_id, fields in entries:
+                entry_id = raw_id.decode()
+                if cursor != ">":
+                    cursor = entry_id
+                delivery = await self._decode(entry_id, fields)
+                if delivery is not None:
+                    yield delivery
+
+    async def _decode(self, entry_id: str, fields: dict[bytes, bytes] | None) -> Delivery | None:
+        raw = (fields or {}).get(b"r")
+        if raw is None:  # trimmed while pending: nothing left to deliver
+            await self._ack_ids([entry_id])
+            return None
+        try:
+            return Delivery(entry_id=entry_id, result=JobResult.from_json(raw))
+        except MalformedMessage as exc:
+            log.warning("dropping malformed result %s: %s", entry_id, exc)
+            await self._ack_ids([entry_id])
+            return None
+
+    async def ack(self, *deliveries: Delivery) -> None:
+        """Acknowledge handled results; they are not delivered again."""
+        await self._ack_ids([d.entry_id for d in deliveries])
+
+    async def _ack_ids(self, entry_ids: list[str]) -> None:
+        if not entry_ids:
+            return
+        stream = self._keys.results(self.instance_id)
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xack(stream, RESULTS_GROUP, *entry_ids)
+            pipe.xdel(stream, *entry_ids)  # handled: free the memory now, not at trim time
+            await pipe.execute()

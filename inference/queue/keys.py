@@ -1,0 +1,180 @@
+"""Every Redis key Palicord uses (the queue's and the bot's own), built here and nowhere else.
+
+All keys share one prefix. The default prefix holds a Redis Cluster hash tag
+(`{palicord}`), so every key lands in one slot and the multi-key Lua scripts also run on
+a cluster. The Lua scripts build per-guild and per-job keys at run time; they get their
+key builders from `lua_prelude()`, generated from the same templates, so a key name is
+spelled exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "{palicord}:"
+# Direct messages have no guild; they share one pseudo-guild and are fair among users.
+DM_GUILD = "dm"
+
+# name -> template; `{}` stands for the dynamic parts, in order.
+_TEMPLATES: dict[str, str] = {
+    # list used as a ring of guild ids that have queued jobs (head = next to serve)
+    "guild_ring": "guilds",
+    # per guild: list used as a ring of user ids with queued jobs
+    "guild_users": "g:{}:users",
+    # hash guild id -> number of job ids in its users' lines (for place estimates)
+    "guild_queued": "queued:guild",
+    # per guild and user: FIFO list of job ids
+    "user_queue": "g:{}:u:{}",
+    # hash: data (job JSON), g, u, t (task), dl (deadline_at), eq (enqueued at), a (attempt)
+    "job": "job:{}",
+    "image": "img:{}",
+    # set with NX when a job's single outcome is decided (result published or cancelled)
+    "done": "done:{}",
+    # sorted set job id -> lease deadline (server clock), and hash job id -> worker id
+    "leases": "leases",
+    "lease_owner": "lease-owner",
+    # outstanding (queued or running) counts, for the caps
+    "pending": "pending",
+    "guild_pending": "pending:guild",
+    "user_pending": "pending:user",
+    "weights": "weights",
+    # a short list workers block on (BLPOP) so they wake as soon as a job arrives
+    "wakeup": "wakeup",
+    "dead_letter": "dead",
+    # sorted set worker id -> heartbeat expiry; plus one JSON key per worker
+    "workers": "workers",
+    "worker": "worker:{}",
+    # one durable stream of results per bot instance
+    "results": "results:{}",
+    # --- the bot's own state, beside the queue's under the same prefix ---
+    # string with a TTL: present while the user must wait
+    "cooldown": "bot:cooldown:{}",
+    # counter of images queued for a guild (or "dm") on a UTC day (YYYY-MM-DD)
+    "daily_usage": "bot:usage:{}:{}",
+    # hash of a guild's /settings
+    "guild_config": "bot:guild:{}",
+    # hash of one request's per-image outcomes, until its answer is delivered
+    "request": "bot:request:{}",
+    # sorted set job id -> deadline, for /queue
+    "user_jobs": "bot:user-jobs:{}",
+}
+
+_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+def check_part(value: str) -> str:
+    """Return `value` if it is safe inside a key (no `:`, braces or spaces), else raise."""
+    if not _PART_RE.match(value):
+        raise ValueError(f"not a valid key part: {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder for one queue, under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def _k(self, name: str, *parts: str) -> str:
+        return self.prefix + _TEMPLATES[name].format(*(check_part(p) for p in parts))
+
+    @property
+    def guild_ring(self) -> str:
+        return self._k("guild_ring")
+
+    def guild_users(self, guild: str) -> str:
+        return self._k("guild_users", guild)
+
+    def user_queue(self, guild: str, user: str) -> str:
+        return self._k("user_queue", guild, user)
+
+    def job(self, job_id: str) -> str:
+        return self._k("job", job_id)
+
+    def image(self, job_id: str) -> str:
+        return self._k("image", job_id)
+
+    def done(self, job_id: str) -> str:
+        return self._k("done", job_id)
+
+    @property
+    def guild_queued(self) -> str:
+        return self._k("guild_queued")
+
+    @property
+    def leases(self) -> str:
+        return self._k("leases")
+
+    @property
+    def lease_owner(self) -> str:
+        return self._k("lease_owner")
+
+    @property
+    def pending(self) -> str:
+        return self._k("pending")
+
+    @property
+    def guild_pending(self) -> str:
+        return self._k("guild_pending")
+
+    @property
+    def user_pending(self) -> str:
+        return self._k("user_pending")
+
+    @property
+    def weights(self) -> str:
+        return self._k("weights")
+
+    @property
+    def wakeup(self) -> str:
+        return self._k("wakeup")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._k("dead_letter")
+
+    @property
+    def workers(self) -> str:
+        return self._k("workers")
+
+    def worker(self, worker_id: str) -> str:
+        return self._k("worker", worker_id)
+
+    def results(self, reply_to: str) -> str:
+        return self._k("results", reply_to)
+
+    def cooldown(self, user_id: int) -> str:
+        return self._k("cooldown", str(user_id))
+
+    def daily_usage(self, guild_id: int | None, day: str) -> str:
+        return self._k("daily_usage", DM_GUILD if guild_id is None else str(guild_id), day)
+
+    def guild_config(self, guild_id: int) -> str:
+        return self._k("guild_config", str(guild_id))
+
+    def request(self, request_id: str) -> str:
+        return self._k("request", request_id)
+
+    def user_jobs(self, user_id: int) -> str:
+        return self._k("user_jobs", str(user_id))
+
+
+def lua_prelude() -> str:
+    """Lua functions `K.<name>(...)` that build the same keys, the prefix taken from ARGV[1]."""
+    lines = ["local K = {}", "local P = ARGV[1]"]
+    for name, template in _TEMPLATES.items():
+        pieces = template.split("{}")
+        args = [f"a{i}" for i in range(len(pieces) - 1)]
+        expr = " .. ".join(
+            part
+            for i, piece in enumerate(pieces)
+            for part in ([_lua_str(piece)] + ([args[i]] if i < len(args) else []))
+            if part != "''"
+        )
+        lines.append(f"K.{name} = function({', '.join(args)}) return P .. {expr} end")
+    return "\n".join(lines) + "\n"
+
+
+def _lua_str(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

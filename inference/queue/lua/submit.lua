@@ -1,0 +1,32 @@
+-- Submit one job atomically, checking the caps first.
+-- ARGV: prefix, job_id, data, guild, user, task, deadline_at, image, image_ttl_s,
+--       max_pending, max_guild, max_user, require_worker (1/0)
+-- Returns {status, place}: status Submit.ok, Submit.duplicate or an error code from E.
+local jid, data, g, u = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now = now_s()
+if ARGV[13] == '1' and redis.call('ZCOUNT', K.workers(), now, '+inf') == 0 then
+  return {E.no_worker, 0}
+end
+if tonumber(redis.call('GET', K.pending()) or '0') >= tonumber(ARGV[10]) then
+  return {E.queue_full, 0}
+end
+if tonumber(redis.call('HGET', K.guild_pending(), g) or '0') >= tonumber(ARGV[11]) then
+  return {E.guild_over_cap, 0}
+end
+local uk = g .. ':' .. u
+if tonumber(redis.call('HGET', K.user_pending(), uk) or '0') >= tonumber(ARGV[12]) then
+  return {E.user_over_cap, 0}
+end
+if redis.call('EXISTS', K.job(jid), K.done(jid)) > 0 then
+  return {Submit.duplicate, 0}
+end
+redis.call('HSET', K.job(jid), 'data', data, 'g', g, 'u', u, 't', ARGV[6], 'dl', ARGV[7],
+  'eq', fmt(now), 'a', 0, 'c', 1)
+redis.call('SET', K.image(jid), ARGV[8], 'EX', ARGV[9])
+redis.call('INCR', K.pending())
+redis.call('HINCRBY', K.guild_pending(), g, 1)
+redis.call('HINCRBY', K.user_pending(), uk, 1)
+enqueue(jid, g, u, false)
+local place = place_of(g, u, redis.call('LLEN', K.user_queue(g, u)) - 1)
+wake()
+return {Submit.ok, place}

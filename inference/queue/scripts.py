@@ -1,0 +1,236 @@
+"""Typed Python wrappers around the queue's server-side Lua scripts (in `lua/`).
+
+Every change to the queue's structure happens inside one of these scripts, so each is
+atomic: submission with its caps, fair batched dispatch with leases, lease extension,
+the reaper, handing jobs back, publishing a result, cancelling, status, and the bot's
+daily quota. Each script
+is sent with a generated prelude (the key builders of `inference.queue.keys`, and the
+error codes and states below as Lua tables) and the helpers in `lua/lib.lua`, so the
+Lua never spells a key name, an error code or a state of its own. Script replies are
+decoded here into typed values; callers never see Redis's nested arrays.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from inference.errors import error_types
+from inference.queue.connection import redis_boundary
+from inference.queue.keys import Keys, lua_prelude
+from inference.queue.messages import JobState
+from inference.tasks import Task
+
+# How many users whose next job a worker cannot serve one `take` looks past. A blocked
+# user holds at least one pending job, so with the default per-guild cap (100) this
+# passes over several fully blocked guilds, at a few Redis commands each.
+MAX_SKIP = 1_024
+
+_SCRIPT_NAMES = (
+    "submit", "take", "extend", "reap", "release", "settle", "cancel", "status", "charge",
+)  # fmt: skip
+
+
+class SubmitStatus(enum.StrEnum):
+    """What `submit` did when it did not refuse with an error code."""
+
+    OK = "ok"
+    DUPLICATE = "duplicate"
+
+
+class CancelOutcome(enum.StrEnum):
+    CANCELLED = "cancelled"  # taken out of the line
+    RUNNING = "running"  # a worker has it; its result will be dropped
+    UNKNOWN = "unknown"  # already answered, or no such job
+
+
+def _lua_table(name: str, values: Iterable[str]) -> str:
+    items = ", ".join(f"{v}='{v}'" for v in sorted(values))
+    return f"local {name} = {{{items}}}\n"
+
+
+def constants_prelude() -> str:
+    """Lua tables of the protocol's words, generated from their Python definitions:
+    `E` (error codes, from `inference.errors`), `State` (JobState), `Submit` (SubmitStatus)
+    and `Cancel` (CancelOutcome)."""
+    return (
+        _lua_table("E", {cls.code for cls in error_types()})
+        + _lua_table("State", (s.value for s in JobState))
+        + _lua_table("Submit", (s.value for s in SubmitStatus))
+        + _lua_table("Cancel", (c.value for c in CancelOutcome))
+    )
+
+
+def lua_file(name: str) -> str:
+    """The text of `lua/<name>.lua` as shipped in the package."""
+    path = resources.files("inference.queue").joinpath("lua", f"{name}.lua")
+    return path.read_text(encoding="utf-8")
+
+
+@cache
+def script_source(name: str) -> str:
+    """The full Lua text of script `name`: the generated preludes, the helpers, the body."""
+    return lua_prelude() + constants_prelude() + lua_file("lib") + lua_file(name)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seconds(value: Any) -> float | None:
+    # The job hash is plain Redis data: a planted non-number must not crash a worker.
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TakenJob:
+    """One job leased by `take` or `reap`: its raw message (maybe malformed) and lease data."""
+
+    job_id: str
+    data: bytes
+    attempt: int
+    expired: bool = False
+    enqueued_at: float | None = None  # server clock, for queue-wait timing
+
+    @classmethod
+    def from_reply(cls, row: list[Any]) -> TakenJob:
+        """One `{jid, data, attempt, expired, enqueued_at}` row of a script's reply."""
+        job_id, data, attempt, expired, enqueued_at = row
+        return cls(
+            job_id=_text(job_id),
+            data=data,
+            attempt=int(attempt),
+            expired=int(expired) == 1,
+            enqueued_at=_seconds(enqueued_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What one `take` call leased, and the server time it did so."""
+
+    now: float
+    jobs: list[TakenJob]
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """What one reaper pass did: jobs put back in line, and jobs out of attempts (now
+    leased to the reaper, to be answered with an error and dead-lettered)."""
+
+    requeued: int
+    dying: list[TakenJob]
+
+
+class Scripts:
+    """The queue's Lua scripts bound to one Redis client and key prefix. Every call
+    raises QueueUnavailable when Redis fails (see `inference.queue.connection`)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._keys = keys
+        self._scripts = {n: redis.register_script(script_source(n)) for n in _SCRIPT_NAMES}
+
+    async def _call(self, name: str, *args: Any, client: Pipeline | None = None) -> Any:
+        # KEYS[1] only routes the call on a cluster; the scripts build keys from the prefix.
+        keys = [self._keys.guild_ring]
+        with redis_boundary():
+            return await self._scripts[name](keys, [self._keys.prefix, *args], client=client)
+
+    async def submit(
+        self,
+        job_id: str,
+        data: str,
+        *,
+        guild: str,
+        user: str,
+        task: Task,
+        deadline_at: float,
+        image: bytes,
+        image_ttl_s: int,
+        max_pending: int,
+        max_guild: int,
+        max_user: int,
+        require_worker: bool,
+    ) -> tuple[str, int]:
+        """Queue a job if the caps allow: (SubmitStatus or an error code, place in line)."""
+        status, place = await self._call(
+            "submit", job_id, data, guild, user, task.value, repr(deadline_at), image,
+            image_ttl_s, max_pending, max_guild, max_user, int(require_worker),
+        )  # fmt: skip
+        return _text(status), int(place)
+
+    async def take(
+        self,
+        worker_id: str,
+        batch_size: int,
+        lease_s: float,
+        capabilities: Iterable[Task],
+        max_scan: int,
+        *,
+        max_skip: int = MAX_SKIP,
+    ) -> Taken:
+        """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged."""
+        caps = ",".join(sorted(t.value for t in capabilities))
+        now, rows = await self._call(
+            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip
+        )
+        return Taken(now=float(now), jobs=[TakenJob.from_reply(row) for row in rows])
+
+    async def extend(self, worker_id: str, lease_s: float, job_ids: list[str]) -> list[str]:
+        """Extend this worker's leases; returns the ids it lost."""
+        lost = await self._call("extend", worker_id, lease_s, *job_ids)
+        return [_text(j) for j in lost]
+
+    async def reap(self, reaper_id: str, max_attempts: int, lease_s: float, limit: int) -> Reaped:
+        """Requeue lapsed leases at the front of their lines; lease out-of-attempts jobs."""
+        requeued, rows = await self._call("reap", reaper_id, max_attempts, lease_s, limit)
+        return Reaped(requeued=int(requeued), dying=[TakenJob.from_reply(r) for r in rows])
+
+    async def release(self, worker_id: str, job_ids: list[str]) -> int:
+        """Hand unstarted jobs back to the front of their lines."""
+        if not job_ids:
+            return 0
+        return int(await self._call("release", worker_id, *job_ids))
+
+    async def settle(
+        self,
+        job_id: str,
+        *,
+        reply_to: str | None,
+        result_json: str,
+        done_ttl_s: int,
+        retention_ms: int,
+        dead_letter: str | None = None,
+        max_dead_letters: int = 10_000,
+        client: Pipeline | None = None,
+    ) -> Any:
+        """Publish a job's outcome once (1 if this call published) and clean the job up.
+        With `client`, the call is queued on that pipeline and its reply comes from it."""
+        return await self._call(
+            "settle", job_id, reply_to or "", result_json, done_ttl_s, retention_ms,
+            dead_letter or "", max_dead_letters, client=client,
+        )  # fmt: skip
+
+    async def cancel(self, job_id: str, done_ttl_s: int) -> CancelOutcome:
+        """Cancel a job."""
+        return CancelOutcome(_text(await self._call("cancel", job_id, done_ttl_s)))
+
+    async def charge(self, guild: str, day: str, n: int, *, quota: int, ttl_s: int) -> int:
+        """Count `n` images against a guild's quota for `day`: the new total, or -1 (and
+        nothing counted) when they do not fit."""
+        return int(await self._call("charge", guild, day, n, quota, ttl_s))
+
+    async def status(self, job_id: str) -> tuple[JobState, int]:
+        """(state, place in line); place is 0 unless the state is QUEUED."""
+        state, place = await self._call("status", job_id)
+        return JobState(_text(state)), int(place)

@@ -1,0 +1,81 @@
+"""Settings of the job queue, shared by both programs, and the image limits they both apply.
+
+Each program builds exactly one settings object at its entry point (`BotSettings` in
+`python -m bot`, `WorkerSettings` in `python -m inference.worker`, `EngineSettings` in the
+offline CLI) from the environment and `.env`; all of them extend the classes here, so a
+variable such as MAX_IMAGE_BYTES means one setting with one default everywhere.
+`REDIS_URL` may hold a password, so it is a SecretStr and only `redacted_url()` is logged.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.intake import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from inference.queue.keys import DEFAULT_PREFIX
+
+_QUERY_PASSWORD_RE = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the authority or a `?password=` query) replaced by
+    `***`, fit for a log line."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        # Split by hand: `hostname` would drop an IPv6 address's brackets, `port` can raise.
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = _QUERY_PASSWORD_RE.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+class ImageLimits(BaseSettings):
+    """What an image may weigh: the bot refuses bigger downloads, the queue bigger
+    submissions, the engine bigger decodes, all by the same two numbers."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1)
+    # The decompression-bomb guard: a small file may still decode to gigabytes.
+    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1)
+
+
+class QueueSettings(ImageLimits):
+    """Where the queue lives and how much it holds; shared by the bot and the workers."""
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")  # redis:// or rediss://
+    key_prefix: str = DEFAULT_PREFIX
+    # Caps count outstanding jobs (queued or running).
+    max_pending: int = Field(default=5_000, ge=1)
+    max_pending_per_guild: int = Field(default=100, ge=1)
+    max_pending_per_user: int = Field(default=5, ge=1)
+    # Discord interaction tokens last 15 minutes; a later answer could not be delivered.
+    job_deadline_s: float = Field(default=14 * 60, gt=0)
+    # Longer than any job can live (deadline + one last lease), so it never expires early.
+    image_ttl_s: int = Field(default=30 * 60, ge=1)
+    # A job's "done" marker must outlive every retry of it, or a retry could answer twice.
+    done_ttl_s: int = Field(default=2 * 3600, ge=1)
+    # Results older than this are trimmed from the streams, acknowledged or not.
+    result_retention_s: int = Field(default=3600, ge=60)
+    worker_heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    max_dead_letters: int = Field(default=10_000, ge=1)
+    # A Redis that accepts connections but stops answering fails each command after this
+    # long instead of hanging it (and the user's request with it). Blocking reads are
+    # kept shorter than this (see QueueClient.results and WorkerSettings.idle_wait_s).
+    redis_timeout_s: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _image_outlives_its_job(self) -> QueueSettings:
+        # A job may start up to its deadline; an image gone by then fails the job.
+        if self.image_ttl_s <= self.job_deadline_s:
+            raise ValueError("image_ttl_s must be longer than job_deadline_s")
+        return self
+
+    def redacted_url(self) -> str:
+        """The Redis URL with its password hidden."""
+        return redact_url(self.redis_url.get_secret_value())

@@ -1,0 +1,255 @@
+"""The bot-side client against a real Redis: submit, caps, status, cancel, results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from inference.errors import (
+    GuildOverCap,
+    ImageTooLarge,
+    NoWorkerAlive,
+    QueueFull,
+    QueueUnavailable,
+    UserOverCap,
+)
+from inference.queue import JobState, JobStatus, QueueClient, QueueSettings, connect
+from inference.queue.messages import JobResult
+from inference.queue.scripts import Scripts
+from inference.settings import WorkerSettings
+from inference.tasks import Task, TaskSpec
+from inference.worker import Worker
+from inference.worker.testing import NoopEngine
+from tests.conftest import BOT_ID, RecordingWorker, collect, submit
+from tests.discord_server.tcp_proxy import TcpProxy
+
+
+def capped(settings: QueueSettings, **caps: int) -> QueueSettings:
+    return settings.model_copy(update=caps)
+
+
+async def test_submit_returns_id_and_place(queue_client: QueueClient) -> None:
+    places = [(await submit(queue_client, guild="A")).place for _ in range(3)]
+    other = await submit(queue_client, guild="B")
+    assert places == [1, 2, 3]
+    assert other.place == 2  # round robin: right after A's first job
+    assert await queue_client.pending() == 4
+
+
+async def test_status_follows_the_job(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    first = await submit(queue_client, guild="A")
+    second = await submit(queue_client, guild="A")
+    assert (await queue_client.status(second.job_id)).place == 2
+    worker = Worker(redis, worker_settings.model_copy(update={"batch_size": 1}), NoopEngine())
+    await worker.run_once()
+    assert (await queue_client.status(first.job_id)).state is JobState.DONE
+    assert await queue_client.status(second.job_id) == JobStatus(JobState.QUEUED, 1)
+    assert (await queue_client.status("nosuchjob")).state is JobState.UNKNOWN
+
+
+async def test_global_guild_and_user_caps(redis: Redis, queue_settings: QueueSettings) -> None:
+    settings = capped(
+        queue_settings, max_pending=4, max_pending_per_guild=3, max_pending_per_user=2
+    )
+    client = QueueClient(redis, settings, instance_id=BOT_ID, require_worker=False)
+    await submit(client, guild="A", user="1")
+    await submit(client, guild="A", user="1")
+    with pytest.raises(UserOverCap):
+        await submit(client, guild="A", user="1")
+    await submit(client, guild="A", user="2")
+    with pytest.raises(GuildOverCap):
+        await submit(client, guild="A", user="3")
+    await submit(client, guild="B", user="1")
+    with pytest.raises(QueueFull):
+        await submit(client, guild="C", user="1")
+    assert await client.pending() == 4
+
+
+async def test_caps_free_up_when_jobs_finish(
+    redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    client = QueueClient(
+        redis, capped(queue_settings, max_pending_per_user=1), instance_id=BOT_ID,
+        require_worker=False,
+    )  # fmt: skip
+    await submit(client)
+    with pytest.raises(UserOverCap):
+        await submit(client)
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+    await submit(client)
+
+
+async def test_no_worker_alive_refuses_until_a_heartbeat(
+    redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    client = QueueClient(redis, queue_settings, instance_id=BOT_ID, require_worker=True)
+    with pytest.raises(NoWorkerAlive):
+        await submit(client)
+    assert await client.workers() == []
+    worker = Worker(redis, worker_settings, NoopEngine(), worker_id="w-alive")
+    await worker.presence.announce()
+    await submit(client)
+    [info] = await client.workers()
+    assert info.worker_id == "w-alive" and info.model_id == "noop"
+    assert "caption" in info.capabilities
+
+
+async def test_image_size_cap(redis: Redis, queue_settings: QueueSettings) -> None:
+    client = QueueClient(
+        redis, capped(queue_settings, max_image_bytes=10), instance_id=BOT_ID, require_worker=False
+    )
+    job = client.new_job(TaskSpec.build("ocr"), guild_id=1, user_id=2)
+    with pytest.raises(ImageTooLarge):
+        await client.submit(job, b"x" * 11)
+    await client.submit(job, b"x" * 10)
+
+
+async def test_image_is_stored_with_ttl_and_deleted_at_completion(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    job_id = (await submit(queue_client)).job_id
+    ttl = await redis.ttl(queue_client.keys.image(job_id))
+    assert 0 < ttl <= queue_client._settings.image_ttl_s
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+    assert not await redis.exists(queue_client.keys.image(job_id), queue_client.keys.job(job_id))
+    await collect(queue_client, 1)
+
+
+async def test_cancel_queued_job(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    cancelled = await submit(queue_client)
+    kept = await submit(queue_client)
+    assert await queue_client.cancel(cancelled.job_id)
+    assert (await queue_client.status(cancelled.job_id)).state is JobState.CANCELLED
+    assert (await queue_client.status(kept.job_id)).place == 1
+    assert await queue_client.pending() == 1
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    await worker.run(burst=True)
+    assert worker.batches_taken == [[kept.job_id]]
+    assert not await queue_client.cancel(cancelled.job_id)  # already decided
+
+
+async def test_cancel_running_job_drops_its_result(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    job_id = (await submit(queue_client)).job_id
+    scripts = Scripts(redis, queue_client.keys)
+    taken = await scripts.take("w1", 4, 30.0, [Task.CAPTION], 32)
+    assert [j.job_id for j in taken.jobs] == [job_id]
+    assert (await queue_client.status(job_id)).state is JobState.RUNNING
+    assert await queue_client.cancel(job_id)
+    published = await scripts.settle(
+        job_id, reply_to=BOT_ID, result_json="{}", done_ttl_s=60, retention_ms=60_000
+    )
+    assert published == 0
+    assert await redis.xlen(queue_client.keys.results(BOT_ID)) == 0
+    assert await redis.zcard(queue_client.keys.leases) == 0
+    assert await queue_client.pending() == 0
+
+
+async def test_publish_is_idempotent(redis: Redis, queue_client: QueueClient) -> None:
+    job_id = (await submit(queue_client)).job_id
+    scripts = Scripts(redis, queue_client.keys)
+    await scripts.take("w1", 1, 30.0, [Task.CAPTION], 8)
+    result = JobResult(job_id=job_id, context={}, text="hi").to_json()
+    outcomes = [
+        await scripts.settle(
+            job_id, reply_to=BOT_ID, result_json=result, done_ttl_s=60, retention_ms=60_000
+        )
+        for _ in range(3)
+    ]
+    assert outcomes == [1, 0, 0]
+    assert await redis.xlen(queue_client.keys.results(BOT_ID)) == 1
+    assert await queue_client.pending() == 0
+
+
+async def test_restarted_consumer_gets_results_produced_while_away(
+    redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    first = QueueClient(redis, queue_settings, instance_id=BOT_ID, require_worker=False)
+    ids = {(await submit(first, user=str(i))).job_id for i in range(4)}
+    worker = Worker(redis, worker_settings, NoopEngine())
+    await worker.run(burst=True)
+    handled: set[str] = set()
+    reader = first.results(block_ms=100)
+    for _ in range(2):
+        delivery = await anext(reader)
+        handled.add(delivery.result.job_id)
+        await first.ack(delivery)
+    unacked = await anext(reader)  # read, then the bot "crashes" before acknowledging it
+    await reader.aclose()
+
+    ids |= {(await submit(first, user=str(i))).job_id for i in range(4, 7)}
+    await worker.run(burst=True)  # results produced while no bot is reading
+
+    second = QueueClient(redis, queue_settings, instance_id=BOT_ID, require_worker=False)
+    rest = await collect(second, len(ids) - len(handled))
+    assert rest[0].result.job_id == unacked.result.job_id  # pending first
+    got = [d.result.job_id for d in rest]
+    assert len(got) == len(set(got))
+    assert handled | set(got) == ids
+    assert await redis.xlen(first.keys.results(BOT_ID)) == 0  # acked entries are deleted
+
+
+async def test_malformed_result_entries_are_dropped(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    stream = queue_client.keys.results(BOT_ID)
+    await redis.xadd(stream, {"r": "not json"})
+    await redis.xadd(stream, {"r": JobResult(job_id="j1", context={}, text="ok").to_json()})
+    [delivery] = await collect(queue_client, 1)
+    assert delivery.result.job_id == "j1"
+    assert await redis.xlen(stream) == 0
+
+
+async def test_a_job_cancelled_then_handed_back_leaves_nothing_behind(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    job_id = (await submit(queue_client)).job_id
+    scripts = Scripts(redis, queue_client.keys)
+    await scripts.take("w1", 1, 30.0, Task, 8)
+    assert await queue_client.cancel(job_id)
+    assert await scripts.release("w1", [job_id]) == 0  # SIGTERM before it started
+    keys = queue_client.keys
+    assert not await redis.exists(keys.job(job_id), keys.image(job_id))
+    assert await redis.zcard(keys.leases) == 0
+    assert (await queue_client.status(job_id)).state is JobState.CANCELLED
+
+
+async def test_a_hung_redis_fails_commands_within_the_timeout(
+    queue_settings: QueueSettings,
+) -> None:
+    # Redis that accepts connections but never answers (a stalled proxy in front of it).
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
+        settings = queue_settings.model_copy(
+            update={
+                "redis_url": SecretStr(f"redis://127.0.0.1:{proxy.port}/0"),
+                "redis_timeout_s": 0.5,
+            }
+        )
+        async with connect(settings) as redis:
+            client = QueueClient(redis, settings, instance_id=BOT_ID, require_worker=False)
+            await submit(client)
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(QueueUnavailable):
+                await submit(client)
+            assert time.monotonic() - started < 3.0
+            # An idle results stream blocks for less than the timeout: not an outage.
+            proxy.resume()
+            reader = client.results()
+            read = asyncio.ensure_future(anext(reader))
+            await asyncio.sleep(1.0)
+            assert not read.done(), "an idle read must keep waiting, not fail"
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read
+            await reader.aclose()

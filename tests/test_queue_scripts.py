@@ -1,0 +1,202 @@
+"""Fair batched dispatch (queue_take.lua) with a real Redis and an in-process worker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis.asyncio import Redis
+
+from inference.errors import JobTimedOut, MalformedMessage, UnknownTask
+from inference.queue import QueueClient
+from inference.queue.messages import Job
+from inference.queue.scripts import Scripts
+from inference.settings import WorkerSettings
+from inference.tasks import Task, TaskSpec
+from inference.worker.testing import NoopEngine, SleepEngine
+from tests.conftest import RecordingWorker, aw, collect, submit
+
+
+async def test_a_flooding_guild_delays_another_by_at_most_one_batch(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    for i in range(200):
+        await submit(queue_client, guild="A", user=str(i % 3))
+    lone = await submit(queue_client, guild="B")
+    assert lone.place == 2
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    await worker.run_once()
+    first = worker.batches_taken[0]
+    assert len(first) == worker_settings.batch_size
+    assert lone.job_id in first
+
+
+async def test_round_robin_across_users_within_a_guild(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    heavy = [(await submit(queue_client, guild="A", user="1")).job_id for _ in range(10)]
+    light = (await submit(queue_client, guild="A", user="2")).job_id
+    worker = RecordingWorker(
+        redis, worker_settings.model_copy(update={"batch_size": 2}), NoopEngine()
+    )
+    await worker.run_once()
+    assert worker.batches_taken[0] == [heavy[0], light]
+    await worker.run_once()
+    assert worker.batches_taken[1] == heavy[1:3]  # FIFO per user
+
+
+async def test_guild_weights(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    await aw(redis.hset(queue_client.keys.weights, "A", "2"))
+    a = {(await submit(queue_client, guild="A", user=str(i))).job_id for i in range(10)}
+    b = {(await submit(queue_client, guild="B", user=str(i))).job_id for i in range(10)}
+    worker = RecordingWorker(
+        redis, worker_settings.model_copy(update={"batch_size": 6}), NoopEngine()
+    )
+    await worker.run_once()
+    batch = set(worker.batches_taken[0])
+    assert len(batch & a) == 4 and len(batch & b) == 2
+
+
+async def test_expired_job_is_answered_timed_out_without_running(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    job = Job.new(
+        TaskSpec.build("caption"), guild_id=1, user_id=2, reply_to="bot-test", deadline_s=-1
+    )
+    await queue_client.submit(job, b"img")
+    fresh = await submit(queue_client, guild="1", user="3")
+    engine = SleepEngine()
+    await RecordingWorker(redis, worker_settings, engine).run(burst=True)
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 2)}
+    assert isinstance(results[job.job_id].exception(), JobTimedOut)
+    assert results[fresh.job_id].ok
+    assert engine.batches == [1]  # only the fresh job ran
+    assert await queue_client.pending() == 0
+
+
+async def test_jobs_a_worker_cannot_serve_wait_for_one_that_can(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ocr = await submit(queue_client, guild="A", user="1", task="ocr")
+    caption = await submit(queue_client, guild="A", user="2")
+    captioner = RecordingWorker(
+        redis, worker_settings, SleepEngine(capabilities=frozenset({Task.CAPTION}))
+    )
+    await captioner.run_once()
+    assert captioner.batches_taken == [[caption.job_id]]
+    assert await captioner.run_once() == 0
+    assert (await queue_client.status(ocr.job_id)).state == "queued"
+    reader = RecordingWorker(redis, worker_settings, NoopEngine())
+    await reader.run(burst=True)
+    assert reader.batches_taken == [[ocr.job_id]]
+
+
+async def test_an_unservable_job_still_times_out(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    job = Job.new(TaskSpec.build("ocr"), guild_id=1, user_id=2, reply_to="bot-test", deadline_s=-1)
+    await queue_client.submit(job, b"img")
+    captioner = RecordingWorker(
+        redis, worker_settings, SleepEngine(capabilities=frozenset({Task.CAPTION}))
+    )
+    await captioner.run(burst=True)
+    [delivery] = await collect(queue_client, 1)
+    assert delivery.result.error == JobTimedOut.code
+
+
+async def plant(redis: Redis, client: QueueClient, data: str, *, job_id: str = "") -> str:
+    """Submit a valid job, then overwrite its message with `data`."""
+    job_id = job_id or (await submit(client, user=str(time.monotonic_ns()))).job_id
+    await aw(redis.hset(client.keys.job(job_id), "data", data))
+    return job_id
+
+
+async def test_malformed_payloads_are_dead_lettered_and_never_crash_the_worker(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    keys = queue_client.keys
+    bad_json = await plant(redis, queue_client, "{not json")
+    template = json.loads(
+        queue_client.new_job(TaskSpec.build("caption"), guild_id=1, user_id=2).to_json()
+    )
+    wrong_version = await plant(redis, queue_client, json.dumps({**template, "v": 99}))
+    missing = await plant(redis, queue_client, json.dumps({"v": 1, "job_id": "x"}))
+    bad_task = await plant(redis, queue_client, json.dumps({**template, "task": "segment"}))
+    # a bare id planted in a line, with no job behind it, is a stale entry: dropped
+    await aw(redis.rpush(keys.user_queue("1", "10"), "ghost"))
+    good = await submit(queue_client, user="99")
+
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.run(burst=True) == 0
+
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 3)}
+    # wrong_version still names where to reply; bad_json and missing do not
+    assert isinstance(results[wrong_version].exception(), MalformedMessage)
+    assert isinstance(results[bad_task].exception(), UnknownTask)
+    assert results[good.job_id].ok
+    dead = [json.loads(e) for e in await aw(redis.lrange(keys.dead_letter, 0, -1))]
+    assert {d["job_id"] for d in dead} == {bad_json, wrong_version, missing}
+    assert all(d["reason"] == "malformed" for d in dead)
+    assert await queue_client.pending() == 0
+    assert await redis.zcard(keys.leases) == 0
+    assert await aw(redis.llen(keys.guild_ring)) == 0
+    assert await aw(redis.hlen(keys.guild_queued)) == 0
+
+
+async def test_many_users_a_worker_cannot_serve_do_not_hide_another_guilds_job(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # 40 users of guild A wait for OCR; a captioner with batch 1 may look at only 8 jobs
+    # per take (SCAN_PER_SLOT): looking past A's users must not use that up.
+    for i in range(40):
+        await submit(queue_client, guild="A", user=str(i), task="ocr")
+    lone = await submit(queue_client, guild="B")
+    captioner = RecordingWorker(
+        redis,
+        worker_settings.model_copy(update={"batch_size": 1}),
+        SleepEngine(capabilities=frozenset({Task.CAPTION})),
+    )
+    assert await captioner.run_once() == 1
+    assert captioner.batches_taken == [[lone.job_id]]
+
+
+async def test_jobs_reaped_back_do_not_put_a_flooding_guild_ahead(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    for i in range(200):
+        await submit(queue_client, guild="A", user=str(i % 3))
+    scripts = Scripts(redis, queue_client.keys)
+    dead = await scripts.take("dead-worker", 4, 0.0, Task, 32)  # a lease lapsed at once
+    assert len(dead.jobs) == 4
+    lone = await submit(queue_client, guild="B")
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.reap() == 4
+    await worker.run_once()
+    assert lone.job_id in worker.batches_taken[0]
+    assert set(worker.batches_taken[0]) & {j.job_id for j in dead.jobs}  # they went first
+
+
+async def test_planted_job_fields_never_crash_the_worker(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    keys = queue_client.keys
+    bad_attempt = (await submit(queue_client, user="1")).job_id
+    await aw(redis.hset(keys.job(bad_attempt), mapping={"a": "x", "eq": "soon"}))
+    nested = await plant(redis, queue_client, "[" * 100_000)
+    await redis.set(keys.job("wrongtype"), "a string, not a hash")
+    await aw(redis.rpush(keys.user_queue("1", "2"), "wrongtype"))
+    await aw(redis.rpush(keys.guild_users("1"), "2"))
+    good = await submit(queue_client, user="3")
+
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.run(burst=True) == 0
+
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 2)}
+    assert results[bad_attempt].ok and results[bad_attempt].attempt == 1
+    assert results[good.job_id].ok
+    dead = [json.loads(e) for e in await aw(redis.lrange(keys.dead_letter, 0, -1))]
+    assert [d["job_id"] for d in dead] == [nested]
+    assert await queue_client.pending() == 0
+    assert await aw(redis.llen(keys.guild_ring)) == 0
