@@ -1,7 +1,7 @@
 """GPU check: real-size PaliGemma 2 3B-448 with random weights, captions of 20 tokens.
 
 No download: the architecture is built from its config (sizes from transformers'
-PaliGemma 2 conversion script, see FACTS.md). Prints images/s and peak GPU memory at
+PaliGemma 2 conversion script). Prints images/s and peak GPU memory at
 batch 1, 8 and 32 in bf16, and writes the same as JSON (to $OUT when set).
 
     python -m bench.gpu_throughput            # on a CUDA machine

@@ -3,11 +3,14 @@ or a result is read again (real Redis; only Discord is replaced, by an outbox)."
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 import discord
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot.answer import Answer
@@ -15,9 +18,14 @@ from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader
 from bot.replies import ItemContext, ProgressBoard, Replies, ReplyAddress
 from inference.errors import QueueUnavailable
-from inference.queue import Keys, QueueClient, QueueSettings
+from inference.queue import Keys, QueueClient, QueueSettings, connect
+from inference.queue.connection import cancel_and_wait
 from inference.queue.messages import JobResult
-from inference.tasks import Task
+from inference.settings import WorkerSettings
+from inference.tasks import Task, TaskSpec
+from inference.worker import Worker
+from inference.worker.testing import NoopEngine
+from tests.discord_server.tcp_proxy import TcpProxy
 
 
 class Outbox(Replies):
@@ -92,3 +100,56 @@ async def test_answer_waits_for_every_image(parts: tuple[Deliverer, Outbox, Flak
     await deliverer.handle(result_for(0, 2))
     [(_, answer)] = outbox.sent
     assert len(answer.embeds) == 2
+
+
+async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
+    redis: Redis,
+    redis_prefix: str,
+    worker_settings: WorkerSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The results loop reads through a proxy that is cut right after the answer is sent,
+    # so acknowledging the result meets a dead connection.
+    async with TcpProxy("127.0.0.1", 6379) as proxy, aiohttp.ClientSession() as session:
+        settings = QueueSettings(
+            key_prefix=redis_prefix, redis_url=SecretStr(f"redis://127.0.0.1:{proxy.port}/0")
+        )
+        async with connect(settings) as through_proxy:
+            queue = QueueClient(through_proxy, settings, instance_id="t", require_worker=False)
+
+            class CuttingOutbox(Outbox):
+                async def deliver(self, address: ReplyAddress, answer: Answer) -> bool:
+                    await super().deliver(address, answer)
+                    await proxy.stop()
+                    return True
+
+            outbox = CuttingOutbox()
+            deliverer = Deliverer(
+                queue=queue,
+                store=RequestStore(redis, Keys(redis_prefix), ttl_s=60),
+                replies=outbox,
+                progress=ProgressBoard(queue, outbox, interval_s=1),
+                images=ImageCache(),
+                downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
+            )
+            item = result_for(0, 1).context
+            job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=item)
+            await QueueClient(redis, settings, instance_id="t", require_worker=False).submit(
+                job, b"img"
+            )
+            await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+            run = asyncio.create_task(deliverer.run())
+            with caplog.at_level(logging.INFO, logger="bot.delivery"):
+                try:
+                    async with asyncio.timeout(10):
+                        while "results stream unavailable" not in caplog.text:  # noqa: ASYNC110
+                            await asyncio.sleep(0.02)
+                    await proxy.start()  # Redis is back: the result is read again ...
+                    async with asyncio.timeout(10):
+                        while await redis.xlen(Keys(redis_prefix).results("t")):  # noqa: ASYNC110
+                            await asyncio.sleep(0.02)
+                finally:
+                    await cancel_and_wait([run])
+    assert len(outbox.sent) == 1  # ... and acknowledged without a second answer
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert failures == []

@@ -1,10 +1,29 @@
-"""cancel_and_wait: tasks that swallow a cancel (as redis-py can) still get stopped."""
+"""The Redis boundary: every Redis failure, on every path of both programs, reaches callers
+as QueueUnavailable; and cancel_and_wait stops tasks that swallow a cancel (as redis-py
+can)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable
 
-from inference.queue.connection import cancel_and_wait
+import pytest
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from bot.delivery import RequestStore
+from bot.guild_config import GuildConfigStore
+from bot.limits import Limits
+from inference.errors import QueueUnavailable
+from inference.queue import Delivery, JobResult, Keys, QueueClient, QueueSettings
+from inference.queue.connection import cancel_and_wait, describe, redis_boundary
+from inference.queue.scripts import Scripts
+from inference.settings import WorkerSettings
+from inference.tasks import Task, TaskSpec
+from inference.worker.presence import Presence
+
+# Nothing listens on port 1: every command fails to connect.
+NOWHERE = "redis://127.0.0.1:1/0"
 
 
 async def _swallows_first_cancels(times: int, stopped: list[str]) -> None:
@@ -48,3 +67,73 @@ async def test_finished_tasks_keep_their_results() -> None:
     await finished
     await cancel_and_wait([finished])
     assert finished.result() == 42
+
+
+def test_the_boundary_translates_every_redis_error_and_keeps_the_cause() -> None:
+    for error in (
+        redis_errors.ConnectionError("refused"),
+        redis_errors.TimeoutError("slow"),
+        redis_errors.ResponseError("WRONGTYPE Operation against a key"),
+        redis_errors.ReadOnlyError("You can't write against a read only replica."),
+    ):
+        with pytest.raises(QueueUnavailable) as caught, redis_boundary():
+            raise error
+        assert caught.value.__cause__ is error
+        assert type(error).__name__ in describe(caught.value)
+    with pytest.raises(KeyError), redis_boundary():  # not Redis's: not ours to translate
+        raise KeyError("x")
+
+
+@pytest.fixture
+async def nowhere() -> AsyncIterator[Redis]:
+    client = Redis.from_url(NOWHERE, socket_connect_timeout=1)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_the_queue_client_translates_on_every_path(nowhere: Redis, redis_prefix: str) -> None:
+    settings = QueueSettings(key_prefix=redis_prefix)
+    client = QueueClient(nowhere, settings, instance_id="bot-x", require_worker=False)
+    job = client.new_job(TaskSpec.build(Task.CAPTION), guild_id=1, user_id=2)
+    result = JobResult(job_id=job.job_id, context={})
+    calls: list[Awaitable[object]] = [
+        client.submit(job, b"img"),
+        client.status(job.job_id),
+        client.cancel(job.job_id),
+        client.workers(),
+        client.pending(),
+        client.ack(Delivery("1-0", result)),  # acknowledging a result
+        anext(client.results()),  # creating the results stream's consumer group
+    ]
+    for call in calls:
+        with pytest.raises(QueueUnavailable):
+            await call
+
+
+async def test_the_bots_stores_and_the_worker_translate_too(
+    nowhere: Redis, redis_prefix: str
+) -> None:
+    keys = Keys(redis_prefix)
+    presence = Presence(
+        nowhere,
+        keys,
+        WorkerSettings(key_prefix=redis_prefix),
+        worker_id="w",
+        model_id="m",
+        capabilities=("caption",),
+    )
+    calls: list[Awaitable[object]] = [
+        RequestStore(nowhere, keys, ttl_s=60).claim("r"),
+        RequestStore(nowhere, keys, ttl_s=60).user_jobs(3),
+        GuildConfigStore(nowhere, keys).get(4),
+        Limits(nowhere, Scripts(nowhere, keys), keys, cooldown_s=0).charge(5, 1, quota=9),
+        Scripts(nowhere, keys).take("w", 1, 1.0, Task, 8),
+        presence.announce(),
+        presence.warn_if_evicting(),
+    ]
+    for call in calls:
+        with pytest.raises(QueueUnavailable):
+            await call
+    await presence.withdraw()  # best effort: logs, never raises

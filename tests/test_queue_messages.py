@@ -128,6 +128,8 @@ def test_result_round_trip_with_detections() -> None:
     result = JobResult.success(job, inference, worker_id="w1", queue_wait_s=0.5, run_s=0.25)
     again = JobResult.from_json(result.to_json())
     assert again == result
+    assert again.task is Task.DETECT  # typed end to end, not a string to compare
+    assert json.loads(result.to_json())["task"] == "detect"  # the wire form is unchanged
     assert again.ok and again.exception() is None
     assert again.context == job.context
 
@@ -143,7 +145,15 @@ def test_failure_result_maps_back_to_its_error_class() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"v": 0}, {"detections": [{"label": "x"}]}, {"text": None}, {"finished_at": "x"}]
+    "change",
+    [
+        {"v": 0},
+        {"detections": [{"label": "x"}]},
+        {"text": None},
+        {"finished_at": "x"},
+        {"task": "paint"},
+        {"task": 3},
+    ],
 )
 def test_bad_results_are_malformed(change: dict[str, object]) -> None:
     data = json.loads(JobResult.failure("j", {}, JobTimedOut()).to_json())

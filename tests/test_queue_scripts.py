@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from importlib import resources
 
 from redis.asyncio import Redis
 
-from inference.errors import JobTimedOut, MalformedMessage, UnknownTask
-from inference.queue import QueueClient
+from inference.errors import (
+    GuildOverCap,
+    JobTimedOut,
+    MalformedMessage,
+    NoWorkerAlive,
+    QueueFull,
+    UnknownTask,
+    UserOverCap,
+    error_types,
+)
+from inference.queue import JobState, QueueClient
 from inference.queue.messages import Job
-from inference.queue.scripts import Scripts
+from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus, constants_prelude
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker.testing import NoopEngine, SleepEngine
@@ -200,3 +211,42 @@ async def test_planted_job_fields_never_crash_the_worker(
     assert [d["job_id"] for d in dead] == [nested]
     assert await queue_client.pending() == 0
     assert await aw(redis.llen(keys.guild_ring)) == 0
+
+
+def _lua_files() -> dict[str, str]:
+    folder = resources.files("inference.queue").joinpath("lua")
+    return {
+        p.name: p.read_text(encoding="utf-8") for p in folder.iterdir() if p.name.endswith(".lua")
+    }
+
+
+def test_the_lua_spells_no_protocol_word_of_its_own() -> None:
+    # Error codes, states and statuses come from Python (the generated prelude), so the
+    # two sides cannot drift apart.
+    words = {cls.code for cls in error_types()}
+    words |= {w.value for enum in (JobState, SubmitStatus, CancelOutcome) for w in enum}
+    files = _lua_files()
+    assert len(files) >= 9
+    for name, text in files.items():
+        code = re.sub(r"--[^\n]*", "", text)  # comments may name them
+        literals = set(re.findall(r"'([^'\\]*)'", code)) | set(re.findall(r'"([^"\\]*)"', code))
+        assert not literals & words, f"{name} spells {sorted(literals & words)}"
+
+
+async def test_the_generated_words_are_pythons(redis: Redis) -> None:
+    script = constants_prelude() + (
+        "return {E.queue_full, E.guild_over_cap, E.user_over_cap, E.no_worker,"
+        " State.queued, State.cancelled, Submit.ok, Submit.duplicate, Cancel.running}"
+    )
+    got = [w.decode() for w in await redis.eval(script, 0)]  # type: ignore[misc]
+    assert got == [
+        QueueFull.code,
+        GuildOverCap.code,
+        UserOverCap.code,
+        NoWorkerAlive.code,
+        JobState.QUEUED,
+        JobState.CANCELLED,
+        SubmitStatus.OK,
+        SubmitStatus.DUPLICATE,
+        CancelOutcome.RUNNING,
+    ]

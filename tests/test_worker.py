@@ -338,3 +338,29 @@ async def test_keepalive_outlives_an_unexpected_error(
     finally:
         worker.stop()
         assert await asyncio.wait_for(run, 5) == EXIT_OK
+
+
+async def test_worker_state_does_not_grow_with_the_jobs_it_serves(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    worker = Worker(redis, worker_settings, NoopEngine())
+
+    async def serve(jobs: int) -> None:
+        for i in range(jobs):
+            await submit(queue_client, user=str(i % 40))
+        while await worker.run_once():
+            pass
+        await collect(queue_client, jobs)
+
+    def collection_sizes() -> dict[str, int]:
+        # Every container the worker holds, however it is named.
+        return {
+            name: len(value)
+            for name, value in vars(worker).items()
+            if isinstance(value, list | dict | set | tuple | bytes | str)
+        }
+
+    await serve(8)
+    after_a_few = collection_sizes()
+    await serve(48)  # a dozen batches more
+    assert collection_sizes() == after_a_few

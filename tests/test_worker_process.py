@@ -13,13 +13,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
-from inference.queue import QueueClient
+from inference.errors import NoWorkerAlive
+from inference.queue import QueueClient, QueueSettings
 from inference.settings import WorkerSettings
 from inference.worker import EXIT_ENGINE_HUNG, Worker
 from inference.worker.testing import NoopEngine
-from tests.conftest import REDIS_URL, collect, submit
+from tests.conftest import BOT_ID, REDIS_URL, collect, submit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,3 +164,37 @@ async def test_hung_engine_exits_and_its_jobs_complete_elsewhere_exactly_once(
     assert all(d.result.ok and d.result.attempt == 2 for d in results)
     assert await redis.xlen(keys.results("bot-test")) == 0
     assert await queue_client.pending() == 0
+
+
+def start_logging_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    """A noop worker whose log lines (stderr) the test reads."""
+    args = [sys.executable, "-m", "inference.worker", "--engine", "noop", "--log-level", "INFO"]
+    return subprocess.Popen(args, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+
+async def test_a_worker_is_visible_to_the_bot_once_it_says_it_is_serving(
+    redis: Redis, queue_settings: QueueSettings
+) -> None:
+    # The bot refuses requests ("no vision worker is online") while no heartbeat is fresh:
+    # from the moment the worker logs that it serves, a request must be accepted.
+    client = QueueClient(redis, queue_settings, instance_id=BOT_ID, require_worker=True)
+    with pytest.raises(NoWorkerAlive):
+        await submit(client)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": queue_settings.key_prefix,
+    }
+    proc = start_logging_worker(env)
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            while "serving" not in (line := await asyncio.to_thread(proc.stderr.readline)):
+                assert line, "the worker exited before serving"
+        submitted = await submit(client)  # at once: no retry, no sleep
+        assert submitted.place == 1
+        assert [w.model_id for w in await client.workers()] == ["noop"]
+    finally:
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 10) == 0

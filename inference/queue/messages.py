@@ -79,10 +79,8 @@ def _opt_float(data: Mapping[str, Any], name: str) -> float | None:
 
 def _opt_task(data: Mapping[str, Any]) -> Task | None:
     name = _get_opt(data, "task", str)
-    if name is None:
-        return None
     try:
-        return Task(name)
+        return None if name is None else Task(name)
     except ValueError as exc:
         raise MalformedMessage("Field 'task' names no known task.") from exc
 
