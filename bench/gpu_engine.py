@@ -1,9 +1,9 @@
 """GPU check through Palicord's own engine: real-size PaliGemma 2 3B-448, random weights.
 
 Unlike `bench.gpu_throughput` (raw `generate` on token ids), this saves a checkpoint and
-loads it through `inference.loading` exactly as a hub checkpoint is loaded (bf16 on
-CUDA), then times `PaliGemmaEngine.generate` on PNG bytes: image intake, the processor,
-generation and decoding included. The tokenizer is the demo one (a real PaliGemma
+loads it through `inference.engine.paligemma.load_model` exactly as a hub checkpoint is
+loaded (bf16 on CUDA), then times `PaliGemmaEngine.generate` on PNG bytes: image intake,
+the processor, generation and decoding included. The tokenizer is the demo one (a real PaliGemma
 tokenizer cannot be downloaded here); its ids all fall inside the 257,216-entry vocab.
 
     python -m bench.gpu_engine [--tiny]
@@ -61,7 +61,7 @@ def main() -> None:
         started = time.perf_counter()
         loaded = load_model(EngineSettings(_env_file=None, model_id=tmp))
         print(
-            f"loaded through inference.loading in {time.perf_counter() - started:.1f}s: "
+            f"loaded through load_model in {time.perf_counter() - started:.1f}s: "
             f"{loaded.device}, {loaded.dtype}, {loaded.image_size}px",
             flush=True,
         )

@@ -1,6 +1,8 @@
 """Tasks the engine serves, their PaliGemma 2 prompts, and the request/result types.
 
-Torch-free: the bot builds `InferenceRequest`s (via queue jobs) without loading a model.
+Torch-free: the bot validates a `TaskSpec` before it queues a job; the worker turns each
+job it takes into an `InferenceRequest` for the engine, which answers with an
+`InferenceResult`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ means two settings, and no settings object builds another one from the environme
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
@@ -93,3 +96,14 @@ def test_worker_settings_carry_the_engines_own(monkeypatch: pytest.MonkeyPatch) 
     )
     # Explicit values win over the environment, in the one object the engine reads.
     assert WorkerSettings(model_id="other", batch_size=5).model_id == "other"
+
+
+def test_env_example_lists_every_setting() -> None:
+    text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, re.M))
+    every = {
+        next(iter(sorted(env_names(name, field))))
+        for cls in SETTINGS
+        for name, field in cls.model_fields.items()
+    }
+    assert every - listed == set()
