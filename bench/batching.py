@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEMO_MODEL))
     args = parser.parse_args()
 
-    settings = EngineSettings(_env_file=None, model_id=args.model, max_batch_size=args.batch)
+    settings = EngineSettings(_env_file=None, model_id=args.model, batch_size=args.batch)
     batched_engine = PaliGemmaEngine.from_settings(settings)
     batched_engine.warmup()
     requests = _requests(args.images)

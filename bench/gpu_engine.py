@@ -28,6 +28,7 @@ from inference.demo.build import build_processor, build_tokenizer
 from inference.demo.shapes import encode_png
 from inference.demo.train import corpus
 from inference.engine.paligemma import PaliGemmaEngine, load_model
+from inference.intake import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, TaskSpec
 
@@ -72,7 +73,10 @@ def main() -> None:
     rows = []
     for batch in (1, 8, 32):
         engine = PaliGemmaEngine(
-            loaded, max_batch_size=batch, max_image_bytes=25 << 20, max_image_pixels=40_000_000
+            loaded,
+            max_batch_size=batch,
+            max_image_bytes=MAX_IMAGE_BYTES,
+            max_image_pixels=MAX_IMAGE_PIXELS,
         )
         engine.generate(requests[:batch])  # warm-up
         if loaded.device.type == "cuda":

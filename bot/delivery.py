@@ -23,11 +23,11 @@ from bot.download import Downloader, ImageRef
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
 from inference.queue import JobResult, Keys, QueueClient, redis_boundary
-from inference.queue.connection import awaited
+from inference.queue.connection import Backoff, awaited, describe
 
 log = logging.getLogger(__name__)
 
-RETRY_MIN_S = 0.5
+RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 15.0
 DELIVERY_TIMEOUT_S = 60.0
 RECENT_WAITS = 200
@@ -62,19 +62,22 @@ class Deliverer:
 
     async def run(self) -> None:
         """Read results forever, riding out Redis outages (cancel to stop)."""
-        delay = RETRY_MIN_S
+        backoff = Backoff(max_s=RETRY_MAX_S, first_s=RETRY_FIRST_S)
         while True:
             try:
                 async for delivery in self._queue.results():
-                    delay = RETRY_MIN_S
+                    backoff.reset()
                     await self.handle(delivery.result)
                     await self._queue.ack(delivery)
             except PalicordError as exc:
-                log.warning("results stream unavailable (%s); retrying in %.1fs", exc.code, delay)
+                delay_s = backoff.next_delay_s()
+                log.warning(
+                    "results stream unavailable (%s); retrying in %.1fs", describe(exc), delay_s
+                )
             except Exception:  # a bug in one result must not stop all deliveries
-                log.exception("results loop failed; retrying in %.1fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+                delay_s = backoff.next_delay_s()
+                log.exception("results loop failed; retrying in %.1fs", delay_s)
+            await asyncio.sleep(delay_s)
 
     async def handle(self, result: JobResult) -> None:
         """Record one job's outcome and deliver its request's answer if it was the last."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
+from inference.queue.keys import check_part
 from inference.queue.settings import ImageLimits, QueueSettings
 
 Quantization = Literal["none", "8bit", "4bit"]
@@ -45,9 +46,15 @@ class WorkerSettings(QueueSettings, EngineSettings):
     # leases up and exits (code 4) for its supervisor to restart it. Must exceed lease_s.
     max_batch_run_s: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
-    reap_interval_s: float = Field(default=2.0, gt=0)
+    reap_interval_s: float = Field(default=1.0, gt=0)
     idle_wait_s: float = Field(default=1.0, gt=0)
     max_backoff_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id_fits_in_a_key(cls, value: str | None) -> str | None:
+        # It names the worker's heartbeat key and its leases: letters, digits, - _ . only.
+        return None if not value else check_part(value)
 
     @model_validator(mode="after")
     def _batch_limit_outlasts_a_lease(self) -> WorkerSettings:

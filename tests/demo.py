@@ -22,6 +22,6 @@ def demo_settings(**overrides: object) -> EngineSettings:
 
 
 @functools.cache
-def demo_engine(max_batch_size: int = 8) -> PaliGemmaEngine:
+def demo_engine(batch_size: int = 8) -> PaliGemmaEngine:
     """The demo model behind the real engine, shared by the tests of one process."""
-    return PaliGemmaEngine.from_settings(demo_settings(max_batch_size=max_batch_size))
+    return PaliGemmaEngine.from_settings(demo_settings(batch_size=batch_size))

@@ -60,18 +60,12 @@ class Delivery:
     result: JobResult
 
 
-def connect(settings: QueueSettings) -> Redis:
-    """A Redis client for `settings.redis_url` (redis:// or rediss://, password allowed)."""
-    # A Redis that accepts TCP but never answers must fail rather than hang a request:
-    # every command, blocking reads included, ends within `redis_timeout_s`.
-    client: Redis = Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=settings.redis_timeout_s,
-        socket_keepalive=True,
-    )
-    return client
+def _is_key_part(value: str) -> bool:
+    try:
+        check_part(value)
+    except ValueError:
+        return False
+    return True
 
 
 class QueueClient:
@@ -162,7 +156,12 @@ class QueueClient:
             )
             if not ids:
                 return []
-            raws = await self._redis.mget([self._keys.worker(i.decode()) for i in ids])
+            names = [i.decode(errors="replace") for i in ids]
+            # Ids are written by workers, which check them; skip anything planted.
+            valid = [n for n in names if _is_key_part(n)]
+            if not valid:
+                return []
+            raws = await self._redis.mget([self._keys.worker(n) for n in valid])
         out: list[WorkerInfo] = []
         for raw in raws:
             if raw is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5
 HEALTH_CHECK_INTERVAL_S = 30
 RECANCEL_EVERY_S = 0.5
+FIRST_BACKOFF_S = 0.1
 
 
 def connect(settings: QueueSettings) -> Redis:
@@ -84,3 +86,19 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_EVERY_S)
+
+
+class Backoff:
+    """Exponential backoff with jitter, for riding out Redis outages (worker and bot alike)."""
+
+    def __init__(self, max_s: float, first_s: float = FIRST_BACKOFF_S) -> None:
+        self._first_s, self._max_s, self._attempt = first_s, max_s, 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay_s(self) -> float:
+        delay = min(self._max_s, self._first_s * 2.0**self._attempt)
+        self._attempt += 1
+        jitter: float = random.uniform(0.5, 1.0)
+        return delay * jitter

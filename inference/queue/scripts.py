@@ -177,12 +177,15 @@ class Scripts:
         capabilities: Iterable[Task],
         max_scan: int,
         *,
+        fresh: bool = True,
         max_skip: int = MAX_SKIP,
     ) -> Taken:
-        """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged."""
+        """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged. A job
+        taken before and never handed back comes alone, and only to a `fresh` call (one
+        that starts a batch): it may be what killed its last worker."""
         caps = ",".join(sorted(t.value for t in capabilities))
         now, rows = await self._call(
-            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip
+            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip, int(fresh)
         )
         return Taken(now=float(now), jobs=[TakenJob.from_reply(row) for row in rows])
 

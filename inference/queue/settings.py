@@ -62,7 +62,10 @@ class QueueSettings(ImageLimits):
     done_ttl_s: int = Field(default=2 * 3600, ge=1)
     # Results older than this are trimmed from the streams, acknowledged or not.
     result_retention_s: int = Field(default=3600, ge=60)
-    worker_heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    # A worker silent this long counts as dead: the bot no longer counts it, and its jobs
+    # go back in line at the next reaper pass (REAP_INTERVAL_S) of any live worker. It
+    # refreshes its heartbeat four times per lifetime, even in the middle of a batch.
+    worker_heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     max_dead_letters: int = Field(default=10_000, ge=1)
     # A Redis that accepts connections but stops answering fails each command after this
     # long instead of hanging it (and the user's request with it). Blocking reads are

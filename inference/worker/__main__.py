@@ -25,6 +25,7 @@ from typing import cast
 
 from inference.engine import Engine
 from inference.queue import connect
+from inference.queue.keys import check_part
 from inference.settings import WorkerSettings
 from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 
@@ -66,10 +67,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(settings: WorkerSettings, engine: Engine, *, burst: bool, worker_id: str) -> int:
+async def serve(settings: WorkerSettings, engine: Engine, *, burst: bool) -> int:
     """Connect, run a Worker until a signal (or an empty queue in burst mode); exit code."""
     redis = connect(settings)
-    worker = Worker(redis, settings, engine, worker_id=worker_id)
+    worker = Worker(redis, settings, engine)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -91,15 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = WorkerSettings()
     try:
+        settings = WorkerSettings()
+        if args.worker_id:
+            settings = settings.model_copy(update={"worker_id": check_part(args.worker_id)})
         options = dict(opt.split("=", 1) for opt in args.engine_option)
         factory = load_factory(args.engine)
-    except ValueError as exc:
-        log.error("%s", exc)
+    except ValueError as exc:  # pydantic's ValidationError included: names, never values
+        log.error("bad configuration: %s", exc)
         return 2
     engine = factory(settings, **options)
-    return asyncio.run(serve(settings, engine, burst=args.burst, worker_id=args.worker_id))
+    return asyncio.run(serve(settings, engine, burst=args.burst))
 
 
 if __name__ == "__main__":

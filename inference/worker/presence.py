@@ -7,8 +7,10 @@ makes a worker count; it lives here, apart from the batch loop in `service`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
+import uuid
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -21,6 +23,14 @@ log = logging.getLogger(__name__)
 
 # Entries in the workers index older than this are dropped (their keys expired long ago).
 STALE_WORKER_S = 3600
+
+
+def default_worker_id() -> str:
+    """<host>-<pid>-<random>, safe inside a Redis key."""
+    host = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "-_." else "-" for c in socket.gethostname()
+    )
+    return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Presence:

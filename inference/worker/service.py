@@ -20,12 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Awaitable
 from typing import cast
 
@@ -34,13 +30,13 @@ from redis.asyncio import Redis
 from inference.engine import Engine
 from inference.errors import JobFailed, QueueUnavailable
 from inference.queue import Job, JobResult, Keys, redis_boundary
-from inference.queue.connection import cancel_and_wait, describe
+from inference.queue.connection import Backoff, cancel_and_wait, describe
 from inference.queue.scripts import Scripts, Taken
 from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest
 from inference.worker import outcomes
 from inference.worker.outcomes import Outcome
-from inference.worker.presence import Presence
+from inference.worker.presence import Presence, default_worker_id
 from inference.worker.runner import FatalEngineError, generate_resilient
 
 log = logging.getLogger(__name__)
@@ -51,29 +47,14 @@ EXIT_ENGINE_HUNG = 4
 REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 RUN_TIME_SMOOTHING = 0.2  # weight of the newest batch in the run-time moving average
-FIRST_BACKOFF_S = 0.1
+# Heartbeats per heartbeat lifetime: a live worker must miss this many in a row (a stalled
+# event loop, a network blip) before others take its jobs.
+HEARTBEATS_PER_TTL = 4
 
 
-def default_worker_id() -> str:
-    """<host>-<pid>-<random>, safe inside a Redis key."""
-    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
-    return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-class Backoff:
-    """Exponential backoff with jitter, for riding out Redis outages."""
-
-    def __init__(self, max_s: float, first_s: float = FIRST_BACKOFF_S) -> None:
-        self._first_s, self._max_s, self._attempt = first_s, max_s, 0
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def next_delay_s(self) -> float:
-        delay = min(self._max_s, self._first_s * 2.0**self._attempt)
-        self._attempt += 1
-        jitter: float = random.uniform(0.5, 1.0)
-        return delay * jitter
+def _holds_a_suspect(taken: Taken) -> bool:
+    """Whether the batch is a job taken again after its worker died with it: it runs alone."""
+    return any(j.attempt > 1 and not j.expired for j in taken.jobs)
 
 
 class Worker:
@@ -163,13 +144,16 @@ class Worker:
     # --- start and stop ---------------------------------------------------------------
 
     async def _startup(self) -> bool:
-        """Check Redis and announce this worker; False if Redis cannot be reached.
+        """Check Redis, announce this worker and reap once; False if Redis cannot be reached.
 
         The heartbeat is written before the "serving" line is logged, so that a bot that
-        sees the line also sees the worker (it refuses requests while none is online)."""
+        sees the line also sees the worker (it refuses requests while none is online). The
+        reap comes before the first batch: a worker restarted after a crash puts its dead
+        predecessor's jobs back at the front of their lines before it serves anything else."""
         try:
             await self.presence.warn_if_evicting()
             await self.presence.announce()
+            await self._first_reap()
         except QueueUnavailable as exc:
             log.warning(
                 "cannot reach Redis at %s: %s", self._settings.redacted_url(), describe(exc)
@@ -185,6 +169,15 @@ class Worker:
             self._settings.lease_s,
         )
         return True
+
+    async def _first_reap(self) -> None:
+        try:
+            await self.reap()
+        except QueueUnavailable:
+            raise
+        except Exception:
+            # Not worth refusing to serve over: the keep-alive reaps again within a second.
+            log.exception("the first reaper pass failed; the keep-alive will try again")
 
     async def _queue_empty(self) -> bool:
         with redis_boundary():
@@ -228,20 +221,25 @@ class Worker:
         s = self._settings
         return min(s.linger_s, s.linger_ratio * self._run_s_avg)
 
-    async def _take(self, count: int) -> Taken:
+    async def _take(self, count: int, *, fresh: bool) -> Taken:
         s = self._settings
         taken = await self._scripts.take(
-            self.worker_id, count, s.lease_s, self._capabilities, SCAN_PER_SLOT * count
+            self.worker_id,
+            count,
+            s.lease_s,
+            self._capabilities,
+            SCAN_PER_SLOT * count,
+            fresh=fresh,
         )
         self._held.update(j.job_id for j in taken.jobs)
         return taken
 
     async def _take_batch(self) -> Taken:
         batch_size = self._settings.batch_size
-        taken = await self._take(batch_size)
+        taken = await self._take(batch_size, fresh=True)
         live = sum(not j.expired for j in taken.jobs)
         linger_s = self._linger_s()
-        if live == 0 or live >= batch_size or linger_s <= 0:
+        if live == 0 or live >= batch_size or linger_s <= 0 or _holds_a_suspect(taken):
             return taken
         loop = asyncio.get_running_loop()
         until = loop.time() + linger_s
@@ -251,7 +249,7 @@ class Worker:
                 break
             if not await self._wait_for_wakeup(remaining_s):
                 break
-            more = await self._take(batch_size - live)
+            more = await self._take(batch_size - live, fresh=False)
             taken.jobs.extend(more.jobs)
             live += sum(not j.expired for j in more.jobs)
         return taken
@@ -341,7 +339,9 @@ class Worker:
 
     async def _keepalive(self) -> None:
         s = self._settings
-        tick_s = min(s.lease_s / 3, s.worker_heartbeat_ttl_s / 3, s.reap_interval_s)
+        tick_s = min(
+            s.lease_s / 3, s.worker_heartbeat_ttl_s / HEARTBEATS_PER_TTL, s.reap_interval_s
+        )
         next_reap = 0.0
         while True:
             if self._engine_hung():

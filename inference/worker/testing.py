@@ -2,7 +2,8 @@
 httpx's MockTransport); they implement `inference.engine.Engine` without torch:
 
     NoopEngine     answers "ok" at once (queue benchmarks, queue-only tests)
-    SleepEngine    sleeps per batch; can fake GPU out-of-memory and fatal CUDA errors
+    SleepEngine    sleeps per batch; can fake GPU out-of-memory, fatal CUDA errors, and a
+                   poison input that kills the process (as a crashing native library would)
     ShapesOracle   really looks at one-shape demo pictures and answers like the demo model
 
 Select one on the command line, e.g.::
@@ -15,6 +16,8 @@ A factory takes the WorkerSettings and the `--engine-option` values as keyword s
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Sequence
 
@@ -64,6 +67,7 @@ class SleepEngine:
         oom_above: int | None = None,
         cuda_error: bool = False,
         mark_path: str | None = None,
+        poison: str | None = None,
     ) -> None:
         self.sleep_s = sleep_s
         self._model_id = model_id
@@ -71,6 +75,7 @@ class SleepEngine:
         self.oom_above = oom_above  # batches larger than this raise OutOfMemoryError
         self.cuda_error = cuda_error
         self.mark_path = mark_path  # a line per started batch is appended here
+        self.poison = poison  # a question that kills the whole process when asked
         self.batches: list[int] = []  # sizes of the batches that ran
 
     @property
@@ -89,6 +94,8 @@ class SleepEngine:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         if self.oom_above is not None and len(requests) > self.oom_above:
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if self.poison is not None and any(r.spec.question == self.poison for r in requests):
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.mark_path:
             # Tests wait for this line to know a batch is running (no guessing with sleeps).
             with open(self.mark_path, "a", encoding="utf-8") as f:
@@ -111,6 +118,7 @@ def sleep_engine(
     oom_above: str = "",
     cuda_error: str = "",
     mark_path: str = "",
+    poison: str = "",
 ) -> SleepEngine:
     """A SleepEngine; `capabilities` is a comma-separated task list (default: all)."""
     caps = frozenset(Task(c) for c in capabilities.split(",") if c) or frozenset(Task)
@@ -120,6 +128,7 @@ def sleep_engine(
         oom_above=int(oom_above) if oom_above else None,
         cuda_error=cuda_error == "1",
         mark_path=mark_path or None,
+        poison=poison or None,
     )
 
 

@@ -1,12 +1,33 @@
--- Put jobs whose lease lapsed back at the front of their line. A job that already ran
--- `max_attempts` times (or whose metadata is broken) is leased to the reaper instead and
--- returned, so the caller can dead-letter it and answer with an error through settle;
--- if the caller dies first, its lease lapses again and the next reaper does it.
+-- Put jobs whose lease lapsed, or whose worker's heartbeat is gone, back at the front of
+-- their line. A job that already ran `max_attempts` times (or whose metadata is broken)
+-- is leased to the reaper instead and returned, so the caller can dead-letter it and
+-- answer with an error through settle; if the caller dies first, its lease lapses again
+-- and the next reaper does it.
 -- ARGV: prefix, reaper_id, max_attempts, lease_s, limit
 -- Returns {requeued_count, {{jid, data, attempt, 0, enqueued_at}, ...}} (rows as take's).
 local now = now_s()
-local max_attempts, lease_s = tonumber(ARGV[3]), tonumber(ARGV[4])
-local lapsed = redis.call('ZRANGEBYSCORE', K.leases(), '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+local max_attempts, lease_s, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local lapsed = redis.call('ZRANGEBYSCORE', K.leases(), '-inf', now, 'LIMIT', 0, limit)
+-- A worker whose heartbeat is gone (SIGKILL, OOM kill, a lost host) loses its leases now,
+-- not when each lapses: a live worker refreshes its heartbeat every fraction of its
+-- lifetime, even in the middle of a long batch, so only the dead (or frozen) lose theirs.
+-- An owner missing from the index counts as dead too. The running set is small (workers
+-- times batch size), so reading it whole each pass is cheap.
+local seen = {}
+for _, jid in ipairs(lapsed) do seen[jid] = true end
+local alive = {}
+local owners = redis.call('HGETALL', K.lease_owner())
+for i = 1, #owners, 2 do
+  local jid, w = owners[i], owners[i + 1]
+  if alive[w] == nil then
+    local beat = tonumber(redis.call('ZSCORE', K.workers(), w) or '')
+    alive[w] = beat ~= nil and beat >= now
+  end
+  if not alive[w] and not seen[jid] and #lapsed < limit then
+    seen[jid] = true
+    table.insert(lapsed, jid)
+  end
+end
 local dying = {}
 local back = {}
 for _, jid in ipairs(lapsed) do

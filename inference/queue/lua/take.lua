@@ -1,8 +1,15 @@
 -- Fair batched dispatch: take up to B jobs, round robin across guilds (a guild of weight
 -- w gets up to w jobs per turn), and across users within a guild; lease each one.
 -- ARGV: prefix, worker_id, batch_size, lease_s, capabilities ('caption,ocr,...'),
---       max_scan, max_skip
+--       max_scan, max_skip, fresh (1: this call starts a batch; 0: it tops one up)
 -- Returns {now, {{jid, data, attempt, expired (0/1), enqueued_at}, ...}}.
+--
+-- A job taken before and never handed back (its worker died, or hung, with it) is a
+-- suspect: it may be what killed that worker. It runs alone, as a batch of one, so that a
+-- job that crashes the process each time blames only itself: its batch neighbours, also
+-- taken again, each succeed alone, and it reaches the reaper's attempt limit and the
+-- dead letters without them. So a suspect is taken only by a fresh call that has taken
+-- nothing yet, and ends that call; met later, it waits at the head of its line.
 --
 -- Jobs past their deadline are leased and returned flagged `expired` (the worker answers
 -- them "timed out" without running them); they do not count toward B. A job whose task
@@ -14,6 +21,8 @@
 -- leave another guild's servable job for a later call, after an idle wait.
 local wid, B, lease_s = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_scan, max_skip = tonumber(ARGV[6]), tonumber(ARGV[7])
+local fresh = ARGV[8] == '1'
+local alone = false  -- a suspect was met: this call takes nothing more
 local caps = {}
 for t in string.gmatch(ARGV[5], '[^,]+') do caps[t] = true end
 local now = now_s()
@@ -43,7 +52,7 @@ end
 local function serve_guild(g, quota)
   local gu = K.guild_users(g)
   local got, blocked = 0, 0
-  while got < quota and scanned < max_scan and skipped < max_skip do
+  while got < quota and scanned < max_scan and skipped < max_skip and not alone do
     local u = redis.call('LINDEX', gu, 0)
     if not u or blocked >= redis.call('LLEN', gu) then break end
     local jid = redis.call('LINDEX', K.user_queue(g, u), 0)
@@ -51,7 +60,7 @@ local function serve_guild(g, quota)
       scanned = scanned + 1
       redis.call('LPOP', gu)  -- repair a broken invariant rather than loop on it
     else
-      local f = redis.pcall('HMGET', K.job(jid), 'data', 't', 'dl', 'eq')
+      local f = redis.pcall('HMGET', K.job(jid), 'data', 't', 'dl', 'eq', 'a')
       if f.err then f = {} end  -- a planted key of another type: a stale id, dropped
       local dl = tonumber(f[3] or '')
       if not f[1] then
@@ -64,6 +73,14 @@ local function serve_guild(g, quota)
       elseif f[2] and not caps[f[2]] then
         blocked, skipped = blocked + 1, skipped + 1
         redis.call('LMOVE', gu, gu, 'LEFT', 'RIGHT')
+      elseif (tonumber(f[5]) or 0) >= 1 then
+        alone = true
+        if fresh and taken == 0 then
+          pop_head(g, u)
+          lease(jid, f, 0)
+          got, taken = got + 1, taken + 1
+        end
+        break
       else
         scanned = scanned + 1
         pop_head(g, u)
@@ -77,10 +94,11 @@ end
 
 local ring = K.guild_ring()
 local stalled = 0
-while taken < B and scanned < max_scan and skipped < max_skip do
+while taken < B and scanned < max_scan and skipped < max_skip and not alone do
   local g = redis.call('LINDEX', ring, 0)
   if not g then break end
   local got = serve_guild(g, math.min(weight_of(g), B - taken))
+  if alone and got == 0 then break end  -- the guild keeps its turn for its suspect
   if redis.call('LLEN', K.guild_users(g)) == 0 then
     redis.call('LPOP', ring)
   else

@@ -1,0 +1,168 @@
+"""A crash costs seconds, not a lease: a dead worker's jobs go back in line as soon as its
+heartbeat is gone, at the front of their own lines; a frozen worker's late results never
+answer twice; a job that kills its worker each time ends in the dead letters alone.
+
+Workers run as real processes (`python -m inference.worker` with a stand-in engine) and
+are killed with real signals. Leases are 30 s here, so only the heartbeat can explain a
+recovery within seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from inference.errors import JobFailed
+from inference.queue import QueueClient
+from inference.settings import WorkerSettings
+from inference.tasks import Task
+from tests.conftest import REDIS_URL, aw, collect, submit
+
+ROOT = Path(__file__).resolve().parent.parent
+LEASE_S = 30  # long: a recovery within seconds can only come from the heartbeat
+# What the issue asks for is 5 s from the kill; the bound allows for a loaded CI machine.
+RECOVERY_BOUND_S = 8.0
+
+
+def spawn(prefix: str, worker_id: str, *options: str, **env_extra: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "WORKER_ID": worker_id,
+        "BATCH_SIZE": "8",
+        "LEASE_S": str(LEASE_S),
+        "LINGER_S": "0",
+        **env_extra,
+    }
+    args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
+    args += ["inference.worker.testing:sleep_engine"]
+    for option in options:
+        args += ["--engine-option", option]
+    return subprocess.Popen(args, env=env, cwd=ROOT)
+
+
+@contextmanager
+def reaped(*procs: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+async def owner_of(redis: Redis, client: QueueClient, job_id: str) -> str | None:
+    owner = await redis.hget(client.keys.lease_owner, job_id)  # type: ignore[misc]
+    return None if owner is None else str(owner.decode())
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
+    """Poll what other processes make true (they have no other way to tell us)."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_a_killed_workers_jobs_run_again_within_seconds_quiet_guild_first(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    prefix = worker_settings.key_prefix
+    flood = [(await submit(queue_client, guild="A", user=str(i % 3))).job_id for i in range(60)]
+    quiet = (await submit(queue_client, guild="B", user="q")).job_id
+    first = spawn(prefix, "w1", "sleep_s=2")
+    second = None
+    with reaped(first):
+        await until(lambda: _owned_by(redis, queue_client, quiet, "w1"))
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = time.monotonic()
+        second = spawn(prefix, "w2", "sleep_s=1")
+        with reaped(second):
+            await until(lambda: _owned_by(redis, queue_client, quiet, "w2"))
+            recovered_s = time.monotonic() - killed_at
+            still_queued = sum([(await queue_client.status(j)).state == "queued" for j in flood])
+            results = await collect(queue_client, 61, timeout_s=60)
+    print(f"recovered {recovered_s:.1f} s after the kill, {still_queued} flood jobs queued")
+    assert recovered_s < RECOVERY_BOUND_S
+    # The quiet guild did not wait for the flood: many of its jobs were still in line.
+    assert still_queued >= 8
+    counts = Counter(d.result.job_id for d in results)
+    assert set(counts) == {*flood, quiet} and set(counts.values()) == {1}
+    by_id = {d.result.job_id: d.result for d in results}
+    assert by_id[quiet].ok and by_id[quiet].attempt == 2
+
+
+async def _owned_by(redis: Redis, client: QueueClient, job_id: str, worker: str) -> bool:
+    return await owner_of(redis, client, job_id) == worker
+
+
+async def test_a_frozen_worker_never_answers_twice_and_carries_on(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    prefix = worker_settings.key_prefix
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(8)]
+    frozen = spawn(prefix, "w-frozen", "sleep_s=1")
+    rescuer = None
+    with reaped(frozen):
+        await until(lambda: _owned_by(redis, queue_client, ids[0], "w-frozen"))
+        frozen.send_signal(signal.SIGSTOP)  # past its heartbeat's lifetime (3 s)
+        rescuer = spawn(prefix, "w-rescuer", "sleep_s=0")
+        with reaped(rescuer):
+            first = await collect(queue_client, 8, timeout_s=30)
+            frozen.send_signal(signal.SIGCONT)  # it wakes with results nobody wants
+            await asyncio.sleep(2.0)
+            rescuer.send_signal(signal.SIGTERM)
+            assert rescuer.wait(10) == 0
+            # The thawed worker carries on: it serves a new job alone.
+            later = await submit(queue_client, user="late")
+            [after] = await collect(queue_client, 1, timeout_s=20)
+    assert Counter(d.result.job_id for d in first) == Counter(ids)  # each exactly once
+    assert after.result.job_id == later.job_id and after.result.worker_id == "w-frozen"
+    assert await redis.xlen(queue_client.keys.results("bot-test")) == 0  # no late extras
+
+
+async def test_a_poison_job_is_dead_lettered_and_its_neighbours_are_served(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    prefix = worker_settings.key_prefix
+    good = [(await submit(queue_client, user=str(i))).job_id for i in range(7)]
+    poison = (await submit(queue_client, user="p", task="answer", question="poison")).job_id
+    fast = {"WORKER_HEARTBEAT_TTL_S": "1", "REAP_INTERVAL_S": "0.2", "IDLE_WAIT_S": "0.2"}
+    crashes = 0
+
+    async def answered() -> int:
+        return int(await redis.xlen(queue_client.keys.results("bot-test")))
+
+    async with asyncio.timeout(60):
+        while await answered() < 8:
+            proc = spawn(prefix, f"w{crashes}", "sleep_s=0.1", "poison=poison", **fast)
+            with reaped(proc):
+                while proc.poll() is None and await answered() < 8:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                if proc.poll() is not None:
+                    assert proc.returncode == -signal.SIGKILL
+                    crashes += 1
+    results = await collect(queue_client, 8)
+    by_id = {d.result.job_id: d.result for d in results}
+    assert set(by_id) == {*good, poison}
+    assert all(by_id[j].ok for j in good)
+    assert isinstance(by_id[poison].exception(), JobFailed)
+    assert by_id[poison].task is Task.ANSWER
+    # Its first run took its batch down with it; then it ran alone, and died alone.
+    assert crashes == worker_settings.max_attempts
+    letters = await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))
+    [letter] = [json.loads(e) for e in letters]
+    assert (letter["job_id"], letter["reason"]) == (poison, "max_attempts")
