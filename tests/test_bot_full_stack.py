@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 
 from bot.client import PalicordBot
 from inference.detection import iou
-from inference.queue import QueueClient
+from inference.queue import Keys, QueueClient
 from inference.worker.testing import ShapesOracle
 from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, boxes, reply_answer
@@ -111,6 +112,77 @@ async def test_a_flooding_guild_does_not_hold_up_another(
         # most the batch running when it arrived and one more go ahead of it.
         assert len(done_before) <= 2 * batch_size, len(done_before)
         await asyncio.gather(*(answer_for(server, s, timeout_s=30) for s in flood))
+
+
+def start_oracle_worker(prefix: str, worker_id: str, sleep_s: float) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "WORKER_ID": worker_id,
+        "BATCH_SIZE": "8",
+        "LINGER_S": "0",
+        "IDLE_WAIT_S": "0.2",
+    }
+    args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
+    args += ["inference.worker.testing:oracle_engine", "--engine-option", f"sleep_s={sleep_s}"]
+    return subprocess.Popen(args, env=env, cwd=ROOT)
+
+
+async def test_a_worker_killed_mid_batch_loses_no_request_and_the_quiet_guild_goes_first(
+    server: DiscordServer, bot: PalicordBot, prefix: str
+) -> None:
+    # Issue 11's scenario: a flood from one guild, one request from another, the worker
+    # SIGKILLed while that request is in its batch, and restarted the way a supervisor
+    # does (systemd waits RestartSec=5 s; here just past the 3 s heartbeat lifetime).
+    image = server.attachment(png_bytes(one_shape_scene(seed=54).image), "k.png")
+    busy, quiet = server.guilds
+    keys = Keys(prefix)
+    redis = Redis.from_url(REDIS_URL)
+    first = start_oracle_worker(prefix, "w-first", sleep_s=1.0)
+    second = None
+    try:
+        await wait_for_workers(prefix)
+        flood = [
+            await server.slash(
+                "describe", user=server.user(f"k{i}"), guild=busy, attachments={"image": image}
+            )
+            for i in range(24)
+        ]
+        lone = await server.slash(
+            "describe", user=server.user("lone"), guild=quiet, attachments={"image": image}
+        )
+
+        async def quiet_job_running() -> bool:
+            for job_id in await redis.hgetall(keys.lease_owner):
+                guild = await redis.hget(keys.job(job_id.decode()), "g")
+                if guild == str(quiet.id).encode():
+                    return True
+            return False
+
+        async with asyncio.timeout(20):
+            while not await quiet_job_running():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        await asyncio.sleep(3.5)
+        second = start_oracle_worker(prefix, "w-second", sleep_s=0.2)
+        every = [*flood, lone]
+        answers = await asyncio.gather(*(answer_for(server, s, timeout_s=30) for s in every))
+        for state in every:  # exactly one answer each
+            finals = [r for r in server.sent_for(state) if r.method == "PATCH" and r.embed_text]
+            assert len(finals) == 1
+        ordered = sorted(range(len(every)), key=lambda i: answers[i].at)
+        # The killed batch went back to the front: the quiet guild's request is answered
+        # in the restarted worker's first batch, not after the flood's 17 queued requests.
+        assert ordered.index(len(every) - 1) < 8
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        await redis.aclose()
 
 
 @pytest.fixture
