@@ -5,8 +5,12 @@ time, so nothing here ever flushes a database. (Redis fixtures only.)"""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -19,6 +23,7 @@ from inference.tasks import TaskSpec
 from inference.worker import Worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -119,3 +124,22 @@ class RecordingWorker(Worker):
     async def _process(self, taken: Taken) -> None:
         self.batches_taken.append([j.job_id for j in taken.jobs])
         await super()._process(taken)
+
+
+def spawn_worker(prefix: str, engine: str, *options: str, **env: str) -> subprocess.Popen[bytes]:
+    """`python -m inference.worker` as a real process, serving this test's key prefix with a
+    stand-in engine of `inference.worker.testing` (`engine` names its factory); `options`
+    are its KEY=VALUE engine options, `env` settings as environment variables."""
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "IDLE_WAIT_S": "0.2",
+        **env,
+    }
+    args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
+    args += [f"inference.worker.testing:{engine}"]
+    for option in options:
+        args += ["--engine-option", option]
+    return subprocess.Popen(args, env=full_env, cwd=ROOT)

@@ -4,10 +4,8 @@ guilds, and (when the checkpoint exists) the real demo model."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from bot.client import PalicordBot
 from inference.detection import iou
 from inference.queue import Keys, QueueClient
 from inference.worker.testing import ShapesOracle
+from tests.conftest import spawn_worker
 from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, boxes, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server
@@ -37,17 +36,7 @@ DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 
 @pytest.fixture
 def worker_process(prefix: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
-        "IDLE_WAIT_S": "0.2",
-        "LINGER_S": "0",
-    }
-    args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
-    args += ["inference.worker.testing:oracle_engine"]
-    proc = subprocess.Popen(args, env=env, cwd=ROOT)
+    proc = spawn_worker(prefix, "oracle_engine", LINGER_S="0")
     yield proc
     proc.terminate()
     try:
@@ -115,19 +104,8 @@ async def test_a_flooding_guild_does_not_hold_up_another(
 
 
 def start_oracle_worker(prefix: str, worker_id: str, sleep_s: float) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
-        "WORKER_ID": worker_id,
-        "BATCH_SIZE": "8",
-        "LINGER_S": "0",
-        "IDLE_WAIT_S": "0.2",
-    }
-    args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
-    args += ["inference.worker.testing:oracle_engine", "--engine-option", f"sleep_s={sleep_s}"]
-    return subprocess.Popen(args, env=env, cwd=ROOT)
+    env = {"WORKER_ID": worker_id, "BATCH_SIZE": "8", "LINGER_S": "0"}
+    return spawn_worker(prefix, "oracle_engine", f"sleep_s={sleep_s}", **env)
 
 
 async def test_a_worker_killed_mid_batch_loses_no_request_and_the_quiet_guild_goes_first(

@@ -21,7 +21,7 @@ from inference.queue import QueueClient, QueueSettings
 from inference.settings import WorkerSettings
 from inference.worker import EXIT_ENGINE_HUNG, Worker
 from inference.worker.testing import NoopEngine
-from tests.conftest import BOT_ID, REDIS_URL, collect, submit
+from tests.conftest import BOT_ID, REDIS_URL, collect, spawn_worker, submit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,21 +34,12 @@ def start_worker(
     max_batch_run_s: float = 600.0,
 ) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
         "BATCH_SIZE": str(batch_size),
         "LEASE_S": str(lease_s),
         "MAX_BATCH_RUN_S": str(max_batch_run_s),
         "REAP_INTERVAL_S": "0.2",
-        "IDLE_WAIT_S": "0.2",
     }
-    args = [sys.executable, "-m", "inference.worker", "--engine"]
-    args += ["inference.worker.testing:sleep_engine", "--log-level", "WARNING"]
-    for option in options:
-        args += ["--engine-option", option]
-    return subprocess.Popen(args, env=env, cwd=ROOT)
+    return spawn_worker(prefix, "sleep_engine", *options, **env)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
