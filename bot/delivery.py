@@ -11,15 +11,18 @@ downloaded again on a miss.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import statistics
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
 from bot.answer import ItemAnswer, compose
 from bot.download import Downloader, ImageRef
+from bot.errors import BotRestarted
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
 from inference.queue import JobResult, Keys, QueueClient, redis_boundary
@@ -32,7 +35,10 @@ RETRY_MAX_S = 15.0
 DELIVERY_TIMEOUT_S = 60.0
 RECENT_WAITS = 200
 DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
+# Interaction tokens last 15 minutes: an intake older than that can no longer be answered.
+INTAKE_TTL_S = 15 * 60
 _CLAIM_FIELD = "delivered"
+_QUEUED_PREFIX = "q:"  # request hash field "q:<index>": that image's job is in the queue
 
 
 class Deliverer:
@@ -55,6 +61,8 @@ class Deliverer:
         self._images = images
         self._downloader = downloader
         self._recent_waits: deque[float] = deque(maxlen=RECENT_WAITS)
+        self._started_at = time.time()
+        self._swept = False
 
     def typical_wait_s(self) -> float | None:
         """Median time from queued to answered over recent results, if any."""
@@ -65,6 +73,9 @@ class Deliverer:
         backoff = Backoff(max_s=RETRY_MAX_S, first_s=RETRY_FIRST_S)
         while True:
             try:
+                if not self._swept:
+                    await self.answer_orphans()
+                    self._swept = True
                 async for delivery in self._queue.results():
                     backoff.reset()
                     await self.handle(delivery.result)
@@ -98,6 +109,25 @@ class Deliverer:
         count = await self._store.record(item.request_id, item.index, result)
         if count >= item.count:
             await self._finish(item)
+
+    async def answer_orphans(self) -> int:
+        """Finish the requests an earlier run of this bot acknowledged but died before
+        queueing: each image that never reached the queue gets a BotRestarted outcome, so
+        the request still ends in one answer. Returns how many requests were orphaned."""
+        instance_id = self._queue.instance_id
+        orphans = await self._store.orphaned_intakes(instance_id, before=self._started_at)
+        for request_id, items in orphans.items():
+            settled = await self._store.settled_indexes(request_id)
+            for item in items:
+                if item.index not in settled:
+                    failure = JobResult.failure(
+                        f"{request_id}-{item.index}", item.to_context(), BotRestarted()
+                    )
+                    await self.record(item, failure)
+            await self._store.end_intake(instance_id, request_id)
+        if orphans:
+            log.warning("answered %d requests interrupted by a restart", len(orphans))
+        return len(orphans)
 
     async def _finish(self, item: ItemContext) -> None:
         outcomes = await self._store.outcomes(item.request_id)
@@ -160,7 +190,7 @@ class RequestStore:
             pipe.expire(key, self._ttl_s)
             pipe.hkeys(key)
             *_, fields = await pipe.execute()
-        return sum(1 for f in fields if f != _CLAIM_FIELD.encode())
+        return sum(1 for f in fields if f.isdigit())
 
     async def claim(self, request_id: str) -> bool:
         """True exactly once per request: whoever gets it delivers the answer."""
@@ -174,7 +204,7 @@ class RequestStore:
             raw = await awaited(self._redis.hgetall(self._keys.request(request_id)))
         out: dict[int, JobResult] = {}
         for field, value in raw.items():
-            if field == _CLAIM_FIELD.encode():
+            if not field.isdigit():  # the claim, or a queued marker
                 continue
             try:
                 out[int(field)] = JobResult.from_json(value)
@@ -191,6 +221,58 @@ class RequestStore:
             ]
             if fields:
                 await awaited(self._redis.hdel(key, *fields))
+
+    async def begin_intake(self, instance_id: str, items: Sequence[ItemContext]) -> None:
+        """Remember an acknowledged request until all its images are queued or it is
+        refused (`end_intake`): a bot that dies in between finds it when it starts again."""
+        record = json.dumps({"at": time.time(), "items": [i.to_context() for i in items]})
+        key = self._keys.intake(instance_id)
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(key, items[0].request_id, record)
+            pipe.expire(key, INTAKE_TTL_S)
+            await pipe.execute()
+
+    async def mark_queued(self, request_id: str, index: int) -> None:
+        """That image's job is in the queue: its answer will come from a worker."""
+        key = self._keys.request(request_id)
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(key, f"{_QUEUED_PREFIX}{index}", "1")
+            pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
+    async def end_intake(self, instance_id: str, request_id: str) -> None:
+        with redis_boundary():
+            await awaited(self._redis.hdel(self._keys.intake(instance_id), request_id))
+
+    async def orphaned_intakes(
+        self, instance_id: str, *, before: float
+    ) -> dict[str, list[ItemContext]]:
+        """Intakes begun before `before` (this run's start) and never ended."""
+        key = self._keys.intake(instance_id)
+        with redis_boundary():
+            raw = await awaited(self._redis.hgetall(key))
+        out: dict[str, list[ItemContext]] = {}
+        for field, value in raw.items():
+            try:
+                record = json.loads(value)
+                items = [ItemContext.from_context(c) for c in record["items"]]
+                begun_at = float(record["at"])
+            except (ValueError, KeyError, TypeError, MalformedMessage):
+                log.warning("dropping a malformed intake record")
+                await self.end_intake(instance_id, field.decode(errors="replace"))
+                continue
+            if begun_at < before and items:
+                out[field.decode()] = items
+        return out
+
+    async def settled_indexes(self, request_id: str) -> set[int]:
+        """Images of the request that were queued or already have an outcome."""
+        with redis_boundary():
+            fields = await awaited(self._redis.hkeys(self._keys.request(request_id)))
+        names = [f.decode().removeprefix(_QUEUED_PREFIX) for f in fields]
+        return {int(n) for n in names if n.isdigit()}
 
     async def add_user_job(self, user_id: int, job_id: str, deadline_at: float) -> None:
         key = self._keys.user_jobs(user_id)

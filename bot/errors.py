@@ -10,7 +10,8 @@
     │   └── NotAllowed                 the user lacks a permission (e.g. Manage Server)
     └── QueueError
         ├── CooldownActive             the same user again, too soon
-        └── DailyQuotaReached          the guild used today's quota
+        ├── DailyQuotaReached          the guild used today's quota
+        └── BotRestarted               the bot died between acknowledging and queueing
 
 Every message is fit to show the user as it is; `user_message` maps anything else
 (discord.py's own errors included) to a short, safe line.
@@ -64,6 +65,13 @@ class CooldownActive(QueueError):
 class DailyQuotaReached(QueueError):
     code = "daily_quota"
     default_message = "This server has used up today's image quota. It resets at midnight UTC."
+
+
+class BotRestarted(QueueError):
+    code = "bot_restarted"
+    default_message = (
+        "I restarted while taking this request, so it was not queued. Please send it again."
+    )
 
 
 def user_message(exc: BaseException) -> str:

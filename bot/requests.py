@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -49,14 +48,6 @@ MAX_CHOICES = 25
 # acknowledgement read Redis; one that accepts connections but does not answer must not
 # eat that window, or the user sees only "The application did not respond".
 ADMIT_BUDGET_S = 2.0
-_MENTION_RE = re.compile(r"<@!?(\d+)>")
-_KEYWORDS = {
-    "detect": Task.DETECT,
-    "describe": Task.DESCRIBE,
-    "caption": Task.CAPTION,
-    "ocr": Task.OCR,
-    "read": Task.OCR,
-}
 
 
 # --- what was asked, by whom -------------------------------------------------------------
@@ -94,27 +85,6 @@ def choose_language(explicit: str | None, *candidates: str | None) -> str:
         except UnsupportedLanguage:
             continue
     return DEFAULT_LANGUAGE
-
-
-def strip_mentions(text: str, bot_id: int) -> str:
-    """The message without the bot's own mention(s), whitespace collapsed."""
-    cleaned = _MENTION_RE.sub(lambda m: "" if int(m.group(1)) == bot_id else m.group(0), text)
-    return " ".join(cleaned.split())
-
-
-def parse_mention(text: str, bot_id: int) -> Ask:
-    """No text: caption. `detect a ; b`: detection. `describe`: a long description.
-    `ocr` / `read`: the text. `caption`: a caption. Anything else: a question."""
-    rest = strip_mentions(text, bot_id)
-    if not rest:
-        return Ask(Task.CAPTION)
-    word, _, tail = rest.partition(" ")
-    task = _KEYWORDS.get(word.lower().rstrip(":,"))
-    if task is Task.DETECT:
-        return Ask(Task.DETECT, objects=tail)
-    if task is not None:
-        return Ask(task)
-    return Ask(Task.ANSWER, question=rest)
 
 
 # --- the path of one request ------------------------------------------------------------
@@ -199,22 +169,39 @@ class Requests:
                 raise got
         return out
 
-    async def submit(
-        self,
-        who: Who,
-        refs: Sequence[ImageRef],
-        spec: TaskSpec,
-        address: ReplyAddress,
-        config: GuildConfig,
-    ) -> None:
-        """Download, check and queue every image, then show the place in line. Raises the
-        first error when no image at all could be queued; otherwise per-image errors
-        become part of the answer."""
+    async def open(self, refs: Sequence[ImageRef], address: ReplyAddress) -> list[ItemContext]:
+        """A new, acknowledged request, remembered in Redis until `close`: should this bot
+        die before every image is queued, its next run tells the user (see
+        `Deliverer.answer_orphans`)."""
         request_id = uuid.uuid4().hex
         items = [
             ItemContext(request_id, i, len(refs), r.filename, r.url, address)
             for i, r in enumerate(refs)
         ]
+        await self._store.begin_intake(self._queue.instance_id, items)
+        return items
+
+    async def close(self, items: Sequence[ItemContext]) -> None:
+        """Every image is queued or the user has been told why not."""
+        try:
+            await self._store.end_intake(self._queue.instance_id, items[0].request_id)
+        except QueueUnavailable:
+            # The record expires with the interaction token; a restart before then would
+            # tell this user once more that the request was interrupted.
+            log.warning("could not close the intake of request %s", items[0].request_id)
+
+    async def submit(
+        self,
+        who: Who,
+        refs: Sequence[ImageRef],
+        items: Sequence[ItemContext],
+        spec: TaskSpec,
+        config: GuildConfig,
+    ) -> None:
+        """Download, check and queue every image, then show the place in line. Raises the
+        first error when no image at all could be queued; otherwise per-image errors
+        become part of the answer."""
+        request_id, address = items[0].request_id, items[0].address
         intake = await self._intake_all(refs)
         good = [i for i, got in enumerate(intake) if isinstance(got, bytes)]
         if not good:
@@ -231,6 +218,7 @@ class Requests:
             assert isinstance(data, bytes)
             try:
                 place = await self._queue_one(who, spec, items[i], data)
+                await self._store.mark_queued(request_id, i)
             except PalicordError as exc:
                 failures[i] = exc
                 if submitted:
@@ -329,8 +317,8 @@ async def run_interaction(
     refs: Sequence[ImageRef],
     ask: Ask,
 ) -> None:
-    """Check, defer (within Discord's 3 s), then queue. Errors propagate to the caller's
-    error handler, which answers ephemerally (see `respond_error`)."""
+    """Check, defer (within Discord's 3 s), then queue. Refusals before the deferral go
+    to the caller's error handler, later ones are answered here; all privately."""
     who = who_of_interaction(interaction)
     config, images = await in_time(service.admit(who, refs))
     spec = service.spec(ask, config=config, locale=str(interaction.locale))
@@ -338,12 +326,22 @@ async def run_interaction(
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
-    address = interaction_address(interaction, message_id)
-    await service.submit(who, images, spec, address, config)
+    items = await service.open(images, interaction_address(interaction, message_id))
+    try:
+        await service.submit(who, images, items, spec, config)
+    except Exception as exc:
+        # Answered here rather than by the tree's handler: the intake closes only once
+        # the user has been told.
+        if not isinstance(exc, PalicordError):
+            log.error("request %s failed", items[0].request_id, exc_info=exc)
+        if not await respond_error(interaction, exc):
+            return  # not told: the intake stays open, and the next run tells them
+    await service.close(items)
 
 
-async def respond_error(interaction: discord.Interaction, error: BaseException) -> None:
-    """Tell the user what went wrong, privately, whether or not we deferred already."""
+async def respond_error(interaction: discord.Interaction, error: BaseException) -> bool:
+    """Tell the user what went wrong, privately, whether or not we deferred already;
+    False when Discord did not take the message."""
     text = "⚠️ " + user_message(error)
     try:
         if interaction.response.is_done():
@@ -355,6 +353,8 @@ async def respond_error(interaction: discord.Interaction, error: BaseException) 
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException as exc:
         log.info("could not report an error to the user: HTTP %s", exc.status)
+        return False
+    return True
 
 
 async def run_mention(
@@ -381,10 +381,14 @@ async def run_mention(
             message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
         ),
     )
+    items = await service.open(images, address)
     try:
-        await service.submit(who, images, spec, address, config)
-    except PalicordError as exc:
-        await reply.edit(content="⚠️ " + exc.message)
+        await service.submit(who, images, items, spec, config)
+    except Exception as exc:
+        if not isinstance(exc, PalicordError):
+            log.error("request %s failed", items[0].request_id, exc_info=exc)
+        await reply.edit(content="⚠️ " + user_message(exc))
+    await service.close(items)
 
 
 async def language_autocomplete(

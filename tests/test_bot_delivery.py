@@ -153,3 +153,37 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
     assert len(outbox.sent) == 1  # ... and acknowledged without a second answer
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert failures == []
+
+
+async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
+    parts: tuple[Deliverer, Outbox, FlakyStore], redis: Redis, redis_prefix: str
+) -> None:
+    deliverer, outbox, store = parts
+    store.failures_left = 0
+    address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
+    items = [ItemContext("cut", i, 2, f"{i}.png", "", address) for i in range(2)]
+    # What a bot killed between its two submissions leaves behind: image 0 queued,
+    # image 1 not, and the intake still open.
+    await store.begin_intake("t", items)
+    await store.mark_queued("cut", 0)
+    assert await deliverer.answer_orphans() == 0  # begun during this run: not an orphan
+    queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
+    async with aiohttp.ClientSession() as session:
+        restarted = Deliverer(
+            queue=queue,
+            store=store,
+            replies=outbox,
+            progress=ProgressBoard(queue, outbox, interval_s=1),
+            images=ImageCache(),
+            downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
+        )
+        assert await restarted.answer_orphans() == 1
+        assert outbox.sent == []  # image 0's result is still to come
+        assert await restarted.answer_orphans() == 0  # closed: told once
+        done = JobResult(
+            job_id="j0", context=items[0].to_context(), task=Task.CAPTION, text="a cat"
+        )
+        await restarted.handle(done)
+    [(_, answer)] = outbox.sent
+    assert answer.embeds[0].description == "a cat"
+    assert "restarted" in (answer.embeds[1].description or "")

@@ -7,15 +7,19 @@ import itertools
 import logging
 
 import pytest
+from aiohttp import web
+from redis.asyncio import Redis
 
 from bot.client import PalicordBot
 from bot.delivery import RETRY_MAX_S
+from inference.queue import Keys
 from inference.worker.testing import ShapesOracle
 from tests.discord_server import DiscordServer, InteractionState
 from tests.discord_server.expect import answer_for, error_for
 from tests.discord_server.fixtures import bot, prefix, server
 from tests.discord_server.harness import (
     REDIS_PORT,
+    REDIS_URL,
     bot_settings,
     one_shape_scene,
     png_bytes,
@@ -169,3 +173,44 @@ async def test_progress_edits_are_throttled_and_only_on_change(
         assert len([r for r in sent if r.embed_text]) == 1
     last = server.sent_for(states[-1])
     assert any("In line: #" in r.content for r in last), "a queued request shows its place"
+
+
+async def test_a_request_the_bot_died_with_is_answered_by_its_next_run(
+    server: DiscordServer, prefix: str
+) -> None:
+    # The picture's host never answers: the bot has acknowledged the request ("thinking…")
+    # and not queued it yet when it goes away.
+    async def never(request: web.Request) -> web.StreamResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/{name}", never)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    data = png_bytes(one_shape_scene(seed=37).image)
+    image = server.attachment(data, "h.png", url=f"http://127.0.0.1:{port}/h.png")
+    settings = bot_settings(server, prefix, download_timeout_s=60)
+    intake = Keys(prefix).intake(settings.instance_id)
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        async with running_bot(settings):
+            state = await server.slash(
+                "describe", user=server.user("hal"), attachments={"image": image}
+            )
+            async with asyncio.timeout(10):
+                while not await redis.hlen(intake):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            left_behind = await redis.hgetall(intake)
+        # A SIGKILL leaves the record exactly as it was; this orderly shutdown need not.
+        await redis.hset(intake, mapping=left_behind)
+        async with running_bot(settings):
+            answer = await answer_for(server, state)
+        assert "restarted while taking this request" in answer.text
+        assert await redis.hlen(intake) == 0
+    finally:
+        await redis.aclose()
+        await runner.cleanup()

@@ -58,6 +58,9 @@ _TEMPLATES: dict[str, str] = {
     "request": "bot:request:{}",
     # sorted set job id -> deadline, for /queue
     "user_jobs": "bot:user-jobs:{}",
+    # per bot instance: hash request id -> its reply address, from the acknowledgement
+    # until its images are queued (or it is refused), so a restarted bot can tell users
+    "intake": "bot:intake:{}",
 }
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -158,6 +161,9 @@ class Keys:
 
     def user_jobs(self, user_id: int) -> str:
         return self._k("user_jobs", str(user_id))
+
+    def intake(self, instance_id: str) -> str:
+        return self._k("intake", instance_id)
 
 
 def lua_prelude() -> str:
