@@ -52,6 +52,20 @@ class FlakyStore(RequestStore):
         return await super().outcomes(request_id)
 
 
+def deliverer_for(
+    queue: QueueClient, store: RequestStore, outbox: Outbox, session: aiohttp.ClientSession
+) -> Deliverer:
+    """A Deliverer as the bot builds one, posting into `outbox`."""
+    return Deliverer(
+        queue=queue,
+        store=store,
+        replies=outbox,
+        progress=ProgressBoard(queue, outbox, interval_s=1),
+        images=ImageCache(),
+        downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
+    )
+
+
 @pytest.fixture
 async def parts(
     redis: Redis, redis_prefix: str
@@ -60,15 +74,7 @@ async def parts(
     outbox = Outbox()
     store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60)
     async with aiohttp.ClientSession() as session:
-        deliverer = Deliverer(
-            queue=queue,
-            store=store,
-            replies=outbox,
-            progress=ProgressBoard(queue, outbox, interval_s=1),
-            images=ImageCache(),
-            downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
-        )
-        yield deliverer, outbox, store
+        yield deliverer_for(queue, store, outbox, session), outbox, store
 
 
 def result_for(index: int, count: int) -> JobResult:
@@ -124,14 +130,8 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
                     return True
 
             outbox = CuttingOutbox()
-            deliverer = Deliverer(
-                queue=queue,
-                store=RequestStore(redis, Keys(redis_prefix), ttl_s=60),
-                replies=outbox,
-                progress=ProgressBoard(queue, outbox, interval_s=1),
-                images=ImageCache(),
-                downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
-            )
+            store = RequestStore(redis, Keys(redis_prefix), ttl_s=60)
+            deliverer = deliverer_for(queue, store, outbox, session)
             item = result_for(0, 1).context
             job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=item)
             await QueueClient(redis, settings, instance_id="t", require_worker=False).submit(
@@ -169,14 +169,7 @@ async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
     assert await deliverer.answer_orphans() == 0  # begun during this run: not an orphan
     queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
     async with aiohttp.ClientSession() as session:
-        restarted = Deliverer(
-            queue=queue,
-            store=store,
-            replies=outbox,
-            progress=ProgressBoard(queue, outbox, interval_s=1),
-            images=ImageCache(),
-            downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
-        )
+        restarted = deliverer_for(queue, store, outbox, session)
         assert await restarted.answer_orphans() == 1
         assert outbox.sent == []  # image 0's result is still to come
         assert await restarted.answer_orphans() == 0  # closed: told once
