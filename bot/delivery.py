@@ -35,6 +35,9 @@ RETRY_MAX_S = 15.0
 DELIVERY_TIMEOUT_S = 60.0
 RECENT_WAITS = 200
 DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
+# Entries are bounded too: many tiny pictures would otherwise cost dictionary overhead
+# far beyond their bytes. A detect request waits minutes at most; this is hours of them.
+DEFAULT_IMAGE_CACHE_ENTRIES = 10_000
 # Interaction tokens last 15 minutes: an intake older than that can no longer be answered.
 INTAKE_TTL_S = 15 * 60
 _CLAIM_FIELD = "delivered"
@@ -296,12 +299,17 @@ class RequestStore:
 
 
 class ImageCache:
-    """LRU map (request id, image index) → bytes, capped at `capacity_bytes` in total.
-    A miss (evicted, or a bot restarted since) is not an error: the attachment is
-    downloaded again."""
+    """LRU map (request id, image index) → bytes, capped at `capacity_bytes` in total and
+    `max_entries` pictures. A miss (evicted, or a bot restarted since) is not an error:
+    the attachment is downloaded again."""
 
-    def __init__(self, capacity_bytes: int = DEFAULT_IMAGE_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        capacity_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+        max_entries: int = DEFAULT_IMAGE_CACHE_ENTRIES,
+    ) -> None:
         self._capacity = capacity_bytes
+        self._max_entries = max_entries
         self._size = 0
         self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
@@ -311,7 +319,7 @@ class ImageCache:
         self.pop(request_id, index)
         self._items[(request_id, index)] = data
         self._size += len(data)
-        while self._size > self._capacity:
+        while self._size > self._capacity or len(self._items) > self._max_entries:
             _, old = self._items.popitem(last=False)
             self._size -= len(old)
 

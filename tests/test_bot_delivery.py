@@ -180,3 +180,15 @@ async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
     [(_, answer)] = outbox.sent
     assert answer.embeds[0].description == "a cat"
     assert "restarted" in (answer.embeds[1].description or "")
+
+
+def test_the_image_cache_is_bounded_by_bytes_and_by_entries() -> None:
+    cache = ImageCache(capacity_bytes=10, max_entries=3)
+    for n in range(5):
+        cache.put("r", n, b"x")  # tiny pictures: the entry bound applies
+    assert [cache.pop("r", n) for n in range(5)] == [None, None, b"x", b"x", b"x"]
+    cache.put("r", 0, b"12345678")
+    cache.put("r", 1, b"abcd")  # 12 bytes > 10: the oldest goes
+    assert (cache.pop("r", 0), cache.pop("r", 1)) == (None, b"abcd")
+    cache.put("r", 2, b"x" * 11)  # larger than the whole cache: not kept
+    assert cache.pop("r", 2) is None
