@@ -25,7 +25,7 @@ from bot.download import Downloader, ImageRef
 from bot.errors import BotRestarted
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
-from inference.queue import JobResult, Keys, QueueClient, redis_boundary
+from inference.queue import JobResult, JobState, Keys, QueueClient, redis_boundary
 from inference.queue.connection import Backoff, awaited, describe
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ DEFAULT_IMAGE_CACHE_ENTRIES = 10_000
 # Interaction tokens last 15 minutes: an intake older than that can no longer be answered.
 INTAKE_TTL_S = 15 * 60
 _CLAIM_FIELD = "delivered"
-_QUEUED_PREFIX = "q:"  # request hash field "q:<index>": that image's job is in the queue
 
 
 class Deliverer:
@@ -120,13 +119,14 @@ class Deliverer:
         instance_id = self._queue.instance_id
         orphans = await self._store.orphaned_intakes(instance_id, before=self._started_at)
         for request_id, items in orphans.items():
-            settled = await self._store.settled_indexes(request_id)
+            decided = set(await self._store.outcomes(request_id))
             for item in items:
-                if item.index not in settled:
-                    failure = JobResult.failure(
-                        f"{request_id}-{item.index}", item.to_context(), BotRestarted()
-                    )
-                    await self.record(item, failure)
+                if item.index in decided:
+                    continue
+                if (await self._queue.status(item.job_id)).state is not JobState.UNKNOWN:
+                    continue  # queued before the crash: its worker answers it
+                failure = JobResult.failure(item.job_id, item.to_context(), BotRestarted())
+                await self.record(item, failure)
             await self._store.end_intake(instance_id, request_id)
         if orphans:
             log.warning("answered %d requests interrupted by a restart", len(orphans))
@@ -207,7 +207,7 @@ class RequestStore:
             raw = await awaited(self._redis.hgetall(self._keys.request(request_id)))
         out: dict[int, JobResult] = {}
         for field, value in raw.items():
-            if not field.isdigit():  # the claim, or a queued marker
+            if not field.isdigit():  # the delivery claim
                 continue
             try:
                 out[int(field)] = JobResult.from_json(value)
@@ -236,15 +236,6 @@ class RequestStore:
             pipe.expire(key, INTAKE_TTL_S)
             await pipe.execute()
 
-    async def mark_queued(self, request_id: str, index: int) -> None:
-        """That image's job is in the queue: its answer will come from a worker."""
-        key = self._keys.request(request_id)
-        with redis_boundary():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(key, f"{_QUEUED_PREFIX}{index}", "1")
-            pipe.expire(key, self._ttl_s)
-            await pipe.execute()
-
     async def end_intake(self, instance_id: str, request_id: str) -> None:
         with redis_boundary():
             await awaited(self._redis.hdel(self._keys.intake(instance_id), request_id))
@@ -252,7 +243,8 @@ class RequestStore:
     async def orphaned_intakes(
         self, instance_id: str, *, before: float
     ) -> dict[str, list[ItemContext]]:
-        """Intakes begun before `before` (this run's start) and never ended."""
+        """Intakes begun before `before` (this run's start) and never ended, younger than
+        the interaction tokens they would answer with; older ones are dropped."""
         key = self._keys.intake(instance_id)
         with redis_boundary():
             raw = await awaited(self._redis.hgetall(key))
@@ -266,16 +258,11 @@ class RequestStore:
                 log.warning("dropping a malformed intake record")
                 await self.end_intake(instance_id, field.decode(errors="replace"))
                 continue
-            if begun_at < before and items:
+            if begun_at < time.time() - INTAKE_TTL_S:
+                await self.end_intake(instance_id, field.decode())
+            elif begun_at < before and items:
                 out[field.decode()] = items
         return out
-
-    async def settled_indexes(self, request_id: str) -> set[int]:
-        """Images of the request that were queued or already have an outcome."""
-        with redis_boundary():
-            fields = await awaited(self._redis.hkeys(self._keys.request(request_id)))
-        names = [f.decode().removeprefix(_QUEUED_PREFIX) for f in fields]
-        return {int(n) for n in names if n.isdigit()}
 
     async def add_user_job(self, user_id: int, job_id: str, deadline_at: float) -> None:
         key = self._keys.user_jobs(user_id)

@@ -76,6 +76,12 @@ class ItemContext:
     image_url: str
     address: ReplyAddress
 
+    @property
+    def job_id(self) -> str:
+        """The id of this image's job: known in advance, so that a bot restarted mid-way
+        can ask the queue which images of a request it had already queued."""
+        return f"{self.request_id}-{self.index}"
+
     def to_context(self) -> dict[str, str]:
         a = self.address
         out = {

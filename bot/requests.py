@@ -218,7 +218,6 @@ class Requests:
             assert isinstance(data, bytes)
             try:
                 place = await self._queue_one(who, spec, items[i], data)
-                await self._store.mark_queued(request_id, i)
             except PalicordError as exc:
                 failures[i] = exc
                 if submitted:
@@ -244,6 +243,7 @@ class Requests:
             user_id=who.user_id,
             channel_id=who.channel_id,
             context=item.to_context(),
+            job_id=item.job_id,
         )
         if spec.task is Task.DETECT:
             self._images.put(item.request_id, item.index, data)
@@ -259,9 +259,7 @@ class Requests:
         return job.job_id, submitted.place
 
     async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
-        result = JobResult.failure(
-            f"{item.request_id}-{item.index}", item.to_context(), exc, task=spec.task
-        )
+        result = JobResult.failure(item.job_id, item.to_context(), exc, task=spec.task)
         await self._deliverer.record(item, result)
 
 
@@ -381,14 +379,16 @@ async def run_mention(
             message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
         ),
     )
-    items = await service.open(images, address)
+    items: list[ItemContext] = []
     try:
+        items = await service.open(images, address)
         await service.submit(who, images, items, spec, config)
     except Exception as exc:
         if not isinstance(exc, PalicordError):
-            log.error("request %s failed", items[0].request_id, exc_info=exc)
+            log.error("mention request failed", exc_info=exc)
         await reply.edit(content="⚠️ " + user_message(exc))
-    await service.close(items)
+    if items:
+        await service.close(items)
 
 
 async def language_autocomplete(

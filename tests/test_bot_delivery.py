@@ -165,9 +165,14 @@ async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
     # What a bot killed between its two submissions leaves behind: image 0 queued,
     # image 1 not, and the intake still open.
     await store.begin_intake("t", items)
-    await store.mark_queued("cut", 0)
+    queue = QueueClient(
+        redis, QueueSettings(key_prefix=redis_prefix), instance_id="t", require_worker=False
+    )
+    spec = TaskSpec.build(Task.CAPTION)
+    context = items[0].to_context()
+    job = queue.new_job(spec, guild_id=3, user_id=2, context=context, job_id=items[0].job_id)
+    await queue.submit(job, b"img")
     assert await deliverer.answer_orphans() == 0  # begun during this run: not an orphan
-    queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
     async with aiohttp.ClientSession() as session:
         restarted = deliverer_for(queue, store, outbox, session)
         assert await restarted.answer_orphans() == 1

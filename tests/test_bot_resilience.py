@@ -211,6 +211,8 @@ async def test_a_request_the_bot_died_with_is_answered_by_its_next_run(
             answer = await answer_for(server, state)
         assert "restarted while taking this request" in answer.text
         assert await redis.hlen(intake) == 0
+        finals = [r for r in server.sent_for(state) if r.method == "PATCH" and r.embed_text]
+        assert finals == [answer]  # one answer: the first run told the user nothing
     finally:
         await redis.aclose()
         await runner.cleanup()

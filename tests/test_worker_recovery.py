@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from inference.errors import JobFailed
 from inference.queue import QueueClient
+from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
 from inference.tasks import Task
 from tests.conftest import aw, collect, spawn_worker, submit
@@ -148,3 +149,36 @@ async def test_a_poison_job_is_dead_lettered_and_its_neighbours_are_served(
     letters = await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))
     [letter] = [json.loads(e) for e in letters]
     assert (letter["job_id"], letter["reason"]) == (poison, "max_attempts")
+
+
+async def test_a_worker_restarted_under_the_same_id_takes_its_predecessors_jobs_back(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # systemd or a StatefulSet restarts it with its configured WORKER_ID: renewing that
+    # id's heartbeat must not make the dead process's leases look alive.
+    prefix = worker_settings.key_prefix
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(4)]
+    first = spawn(prefix, "gpu-0", "sleep_s=30")
+    with reaped(first):
+        await until(lambda: _owned_by(redis, queue_client, ids[0], "gpu-0"))
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    killed_at = time.monotonic()
+    again = spawn(prefix, "gpu-0", "sleep_s=0")
+    with reaped(again):
+        results = await collect(queue_client, 4, timeout_s=20)
+        recovered_s = time.monotonic() - killed_at
+    assert sorted(d.result.job_id for d in results) == sorted(ids)
+    assert recovered_s < RECOVERY_BOUND_S  # not the 30 s lease
+
+
+async def test_a_worker_back_from_a_redis_outage_does_not_rob_the_others(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    scripts = Scripts(redis, queue_client.keys)
+    await submit(queue_client)
+    # Leased by a worker whose heartbeat has lapsed (as every heartbeat does while Redis
+    # is away): judged by heartbeat, its jobs would go back in line at once.
+    assert len((await scripts.take("silent", 1, 30.0, Task, 8)).jobs) == 1
+    assert (await scripts.reap("back", 3, 30.0, 10, by_heartbeat=False)).requeued == 0
+    assert (await scripts.reap("back", 3, 30.0, 10, by_heartbeat=True)).requeued == 1

@@ -99,6 +99,7 @@ class QueueClient:
         user_id: int | str,
         channel_id: int | str | None = None,
         context: Mapping[str, str] | None = None,
+        job_id: str | None = None,
     ) -> Job:
         """A job addressed to this instance, due after the configured deadline."""
         return Job.new(
@@ -109,6 +110,7 @@ class QueueClient:
             reply_to=self.instance_id,
             deadline_s=self._settings.job_deadline_s,
             context=context,
+            job_id=job_id,
         )
 
     async def submit(self, job: Job, image: bytes) -> Submitted:

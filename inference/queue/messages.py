@@ -142,11 +142,12 @@ class Job:
         channel_id: int | str | None = None,
         context: Mapping[str, str] | None = None,
         now: float | None = None,
+        job_id: str | None = None,
     ) -> Job:
-        """A fresh job with a random id, created now and due `deadline_s` from now."""
+        """A fresh job (a random id unless given), created now, due `deadline_s` from now."""
         created = time.time() if now is None else now
         return cls(
-            job_id=uuid.uuid4().hex,
+            job_id=job_id or uuid.uuid4().hex,
             spec=spec,
             guild_id=DM_GUILD if guild_id is None else str(guild_id),
             channel_id=None if channel_id is None else str(channel_id),

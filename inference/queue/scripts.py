@@ -194,9 +194,22 @@ class Scripts:
         lost = await self._call("extend", worker_id, lease_s, *job_ids)
         return [_text(j) for j in lost]
 
-    async def reap(self, reaper_id: str, max_attempts: int, lease_s: float, limit: int) -> Reaped:
-        """Requeue lapsed leases at the front of their lines; lease out-of-attempts jobs."""
-        requeued, rows = await self._call("reap", reaper_id, max_attempts, lease_s, limit)
+    async def reap(
+        self,
+        reaper_id: str,
+        max_attempts: int,
+        lease_s: float,
+        limit: int,
+        *,
+        by_heartbeat: bool = True,
+        presumed_dead: str = "",
+    ) -> Reaped:
+        """Requeue lapsed leases at the front of their lines; lease out-of-attempts jobs.
+        A lease also counts as lapsed when its owner's heartbeat is gone (`by_heartbeat`)
+        or its owner is `presumed_dead`."""
+        requeued, rows = await self._call(
+            "reap", reaper_id, max_attempts, lease_s, limit, int(by_heartbeat), presumed_dead
+        )
         return Reaped(requeued=int(requeued), dying=[TakenJob.from_reply(r) for r in rows])
 
     async def release(self, worker_id: str, job_ids: list[str]) -> int:

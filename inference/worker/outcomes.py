@@ -14,10 +14,12 @@ from inference.errors import JobFailed, JobTimedOut, MalformedMessage, PalicordE
 from inference.queue import Job, JobResult, QueueSettings, redis_boundary
 from inference.queue.messages import salvage_reply_address
 from inference.queue.scripts import Scripts, TakenJob
+from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_DATA_CHARS = 4_096  # enough to debug a payload, not enough to bloat Redis
+REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +146,32 @@ async def publish(
             )
         replies = await pipe.execute()
     return sum(int(r) for r in replies)
+
+
+async def reap(
+    scripts: Scripts,
+    redis: Redis,
+    settings: WorkerSettings,
+    worker_id: str,
+    *,
+    by_heartbeat: bool,
+    presumed_dead: str,
+) -> int:
+    """One reaper pass: lapsed jobs back in line, those out of attempts answered with
+    JobFailed and dead-lettered. Returns how many went back in line."""
+    s = settings
+    reaped = await scripts.reap(
+        worker_id,
+        s.max_attempts,
+        s.lease_s,
+        REAP_LIMIT,
+        by_heartbeat=by_heartbeat,
+        presumed_dead=presumed_dead,
+    )
+    if reaped.requeued:
+        log.info("requeued %d jobs whose lease lapsed or whose worker died", reaped.requeued)
+    if reaped.dying:
+        decided = [out_of_attempts(tj, worker_id) for tj in reaped.dying]
+        log.warning("dead-lettering %d jobs out of attempts", len(decided))
+        await publish(scripts, redis, decided, s, worker_id)
+    return reaped.requeued

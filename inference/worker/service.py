@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FATAL_ENGINE = 3
 EXIT_ENGINE_HUNG = 4
-REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 RUN_TIME_SMOOTHING = 0.2  # weight of the newest batch in the run-time moving average
 # Heartbeats per heartbeat lifetime: a live worker must miss this many in a row (a stalled
@@ -75,6 +74,9 @@ class Worker:
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
         self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
+        # After a Redis outage every worker's heartbeat may have lapsed: judge others by
+        # theirs only once they have all had a heartbeat lifetime to renew it.
+        self._heartbeat_reap_from = 0.0
         self.presence = Presence(
             redis,
             self._keys,
@@ -153,7 +155,12 @@ class Worker:
         try:
             await self.presence.warn_if_evicting()
             await self.presence.announce()
-            await self._first_reap()
+            try:
+                await self.reap(first=True)
+            except QueueUnavailable:
+                raise
+            except Exception:  # not worth refusing to serve over: the keep-alive reaps too
+                log.exception("the first reaper pass failed; the keep-alive will try again")
         except QueueUnavailable as exc:
             log.warning(
                 "cannot reach Redis at %s: %s", self._settings.redacted_url(), describe(exc)
@@ -169,15 +176,6 @@ class Worker:
             self._settings.lease_s,
         )
         return True
-
-    async def _first_reap(self) -> None:
-        try:
-            await self.reap()
-        except QueueUnavailable:
-            raise
-        except Exception:
-            # Not worth refusing to serve over: the keep-alive reaps again within a second.
-            log.exception("the first reaper pass failed; the keep-alive will try again")
 
     async def _queue_empty(self) -> bool:
         with redis_boundary():
@@ -351,12 +349,15 @@ class Worker:
                 if self._held:
                     lost = await self._scripts.extend(self.worker_id, s.lease_s, list(self._held))
                     if lost:
+                        # Another worker has them; whichever settles first answers, once.
                         log.warning("lost the lease of %d jobs (reaped): %s", len(lost), lost)
+                        self._held.difference_update(lost)
                 if time.monotonic() >= next_reap:
                     await self.reap()
                     next_reap = time.monotonic() + s.reap_interval_s
             except QueueUnavailable as exc:
                 log.warning("keep-alive failed: %s", describe(exc))
+                self._heartbeat_reap_from = time.monotonic() + s.worker_heartbeat_ttl_s + tick_s
             except Exception:
                 # Only cancellation or the watchdog may end this loop: without it the
                 # heartbeat vanishes (the bot sees no worker) and the running batch's leases
@@ -381,15 +382,16 @@ class Worker:
         )
         return True
 
-    async def reap(self) -> int:
-        """Requeue jobs of lapsed leases; dead-letter those out of attempts. Returns the
-        number requeued."""
-        s = self._settings
-        reaped = await self._scripts.reap(self.worker_id, s.max_attempts, s.lease_s, REAP_LIMIT)
-        if reaped.requeued:
-            log.info("requeued %d jobs whose lease lapsed", reaped.requeued)
-        if reaped.dying:
-            decided = [outcomes.out_of_attempts(tj, self.worker_id) for tj in reaped.dying]
-            log.warning("dead-lettering %d jobs out of attempts", len(decided))
-            await outcomes.publish(self._scripts, self._redis, decided, s, self.worker_id)
-        return reaped.requeued
+    async def reap(self, *, first: bool = False) -> int:
+        """Requeue jobs of lapsed leases (and of workers whose heartbeat is gone); dead-
+        letter those out of attempts. Returns the number requeued. The `first` pass, before
+        this process holds any lease, also takes back leases under its own id: a
+        predecessor's with the same WORKER_ID."""
+        return await outcomes.reap(
+            self._scripts,
+            self._redis,
+            self._settings,
+            self.worker_id,
+            by_heartbeat=time.monotonic() >= self._heartbeat_reap_from,
+            presumed_dead=self.worker_id if first else "",
+        )

@@ -3,29 +3,43 @@
 -- is leased to the reaper instead and returned, so the caller can dead-letter it and
 -- answer with an error through settle; if the caller dies first, its lease lapses again
 -- and the next reaper does it.
--- ARGV: prefix, reaper_id, max_attempts, lease_s, limit
+-- ARGV: prefix, reaper_id, max_attempts, lease_s, limit, by_heartbeat (1/0), presumed_dead
+--       (a worker id whose leases count as lapsed whatever its heartbeat says, or '')
 -- Returns {requeued_count, {{jid, data, attempt, 0, enqueued_at}, ...}} (rows as take's).
 local now = now_s()
 local max_attempts, lease_s, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local by_heartbeat, presumed_dead = ARGV[6] == '1', ARGV[7]
 local lapsed = redis.call('ZRANGEBYSCORE', K.leases(), '-inf', now, 'LIMIT', 0, limit)
 -- A worker whose heartbeat is gone (SIGKILL, OOM kill, a lost host) loses its leases now,
 -- not when each lapses: a live worker refreshes its heartbeat every fraction of its
 -- lifetime, even in the middle of a long batch, so only the dead (or frozen) lose theirs.
 -- An owner missing from the index counts as dead too. The running set is small (workers
--- times batch size), so reading it whole each pass is cheap.
-local seen = {}
-for _, jid in ipairs(lapsed) do seen[jid] = true end
-local alive = {}
-local owners = redis.call('HGETALL', K.lease_owner())
-for i = 1, #owners, 2 do
-  local jid, w = owners[i], owners[i + 1]
-  if alive[w] == nil then
-    local beat = tonumber(redis.call('ZSCORE', K.workers(), w) or '')
-    alive[w] = beat ~= nil and beat >= now
-  end
-  if not alive[w] and not seen[jid] and #lapsed < limit then
-    seen[jid] = true
-    table.insert(lapsed, jid)
+-- times batch size), so reading it whole each pass is cheap. A worker just started passes
+-- its own id as `presumed_dead`: a fresh process holds no lease, so any under its id are a
+-- predecessor's with the same configured WORKER_ID, whose heartbeat it has just renewed.
+-- A worker that has just lived through a Redis outage passes by_heartbeat 0 until every
+-- live worker has had time to renew its heartbeat, or it would rob them all.
+if by_heartbeat or presumed_dead ~= '' then
+  local seen = {}
+  for _, jid in ipairs(lapsed) do seen[jid] = true end
+  local alive = {}
+  local owners = redis.call('HGETALL', K.lease_owner())
+  for i = 1, #owners, 2 do
+    local jid, w = owners[i], owners[i + 1]
+    if alive[w] == nil then
+      if w == presumed_dead then
+        alive[w] = false
+      elseif by_heartbeat then
+        local beat = tonumber(redis.call('ZSCORE', K.workers(), w) or '')
+        alive[w] = beat ~= nil and beat >= now
+      else
+        alive[w] = true
+      end
+    end
+    if not alive[w] and not seen[jid] and #lapsed < limit then
+      seen[jid] = true
+      table.insert(lapsed, jid)
+    end
   end
 end
 local dying = {}
