@@ -79,6 +79,7 @@ class Processes:
             "REDIS_URL": self.redis_url,
             "KEY_PREFIX": PREFIX,
             "OMP_NUM_THREADS": "1",
+            "METRICS_PORT": "0",
         }
 
     def start_redis(self) -> None:

@@ -58,6 +58,7 @@ def start_worker(prefix: str, worker_id: str) -> subprocess.Popen[bytes]:
         "BATCH_SIZE": "8",
         "LINGER_S": "0",
         "OMP_NUM_THREADS": "2",
+        "METRICS_PORT": "0",
     }
     args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING"]
     return subprocess.Popen(args, env=env, cwd=ROOT)

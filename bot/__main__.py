@@ -16,13 +16,16 @@ import asyncio
 import logging
 import re
 import sys
+from collections.abc import Callable
 
 import aiohttp
 import discord
 from pydantic import ValidationError
 
 from bot.client import PalicordBot
+from bot.metrics import BotMetrics
 from bot.settings import BotSettings
+from inference.ops import BOT_METRICS_PORT, resolve_port, serve_ops
 from inference.queue import QueueClient, connect
 
 log = logging.getLogger("bot")
@@ -53,7 +56,11 @@ def install_redaction(logger_names: tuple[str, ...] = ("discord.http", "discord.
         logging.getLogger(name).addFilter(RedactTokens())
 
 
-async def run(settings: BotSettings) -> None:
+async def run(
+    settings: BotSettings,
+    metrics: BotMetrics | None = None,
+    on_bot: Callable[[PalicordBot], None] | None = None,
+) -> None:
     """Open the resources, hand them to the bot, close them when it stops."""
     log.info("starting; redis at %s, instance %s", settings.redacted_url(), settings.instance_id)
     async with connect(settings) as redis, aiohttp.ClientSession() as http_session:
@@ -63,7 +70,10 @@ async def run(settings: BotSettings) -> None:
             redis=redis,
             http_session=http_session,
             queue=queue,
+            metrics=metrics,
         ) as bot:
+            if on_bot is not None:
+                on_bot(bot)
             await bot.start(settings.discord_token.get_secret_value())
 
 
@@ -76,13 +86,31 @@ def main() -> int:
         # Names the missing/invalid fields only; pydantic never echoes SecretStr values.
         log.error("bad configuration: %s", exc)
         return 2
+    metrics = BotMetrics()
+    bots: list[PalicordBot] = []
+    port = resolve_port(settings.metrics_port, BOT_METRICS_PORT)
     try:
-        asyncio.run(run(settings))
+        ops = serve_ops(
+            settings.metrics_host,
+            port,
+            metrics.registry,
+            lambda: any(b.ready_to_serve() for b in bots),
+        )
+    except OSError as exc:
+        log.error(
+            "cannot serve metrics on %s:%d (%s); set METRICS_PORT", settings.metrics_host, port, exc
+        )
+        return 2
+    try:
+        asyncio.run(run(settings, metrics, bots.append))
     except KeyboardInterrupt:
         pass
     except discord.LoginFailure:
         log.error("Discord refused the token (DISCORD_TOKEN)")
         return 1
+    finally:
+        if ops is not None:
+            ops.close()
     return 0
 
 

@@ -27,11 +27,12 @@ from bot.download import Downloader
 from bot.errors import NotAllowed
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
+from bot.metrics import BotMetrics
 from bot.replies import ProgressBoard, Replies
 from bot.requests import Requests, respond_error
 from bot.settings import BotSettings
-from inference.errors import PalicordError
-from inference.queue import Keys, QueueClient
+from inference.errors import PalicordError, QueueUnavailable
+from inference.queue import Keys, QueueClient, redis_boundary
 from inference.queue.connection import cancel_and_wait
 from inference.queue.scripts import Scripts
 
@@ -46,6 +47,7 @@ EXTENSIONS = (
     "bot.cogs.queue_status",
     "bot.cogs.admin",
 )
+REDIS_PING_INTERVAL_S = 5.0
 # Outcomes of a request wait in Redis at most this long after its last job's deadline.
 _REQUEST_TTL_MARGIN_S = 3600
 
@@ -98,6 +100,7 @@ class PalicordBot(commands.Bot):
         http_session: aiohttp.ClientSession,
         queue: QueueClient,
         guild_ready_timeout_s: float = 2.0,
+        metrics: BotMetrics | None = None,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: there are no text commands
@@ -112,6 +115,9 @@ class PalicordBot(commands.Bot):
         self.redis = redis
         self.http_session = http_session
         self.queue = queue
+        self.metrics = metrics or BotMetrics()
+        self.metrics.watch_client(self)
+        self.redis_ok = False  # the last ping's answer, for /readyz
         self._background: list[asyncio.Task[None]] = []
         keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
@@ -135,6 +141,7 @@ class PalicordBot(commands.Bot):
             progress=self.progress,
             images=self.images,
             downloader=self.downloader,
+            metrics=self.metrics,
         )
         self.requests = Requests(
             settings=settings,
@@ -146,6 +153,7 @@ class PalicordBot(commands.Bot):
             progress=self.progress,
             deliverer=self.deliverer,
             images=self.images,
+            metrics=self.metrics,
         )
 
     async def login(self, token: str) -> None:
@@ -160,7 +168,22 @@ class PalicordBot(commands.Bot):
         self._background = [
             asyncio.create_task(self.deliverer.run(), name="palicord-results"),
             asyncio.create_task(self.progress.run(), name="palicord-progress"),
+            asyncio.create_task(self._watch_redis(), name="palicord-redis-ping"),
         ]
+
+    def ready_to_serve(self) -> bool:
+        """For /readyz: connected to the gateway, and Redis answered the last ping."""
+        return self.is_ready() and not self.is_closed() and self.redis_ok
+
+    async def _watch_redis(self) -> None:
+        while True:
+            try:
+                with redis_boundary():
+                    await self.redis.ping()
+                self.redis_ok = True
+            except QueueUnavailable:
+                self.redis_ok = False
+            await asyncio.sleep(REDIS_PING_INTERVAL_S)
 
     async def sync_commands(self) -> list[app_commands.AppCommand]:
         """Globally, or to DEV_GUILD_ID only (instant, for development)."""

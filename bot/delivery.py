@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from bot.answer import ItemAnswer, compose
 from bot.download import Downloader, ImageRef
 from bot.errors import BotRestarted
+from bot.metrics import BotMetrics
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
 from inference.queue import JobResult, JobState, Keys, QueueClient, redis_boundary
@@ -55,6 +56,7 @@ class Deliverer:
         progress: ProgressBoard,
         images: ImageCache,
         downloader: Downloader,
+        metrics: BotMetrics | None = None,
     ) -> None:
         self._queue = queue
         self._store = store
@@ -62,6 +64,7 @@ class Deliverer:
         self._progress = progress
         self._images = images
         self._downloader = downloader
+        self._metrics = metrics or BotMetrics()
         self._recent_waits: deque[float] = deque(maxlen=RECENT_WAITS)
         self._started_at = time.time()
         self._swept = False
@@ -152,6 +155,7 @@ class Deliverer:
                     ok = await self._replies.deliver(item.address, answer)
             except TimeoutError:
                 ok = False
+        self._metrics.answers.labels("delivered" if ok else "undeliverable").inc()
         log.info("request %s answered (%s)", item.request_id, "ok" if ok else "undeliverable")
         await self._store.forget(item.request_id)
 

@@ -139,6 +139,21 @@ class ItemContext:
         return item
 
 
+def interaction_address(interaction: discord.Interaction, message_id: int | None) -> ReplyAddress:
+    """Where an interaction's answer goes: its original response, via its token."""
+    assert interaction.channel_id is not None
+    return ReplyAddress(
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        message_id=message_id,
+        app_id=interaction.application_id,
+        token=interaction.token,
+        issued_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
+        upload_limit_bytes=interaction.filesize_limit,
+    )
+
+
 # --- posting and editing ---------------------------------------------------------------
 
 

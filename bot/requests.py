@@ -4,13 +4,11 @@ mention) takes the same path, top to bottom in this module.
 1. `admit`: cheap refusals before anything slow (channel allowed, images present,
    cooldown; a single image's host and declared size), within Discord's 3 s window.
 2. `spec`: the task, validated, in the user's language.
-3. Acknowledge: an interaction is deferred ("thinking"), a mention gets a reply.
+3. Acknowledge: an interaction is deferred ("thinking"), a mention gets a reply; `open`
+   remembers the request in Redis until `close`, in case the bot dies in between.
 4. `submit`: each image is downloaded with a cap and checked with the engine's own intake
-   code, the guild's daily quota is charged, and the good images are queued; the
-   progress message then shows the place in line.
-
-Refusals reach the user privately for interactions (ephemeral) and as a reply for
-mentions; images that fail while others were queued become part of the final answer.
+   code, the guild's daily quota is charged, and the good images are queued.
+Refusals reach the user privately (interactions) or as a reply (mentions).
 """
 
 from __future__ import annotations
@@ -32,7 +30,14 @@ from bot.download import Downloader, ImageRef
 from bot.errors import ChannelNotAllowed, NoImageFound, user_message
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Limits
-from bot.replies import ItemContext, ProgressBoard, ReplyAddress, progress_text
+from bot.metrics import BotMetrics
+from bot.replies import (
+    ItemContext,
+    ProgressBoard,
+    ReplyAddress,
+    interaction_address,
+    progress_text,
+)
 from bot.settings import BotSettings
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
@@ -105,7 +110,9 @@ class Requests:
         progress: ProgressBoard,
         deliverer: Deliverer,
         images: ImageCache,
+        metrics: BotMetrics,
     ) -> None:
+        self._metrics = metrics
         self._settings = settings
         self._queue = queue
         self._downloader = downloader
@@ -115,6 +122,17 @@ class Requests:
         self._progress = progress
         self._deliverer = deliverer
         self._images = images
+
+    def count(self, kind: str, failure: BaseException | None = None) -> None:
+        """One request of `kind` ended: queued, refused (a PalicordError) or an error."""
+        outcome = "queued" if failure is None else "refused"
+        if failure is not None and not isinstance(failure, PalicordError):
+            outcome = "error"
+        self._metrics.requests.labels(kind, outcome).inc()
+
+    def acknowledged(self, interaction: discord.Interaction) -> None:
+        delay_s = time.time() - interaction.created_at.timestamp()
+        self._metrics.ack.observe(max(0.0, delay_s))
 
     async def admit(self, who: Who, refs: Sequence[ImageRef]) -> tuple[GuildConfig, list[ImageRef]]:
         """Checks worth doing before acknowledging: channel, images present, cooldown.
@@ -266,21 +284,6 @@ class Requests:
 # --- acknowledging in time -------------------------------------------------------------
 
 
-def interaction_address(interaction: discord.Interaction, message_id: int | None) -> ReplyAddress:
-    """Where an interaction's answer goes: its original response, via its token."""
-    assert interaction.channel_id is not None
-    return ReplyAddress(
-        channel_id=interaction.channel_id,
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id,
-        message_id=message_id,
-        app_id=interaction.application_id,
-        token=interaction.token,
-        issued_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
-        upload_limit_bytes=interaction.filesize_limit,
-    )
-
-
 def message_images(message: discord.Message) -> list[ImageRef]:
     """The attachments of `message` worth trying as images."""
     refs = [ImageRef.from_attachment(a) for a in message.attachments]
@@ -318,18 +321,26 @@ async def run_interaction(
     """Check, defer (within Discord's 3 s), then queue. Refusals before the deferral go
     to the caller's error handler, later ones are answered here; all privately."""
     who = who_of_interaction(interaction)
-    config, images = await in_time(service.admit(who, refs))
-    spec = service.spec(ask, config=config, locale=str(interaction.locale))
+    kind = "slash" if isinstance(interaction.command, app_commands.Command) else "context_menu"
+    try:
+        config, images = await in_time(service.admit(who, refs))
+        spec = service.spec(ask, config=config, locale=str(interaction.locale))
+    except Exception as exc:
+        service.count(kind, exc)
+        raise
     callback = await interaction.response.defer(thinking=True)
+    service.acknowledged(interaction)
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
     items = await service.open(images, interaction_address(interaction, message_id))
     try:
         await service.submit(who, images, items, spec, config)
+        service.count(kind)
     except Exception as exc:
         # Answered here rather than by the tree's handler: the intake closes only once
         # the user has been told.
+        service.count(kind, exc)
         if not isinstance(exc, PalicordError):
             log.error("request %s failed", items[0].request_id, exc_info=exc)
         if not await respond_error(interaction, exc):
@@ -366,6 +377,7 @@ async def run_mention(
         guild_locale = str(message.guild.preferred_locale) if message.guild else None
         spec = service.spec(ask, config=config, guild_locale=guild_locale)
     except PalicordError as exc:
+        service.count("mention", exc)
         await message.reply("⚠️ " + exc.message, mention_author=False)
         return
     reply = await message.reply("🔎 Looking…", mention_author=False)
@@ -383,7 +395,9 @@ async def run_mention(
     try:
         items = await service.open(images, address)
         await service.submit(who, images, items, spec, config)
+        service.count("mention")
     except Exception as exc:
+        service.count("mention", exc)
         if not isinstance(exc, PalicordError):
             log.error("mention request failed", exc_info=exc)
         await reply.edit(content="⚠️ " + user_message(exc))

@@ -1,19 +1,24 @@
 """Shared fixtures: a real Redis on 127.0.0.1:6379 (DB 0), isolated per test by a unique
 key prefix whose keys are deleted afterwards. Other suites use the same Redis at the same
-time, so nothing here ever flushes a database. (Redis fixtures only.)"""
+time, so nothing here ever flushes a database. Also: starting worker processes, and
+scraping the operations endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from inference.queue import Delivery, QueueClient, QueueSettings, Submitted
@@ -136,6 +141,7 @@ def spawn_worker(prefix: str, engine: str, *options: str, **env: str) -> subproc
         "REDIS_URL": REDIS_URL,
         "KEY_PREFIX": prefix,
         "IDLE_WAIT_S": "0.2",
+        "METRICS_PORT": "0",  # several at once on one host: no port to share
         **env,
     }
     args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING", "--engine"]
@@ -143,3 +149,29 @@ def spawn_worker(prefix: str, engine: str, *options: str, **env: str) -> subproc
     for option in options:
         args += ["--engine-option", option]
     return subprocess.Popen(args, env=full_env, cwd=ROOT)
+
+
+# --- the operations endpoints (test_*_metrics.py) ------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out

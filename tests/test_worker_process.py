@@ -176,6 +176,7 @@ async def test_a_worker_is_visible_to_the_bot_once_it_says_it_is_serving(
         "PYTHONPATH": str(ROOT),
         "REDIS_URL": REDIS_URL,
         "KEY_PREFIX": queue_settings.key_prefix,
+        "METRICS_PORT": "0",
     }
     proc = start_logging_worker(env)
     try:

@@ -27,6 +27,10 @@ class Engine(Protocol):
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]: ...
 
+    def device_memory(self) -> dict[str, int]:
+        """Accelerator bytes by kind ("allocated", "reserved"); empty off the GPU."""
+        ...
+
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for torch's (CUDA) OutOfMemoryError, by class name so torch stays unimported."""

@@ -170,6 +170,16 @@ class PaliGemmaEngine:
     def capabilities(self) -> frozenset[Task]:
         return frozenset(Task)
 
+    def device_memory(self) -> dict[str, int]:
+        """CUDA memory in use and reserved by torch's allocator on this engine's device."""
+        device = self._loaded.device
+        if device.type != "cuda":
+            return {}
+        return {
+            "allocated": int(torch.cuda.memory_allocated(device)),
+            "reserved": int(torch.cuda.memory_reserved(device)),
+        }
+
     def warmup(self) -> None:
         """Run one tiny generation so the first user request pays no start-up costs."""
         blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))

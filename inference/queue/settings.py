@@ -71,6 +71,10 @@ class QueueSettings(ImageLimits):
     # long instead of hanging it (and the user's request with it). Blocking reads are
     # kept shorter than this (see QueueClient.results and WorkerSettings.idle_wait_s).
     redis_timeout_s: float = Field(default=15.0, gt=0)
+    # Metrics and health (inference.ops): unset means the program's own port (bot 9101,
+    # worker 9102), so both can run on one host; 0 turns the endpoints off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _image_outlives_its_job(self) -> QueueSettings:

@@ -24,9 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from inference.engine import Engine
+from inference.ops import WORKER_METRICS_PORT, resolve_port, serve_ops
 from inference.queue import connect
 from inference.queue.keys import check_part
 from inference.settings import WorkerSettings
+from inference.worker.metrics import WorkerMetrics
 from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 
 log = logging.getLogger("inference.worker")
@@ -67,10 +69,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(settings: WorkerSettings, engine: Engine, *, burst: bool) -> int:
+async def serve(
+    settings: WorkerSettings,
+    engine: Engine,
+    *,
+    burst: bool,
+    metrics: WorkerMetrics | None = None,
+    on_worker: Callable[[Worker], None] | None = None,
+) -> int:
     """Connect, run a Worker until a signal (or an empty queue in burst mode); exit code."""
     redis = connect(settings)
-    worker = Worker(redis, settings, engine)
+    worker = Worker(redis, settings, engine, metrics=metrics)
+    if on_worker is not None:
+        on_worker(worker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -101,8 +112,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # pydantic's ValidationError included: names, never values
         log.error("bad configuration: %s", exc)
         return 2
-    engine = factory(settings, **options)
-    return asyncio.run(serve(settings, engine, burst=args.burst))
+    # Served from before the model loads: /healthz answers at once, /readyz once the worker
+    # has warmed up and reached Redis.
+    metrics = WorkerMetrics()
+    workers: list[Worker] = []
+    port = resolve_port(settings.metrics_port, WORKER_METRICS_PORT)
+    try:
+        ops = serve_ops(
+            settings.metrics_host, port, metrics.registry, lambda: any(w.ready for w in workers)
+        )
+    except OSError as exc:
+        log.error(
+            "cannot serve metrics on %s:%d (%s); set METRICS_PORT", settings.metrics_host, port, exc
+        )
+        return 2
+    try:
+        engine = factory(settings, **options)
+        return asyncio.run(
+            serve(settings, engine, burst=args.burst, metrics=metrics, on_worker=workers.append)
+        )
+    finally:
+        if ops is not None:
+            ops.close()
 
 
 if __name__ == "__main__":

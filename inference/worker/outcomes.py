@@ -156,9 +156,10 @@ async def reap(
     *,
     by_heartbeat: bool,
     presumed_dead: str,
-) -> int:
+) -> tuple[int, list[Outcome]]:
     """One reaper pass: lapsed jobs back in line, those out of attempts answered with
-    JobFailed and dead-lettered. Returns how many went back in line."""
+    JobFailed and dead-lettered. Returns how many went back in line, and the outcomes
+    it published."""
     s = settings
     reaped = await scripts.reap(
         worker_id,
@@ -170,8 +171,8 @@ async def reap(
     )
     if reaped.requeued:
         log.info("requeued %d jobs whose lease lapsed or whose worker died", reaped.requeued)
-    if reaped.dying:
-        decided = [out_of_attempts(tj, worker_id) for tj in reaped.dying]
+    decided = [out_of_attempts(tj, worker_id) for tj in reaped.dying]
+    if decided:
         log.warning("dead-lettering %d jobs out of attempts", len(decided))
         await publish(scripts, redis, decided, s, worker_id)
-    return reaped.requeued
+    return reaped.requeued, decided

@@ -70,6 +70,21 @@ class Presence:
             pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - STALE_WORKER_S)
             await pipe.execute()
 
+    async def survey(self) -> dict[str, int]:
+        """The shared queue at a glance: jobs outstanding, guilds waiting, workers alive."""
+        with redis_boundary():
+            seconds, micros = await self._redis.time()
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self._keys.pending)
+            pipe.llen(self._keys.guild_ring)
+            pipe.zcount(self._keys.workers, seconds + micros / 1e6, "+inf")
+            pending, guilds, workers = await pipe.execute()
+        return {
+            "depth": int(pending or 0),
+            "guilds_waiting": int(guilds),
+            "workers_alive": int(workers),
+        }
+
     async def withdraw(self) -> None:
         """Remove the heartbeat now, so the bot stops counting this worker at once."""
         try:

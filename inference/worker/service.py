@@ -35,6 +35,7 @@ from inference.queue.scripts import Scripts, Taken
 from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest
 from inference.worker import outcomes
+from inference.worker.metrics import WorkerMetrics
 from inference.worker.outcomes import Outcome
 from inference.worker.presence import Presence, default_worker_id
 from inference.worker.runner import FatalEngineError, generate_resilient
@@ -60,7 +61,13 @@ class Worker:
     """Serves one engine from the queue until stopped (or, in burst mode, until empty)."""
 
     def __init__(
-        self, redis: Redis, settings: WorkerSettings, engine: Engine, *, worker_id: str = ""
+        self,
+        redis: Redis,
+        settings: WorkerSettings,
+        engine: Engine,
+        *,
+        worker_id: str = "",
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -77,6 +84,9 @@ class Worker:
         # After a Redis outage every worker's heartbeat may have lapsed: judge others by
         # theirs only once they have all had a heartbeat lifetime to renew it.
         self._heartbeat_reap_from = 0.0
+        self.metrics = metrics or WorkerMetrics()
+        # For /readyz: warmed up, announced, and the last keep-alive reached Redis.
+        self.ready = False
         self.presence = Presence(
             redis,
             self._keys,
@@ -166,6 +176,7 @@ class Worker:
                 "cannot reach Redis at %s: %s", self._settings.redacted_url(), describe(exc)
             )
             return False
+        self.ready = True
         log.info(
             "worker %s serving %s (%s) from %s, batch %d, lease %.1f s",
             self.worker_id,
@@ -255,6 +266,7 @@ class Worker:
     # --- processing -------------------------------------------------------------------
 
     async def _process(self, taken: Taken) -> None:
+        self.metrics.batch_size.observe(len(taken.jobs))
         ready: list[tuple[Job, float | None]] = []
         decided: list[Outcome] = []
         for tj in taken.jobs:
@@ -301,6 +313,7 @@ class Worker:
             self._on_engine = None
         run_s = time.perf_counter() - started
         self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
+        self.metrics.batch_run.observe(run_s)
         unstarted: list[str] = []
         for (job, wait_s, _), result in zip(runnable, results, strict=True):
             if result is None:
@@ -331,6 +344,7 @@ class Worker:
                     log.error("could not publish %d results: %s", len(decided), describe(exc))
                     break
                 await asyncio.sleep(backoff.next_delay_s())
+        self.metrics.settled(decided)
         self._held.difference_update([o.job_id for o in decided], release)
 
     # --- staying alive ----------------------------------------------------------------
@@ -355,7 +369,11 @@ class Worker:
                 if time.monotonic() >= next_reap:
                     await self.reap()
                     next_reap = time.monotonic() + s.reap_interval_s
+                self.metrics.queue(**await self.presence.survey())
+                self.metrics.memory(self._engine.device_memory())
+                self.ready = True
             except QueueUnavailable as exc:
+                self.ready = False
                 log.warning("keep-alive failed: %s", describe(exc))
                 self._heartbeat_reap_from = time.monotonic() + s.worker_heartbeat_ttl_s + tick_s
             except Exception:
@@ -387,7 +405,7 @@ class Worker:
         letter those out of attempts. Returns the number requeued. The `first` pass, before
         this process holds any lease, also takes back leases under its own id: a
         predecessor's with the same WORKER_ID."""
-        return await outcomes.reap(
+        requeued, decided = await outcomes.reap(
             self._scripts,
             self._redis,
             self._settings,
@@ -395,3 +413,5 @@ class Worker:
             by_heartbeat=time.monotonic() >= self._heartbeat_reap_from,
             presumed_dead=self.worker_id if first else "",
         )
+        self.metrics.settled(decided)
+        return requeued

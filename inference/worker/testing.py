@@ -51,6 +51,9 @@ class NoopEngine:
     def warmup(self) -> None:
         return None
 
+    def device_memory(self) -> dict[str, int]:
+        return {}
+
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         return [InferenceResult(task=r.spec.task, text="ok") for r in requests]
 
@@ -88,6 +91,9 @@ class SleepEngine:
 
     def warmup(self) -> None:
         return None
+
+    def device_memory(self) -> dict[str, int]:
+        return {}
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         if self.cuda_error:
@@ -190,6 +196,9 @@ class ShapesOracle:
 
     def warmup(self) -> None:
         return None
+
+    def device_memory(self) -> dict[str, int]:
+        return {}
 
     def _one(self, request: InferenceRequest) -> InferenceResult:
         task = request.spec.task

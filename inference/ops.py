@@ -1,0 +1,111 @@
+"""Operations endpoints for both programs: Prometheus metrics and health over HTTP.
+
+One small server per process on METRICS_HOST:METRICS_PORT (the bot's default port 9101,
+the worker's 9102; 0 turns it off), in a thread of its own so that a busy event loop or a
+long batch never delays a scrape:
+
+    /metrics   prometheus-client's exposition of the process's registry
+    /healthz   200 while the process runs
+    /readyz    200 when the program can do its work (its `ready()` says so), else 503
+
+Torch-free: the bot imports it. Metric names start with `palicord_`; figures per guild
+appear only as counts and distributions, never as one label per guild.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+log = logging.getLogger(__name__)
+
+BOT_METRICS_PORT = 9101
+WORKER_METRICS_PORT = 9102
+# Prometheus buckets for waits and runs: a caption takes a fraction of a second on a GPU,
+# a queue wait can reach the job deadline (14 minutes).
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("ops endpoint: " + format, *args)
+
+
+@dataclass
+class OpsServer:
+    """A running metrics and health server; `port` is the one it listens on."""
+
+    host: str
+    port: int
+    _server: WSGIServer
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        """Stop serving and wait for the thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def resolve_port(configured: int | None, program_default: int) -> int:
+    """METRICS_PORT if set (0: off), else the program's own default."""
+    return program_default if configured is None else configured
+
+
+def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            status, body = "200 OK", b"ok\n"
+        elif path == "/readyz":
+            try:
+                is_ready = ready()
+            except Exception:
+                log.exception("readiness check failed")
+                is_ready = False
+            status, body = (
+                ("200 OK", b"ready\n") if is_ready else ("503 Service Unavailable", b"not ready\n")
+            )
+        else:
+            status, body = "404 Not Found", b"not found\n"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body]
+
+    return app
+
+
+def serve_ops(
+    host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]
+) -> OpsServer | None:
+    """Start the server in a daemon thread; None when `port` is 0 (turned off)."""
+    if port == 0:
+        return None
+    server = make_server(
+        host,
+        port,
+        _app(registry, ready),
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
+    )
+    thread = threading.Thread(target=server.serve_forever, name="palicord-ops", daemon=True)
+    thread.start()
+    bound = int(server.server_address[1])
+    log.info("metrics and health on http://%s:%d/ (/metrics, /healthz, /readyz)", host, bound)
+    return OpsServer(host, bound, server, thread)

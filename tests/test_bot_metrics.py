@@ -1,0 +1,93 @@
+"""The bot's metrics and health: requests by kind and outcome, acknowledgement latency,
+answers, scraped over HTTP and parsed with prometheus-client's own parser; and
+`python -m bot` serving /healthz and /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from bot.client import PalicordBot
+from inference.ops import serve_ops
+from inference.worker.service import Worker
+from tests.conftest import ROOT, free_port, get, samples
+from tests.discord_server import DiscordServer
+from tests.discord_server.expect import answer_for, error_for, reply_answer
+from tests.discord_server.fixtures import bot, prefix, server, worker
+from tests.discord_server.harness import REDIS_URL, one_shape_scene, png_bytes
+
+__all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
+
+
+async def test_requests_are_counted_by_kind_and_outcome(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    image = server.attachment(png_bytes(one_shape_scene(seed=71).image), "m.png")
+    user = server.user("mo")
+    slash = await server.slash("describe", user=user, attachments={"image": image})
+    await answer_for(server, slash)
+    fake = server.attachment(b"just text, not a picture", "fake.png")
+    refused = await server.slash("describe", user=server.user("ne"), attachments={"image": fake})
+    await error_for(server, refused)
+    since = server.recorder.next_seq()
+    message = await server.post_message(server.user("ot"), attachments=[image], mention_bot=True)
+    await reply_answer(server, message, since=since)
+    menu = await server.message_command("Describe image", message, user=server.user("pa"))
+    await answer_for(server, menu)
+
+    ops = serve_ops("127.0.0.1", free_port(), bot.metrics.registry, bot.ready_to_serve)
+    assert ops is not None
+    try:
+        base = f"http://127.0.0.1:{ops.port}"
+        assert (await asyncio.to_thread(get, base + "/readyz"))[0] == 200
+        got = samples((await asyncio.to_thread(get, base + "/metrics"))[1])
+    finally:
+        ops.close()
+    requests = "palicord_bot_requests_total"
+    assert got[(requests, (("kind", "slash"), ("outcome", "queued")))] == 1
+    assert got[(requests, (("kind", "slash"), ("outcome", "refused")))] == 1
+    assert got[(requests, (("kind", "mention"), ("outcome", "queued")))] == 1
+    assert got[(requests, (("kind", "context_menu"), ("outcome", "queued")))] == 1
+    assert got[("palicord_interaction_ack_seconds_count", ())] == 3
+    assert got[("palicord_bot_answers_total", (("outcome", "delivered"),))] == 3
+    assert all(name.startswith("palicord_") for name, _ in got)
+
+
+def start_bot(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=ROOT)
+
+
+async def test_the_bot_process_serves_health_and_readiness(
+    server: DiscordServer, prefix: str
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": server.token,
+        "DISCORD_API_BASE": server.api_base,
+        "DISCORD_GATEWAY_URL": server.gateway_url,
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "METRICS_PORT": str(port),
+    }
+    proc = start_bot(env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    if (await asyncio.to_thread(get, base + "/readyz"))[0] == 200:
+                        break
+                except OSError:
+                    pass  # not listening yet
+                await asyncio.sleep(0.1)
+        assert server.gateway.ready.is_set()
+        assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
+        status, text = await asyncio.to_thread(get, base + "/metrics")
+        assert status == 200 and "palicord_bot_requests" in text
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 20)

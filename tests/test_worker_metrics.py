@@ -1,0 +1,80 @@
+"""The worker's metrics and health endpoints, scraped over HTTP and parsed with
+prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from redis.asyncio import Redis
+
+from inference.ops import serve_ops
+from inference.queue import QueueClient
+from inference.settings import WorkerSettings
+from inference.tasks import TaskSpec
+from inference.worker import Worker
+from inference.worker.metrics import WorkerMetrics
+from inference.worker.testing import NoopEngine
+from tests.conftest import collect, free_port, get, samples, spawn_worker, submit
+
+
+async def test_a_worker_reports_its_jobs_batches_and_the_queue(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    for i in range(5):
+        await submit(queue_client, user=str(i))
+    late = queue_client.new_job(TaskSpec.build("ocr"), guild_id=2, user_id=9)
+    await queue_client.submit(dataclasses.replace(late, deadline_at=0.0), b"x")  # expired
+    metrics = WorkerMetrics()
+    worker = Worker(redis, worker_settings, NoopEngine(), metrics=metrics)
+    ops = serve_ops("127.0.0.1", free_port(), metrics.registry, lambda: worker.ready)
+    assert ops is not None
+    base = f"http://127.0.0.1:{ops.port}"
+    try:
+        assert await asyncio.to_thread(get, base + "/healthz") == (200, "ok\n")
+        assert (await asyncio.to_thread(get, base + "/readyz"))[0] == 503  # not started
+        await worker.run(burst=True)
+        await collect(queue_client, 6)
+        worker.ready = True  # burst mode has returned; a serving worker stays ready
+        assert (await asyncio.to_thread(get, base + "/readyz"))[0] == 200
+        status, text = await asyncio.to_thread(get, base + "/metrics")
+    finally:
+        ops.close()
+    assert status == 200
+    got = samples(text)
+    assert got[("palicord_jobs_total", (("code", ""), ("outcome", "answered")))] == 5
+    timed_out = (("code", "timed_out"), ("outcome", "timed_out"))
+    assert got[("palicord_jobs_total", timed_out)] == 1
+    assert got[("palicord_queue_wait_seconds_count", ())] == 6
+    assert got[("palicord_batch_size_sum", ())] == 6
+    assert got[("palicord_batch_run_seconds_count", ())] >= 2
+    assert all(name.startswith("palicord_") for name, _ in got)
+    assert not any("guild" in key for _, labels in got for key, _ in labels)
+
+
+async def test_the_worker_process_serves_health_and_metrics(
+    redis: Redis, worker_settings: WorkerSettings
+) -> None:
+    port = free_port()
+    proc = spawn_worker(worker_settings.key_prefix, "noop_engine", METRICS_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    if (await asyncio.to_thread(get, base + "/readyz"))[0] == 200:
+                        break
+                except OSError:
+                    pass  # not listening yet
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):  # one keep-alive tick samples the queue
+            while True:
+                got = samples((await asyncio.to_thread(get, base + "/metrics"))[1])
+                if got.get(("palicord_workers_alive", ()), 0) >= 1:
+                    break
+                await asyncio.sleep(0.1)
+        assert got[("palicord_queue_depth", ())] == 0
+        assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
+    finally:
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 10) == 0
