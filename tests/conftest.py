@@ -175,3 +175,15 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+async def until_ready(base: str, *, timeout_s: float) -> None:
+    """Poll a process's /readyz until it answers 200 (it has no other way to tell us)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                if (await asyncio.to_thread(get, base + "/readyz"))[0] == 200:
+                    return
+            except OSError:
+                pass  # not listening yet
+            await asyncio.sleep(0.1)

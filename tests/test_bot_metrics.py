@@ -12,7 +12,7 @@ import sys
 from bot.client import PalicordBot
 from inference.ops import serve_ops
 from inference.worker.service import Worker
-from tests.conftest import ROOT, free_port, get, samples
+from tests.conftest import ROOT, free_port, get, samples, until_ready
 from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, error_for, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server, worker
@@ -76,14 +76,7 @@ async def test_the_bot_process_serves_health_and_readiness(
     proc = start_bot(env)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    if (await asyncio.to_thread(get, base + "/readyz"))[0] == 200:
-                        break
-                except OSError:
-                    pass  # not listening yet
-                await asyncio.sleep(0.1)
+        await until_ready(base, timeout_s=30)
         assert server.gateway.ready.is_set()
         assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
         status, text = await asyncio.to_thread(get, base + "/metrics")

@@ -15,7 +15,7 @@ from inference.tasks import TaskSpec
 from inference.worker import Worker
 from inference.worker.metrics import WorkerMetrics
 from inference.worker.testing import NoopEngine
-from tests.conftest import collect, free_port, get, samples, spawn_worker, submit
+from tests.conftest import collect, free_port, get, samples, spawn_worker, submit, until_ready
 
 
 async def test_a_worker_reports_its_jobs_batches_and_the_queue(
@@ -59,14 +59,7 @@ async def test_the_worker_process_serves_health_and_metrics(
     proc = spawn_worker(worker_settings.key_prefix, "noop_engine", METRICS_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
     try:
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    if (await asyncio.to_thread(get, base + "/readyz"))[0] == 200:
-                        break
-                except OSError:
-                    pass  # not listening yet
-                await asyncio.sleep(0.1)
+        await until_ready(base, timeout_s=20)
         async with asyncio.timeout(10):  # one keep-alive tick samples the queue
             while True:
                 got = samples((await asyncio.to_thread(get, base + "/metrics"))[1])
