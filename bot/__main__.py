@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from bot.client import PalicordBot
 from bot.metrics import BotMetrics
 from bot.settings import BotSettings
-from inference.ops import BOT_METRICS_PORT, resolve_port, serve_ops
+from inference.ops import BOT_METRICS_PORT, resolve_port, serve_ops, use_log_format
 from inference.queue import QueueClient, connect
 
 log = logging.getLogger("bot")
@@ -86,6 +86,7 @@ def main() -> int:
         # Names the missing/invalid fields only; pydantic never echoes SecretStr values.
         log.error("bad configuration: %s", exc)
         return 2
+    use_log_format(settings.log_format)
     metrics = BotMetrics()
     bots: list[PalicordBot] = []
     port = resolve_port(settings.metrics_port, BOT_METRICS_PORT)

@@ -26,6 +26,7 @@ from bot.errors import BotRestarted
 from bot.metrics import BotMetrics
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
+from inference.ops import log_ids
 from inference.queue import JobResult, JobState, Keys, QueueClient, redis_boundary
 from inference.queue.connection import Backoff, awaited, describe
 
@@ -102,6 +103,10 @@ class Deliverer:
         except MalformedMessage as exc:
             log.warning("result %s has no usable reply context: %s", result.job_id, exc)
             return
+        with log_ids(job_id=result.job_id, request_id=item.request_id):
+            await self._handle(item, result)
+
+    async def _handle(self, item: ItemContext, result: JobResult) -> None:
         if result.queue_wait_s is not None and result.run_s is not None:
             self._recent_waits.append(result.queue_wait_s + result.run_s)
         self._progress.job_done(item.request_id, result.job_id)

@@ -42,6 +42,7 @@ from bot.settings import BotSettings
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
 from inference.intake import probe_image
+from inference.ops import log_ids
 from inference.queue import JobResult, JobState, JobStatus, QueueClient
 from inference.tasks import DEFAULT_LANGUAGE, LANGUAGES, Task, TaskSpec, normalize_language
 
@@ -335,7 +336,8 @@ async def run_interaction(
         message_id = (await interaction.original_response()).id
     items = await service.open(images, interaction_address(interaction, message_id))
     try:
-        await service.submit(who, images, items, spec, config)
+        with log_ids(request_id=items[0].request_id):
+            await service.submit(who, images, items, spec, config)
         service.count(kind)
     except Exception as exc:
         # Answered here rather than by the tree's handler: the intake closes only once

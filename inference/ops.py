@@ -1,4 +1,4 @@
-"""Operations endpoints for both programs: Prometheus metrics and health over HTTP.
+"""Operations for both programs: Prometheus metrics and health over HTTP, and JSON logs.
 
 One small server per process on METRICS_HOST:METRICS_PORT (the bot's default port 9101,
 the worker's 9102; 0 turns it off), in a thread of its own so that a busy event loop or a
@@ -10,13 +10,21 @@ long batch never delays a scrape:
 
 Torch-free: the bot imports it. Metric names start with `palicord_`; figures per guild
 appear only as counts and distributions, never as one label per guild.
+
+With LOG_FORMAT=json every log line is one JSON object (time, level, logger, message,
+exception) carrying the ids bound with `log_ids(...)` where it was written: the job ids of
+the batch a worker runs, the request id the bot is taking or answering.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -109,3 +117,49 @@ def serve_ops(
     bound = int(server.server_address[1])
     log.info("metrics and health on http://%s:%d/ (/metrics, /healthz, /readyz)", host, bound)
     return OpsServer(host, bound, server, thread)
+
+
+# --- logs -------------------------------------------------------------------------------
+
+# Immutable pairs: a context variable's default is shared by every context.
+_LOG_IDS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "log_ids", default=()
+)
+
+
+@contextlib.contextmanager
+def log_ids(**ids: str) -> Iterator[None]:
+    """Attach these ids (job_id, request_id, ...) to every log line written inside."""
+    token = _LOG_IDS.set(tuple({**dict(_LOG_IDS.get()), **ids}.items()))
+    try:
+        yield
+    finally:
+        _LOG_IDS.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the ids bound by `log_ids`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **dict(_LOG_IDS.get()),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def use_log_format(log_format: str) -> None:
+    """Switch the root logger's handlers to JSON lines ("json"); "text" keeps them."""
+    if log_format != "json":
+        return
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())

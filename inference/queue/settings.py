@@ -10,6 +10,7 @@ variable such as MAX_IMAGE_BYTES means one setting with one default everywhere.
 from __future__ import annotations
 
 import re
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -75,6 +76,8 @@ class QueueSettings(ImageLimits):
     # worker 9102), so both can run on one host; 0 turns the endpoints off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # "json": one JSON object per log line, with the job and request ids (inference.ops).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _image_outlives_its_job(self) -> QueueSettings:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from inference.engine import Engine
-from inference.ops import WORKER_METRICS_PORT, resolve_port, serve_ops
+from inference.ops import WORKER_METRICS_PORT, resolve_port, serve_ops, use_log_format
 from inference.queue import connect
 from inference.queue.keys import check_part
 from inference.settings import WorkerSettings
@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = WorkerSettings()
         if args.worker_id:
             settings = settings.model_copy(update={"worker_id": check_part(args.worker_id)})
+        use_log_format(settings.log_format)
         options = dict(opt.split("=", 1) for opt in args.engine_option)
         factory = load_factory(args.engine)
     except ValueError as exc:  # pydantic's ValidationError included: names, never values

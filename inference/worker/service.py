@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 from inference.engine import Engine
 from inference.errors import JobFailed, QueueUnavailable
+from inference.ops import log_ids
 from inference.queue import Job, JobResult, Keys, redis_boundary
 from inference.queue.connection import Backoff, cancel_and_wait, describe
 from inference.queue.scripts import Scripts, Taken
@@ -145,7 +146,8 @@ class Worker:
         try:
             taken = await self._take_batch()
             if taken.jobs:
-                await self._process(taken)
+                with log_ids(job_ids=",".join(j.job_id for j in taken.jobs)):
+                    await self._process(taken)
         except BaseException:
             # Stop extending the leases of a batch we could not finish: they lapse, and
             # the reaper gives the jobs to whoever is healthy (this worker included).
