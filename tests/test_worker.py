@@ -72,10 +72,12 @@ async def test_a_working_worker_keeps_its_leases(
     ids = {(await submit(queue_client, user=str(i))).job_id for i in range(2)}
     slow = SleepEngine(1.5)  # three leases long
     thief = SleepEngine()
-    await asyncio.gather(
-        Worker(redis, settings, slow).run(burst=True),
-        Worker(redis, settings, thief).run(burst=True),  # reaps every 0.2 s meanwhile
-    )
+    working = asyncio.create_task(Worker(redis, settings, slow).run(burst=True))
+    async with asyncio.timeout(10):  # the slow worker has taken both jobs
+        while await redis.zcard(queue_client.keys.leases) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await Worker(redis, settings, thief).run(burst=True)  # reaps every 0.2 s meanwhile
+    await working
     results = await collect(queue_client, 2)
     assert {d.result.job_id for d in results} == ids
     assert thief.batches == [] and slow.batches == [2]
