@@ -8,11 +8,16 @@ import random
 import subprocess
 import sys
 
+from redis.asyncio import Redis
+
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
 from inference.detection import iou
 from inference.queue import QueueClient
-from inference.tasks import InferenceRequest, TaskSpec
+from inference.settings import WorkerSettings
+from inference.tasks import InferenceRequest, Task, TaskSpec
+from inference.worker import Worker
+from inference.worker.testing import SleepEngine
 from tests.conftest import REDIS_URL, collect
 from tests.demo import DEMO_MODEL, ROOT, demo_engine, demo_settings
 
@@ -67,3 +72,36 @@ async def test_the_worker_serves_the_demo_model_through_the_queue(
     boxes = [d.box for d in by_name["detect"].detections if d.label == target.kind]
     assert boxes and max(iou(b, target.box) for b in boxes) >= 0.5
     assert not by_name["bad"].ok and by_name["bad"].error == "image_corrupt"
+
+
+async def test_workers_of_different_models_share_one_queue(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # Two GPU hosts, two checkpoints: the demo model does everything, a stand-in reads text
+    # only. Each job goes to a worker that can do its task, and both serve the one queue.
+    scene = shapes.make_scene(random.Random(77), size=(160, 160), min_shapes=1, max_shapes=1)
+    image = encode_png(scene.image)
+    captions = []
+    for i in range(4):
+        job = queue_client.new_job(TaskSpec.build("caption"), guild_id="g", user_id=f"c{i}")
+        captions.append((await queue_client.submit(job, image)).job_id)
+    for i in range(4):
+        job = queue_client.new_job(TaskSpec.build("ocr"), guild_id="g", user_id=f"o{i}")
+        await queue_client.submit(job, image)
+    reader = SleepEngine(0.2, model_id="ocr-stand-in", capabilities=frozenset({Task.OCR}))
+    demo = Worker(redis, worker_settings, demo_engine(), worker_id="demo-host")
+    ocr = Worker(redis, worker_settings, reader, worker_id="ocr-host")
+    running = [asyncio.create_task(ocr.run(burst=True))]
+    async with asyncio.timeout(10):  # the reader has taken the text jobs it can do
+        while not await redis.hlen(queue_client.keys.lease_owner):  # type: ignore[misc]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    running.append(asyncio.create_task(demo.run(burst=True)))
+    async with asyncio.timeout(10):
+        while len(models := {w.model_id for w in await queue_client.workers()}) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert models == {str(DEMO_MODEL), "ocr-stand-in"}
+    await asyncio.gather(*running)
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 8)}
+    assert all(results[j].worker_id == "demo-host" and results[j].ok for j in captions)
+    by_reader = [r for r in results.values() if r.worker_id == "ocr-host"]
+    assert by_reader and all(r.task is Task.OCR for r in by_reader)
