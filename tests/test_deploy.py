@@ -1,12 +1,17 @@
-"""The deployment files agree with the code: the dashboard asks only for metrics the
-programs export, and Prometheus scrapes the ports they serve on."""
+"""The deployment files agree with the code, checked offline (no Docker daemon or cluster
+here): the dashboard asks only for metrics the programs export, Prometheus scrapes the
+ports they serve on, the Kubernetes manifests validate against the API's schemas and
+probe /readyz and /healthz, the compose file runs Redis with a password, AOF and
+noeviction, and the bot's image carries no torch."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
 
+import kubernetes_validate
 import yaml
 
 from bot.metrics import BotMetrics
@@ -14,6 +19,7 @@ from inference.ops import BOT_METRICS_PORT, WORKER_METRICS_PORT
 from inference.worker.metrics import WorkerMetrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+WORKLOADS = {"Deployment", "StatefulSet"}
 
 
 def exported_names() -> set[str]:
@@ -51,3 +57,72 @@ def test_prometheus_scrapes_the_programs_ports() -> None:
     }
     assert targets["palicord-bot"] == [f"bot:{BOT_METRICS_PORT}"]
     assert targets["palicord-worker"] == [f"worker:{WORKER_METRICS_PORT}"]
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_kubernetes_manifests_validate_and_probe_the_endpoints() -> None:
+    manifests = [m for p in sorted((DEPLOY / "k8s").glob("*.yaml")) for m in load_all(p)]
+    for manifest in manifests:  # the API's own schemas, shipped in kubernetes-validate
+        kubernetes_validate.validate(manifest, desired_version="1.30.0", strict=True)
+    workloads = {m["metadata"]["name"]: m for m in manifests if m["kind"] in WORKLOADS}
+    bot = workloads["palicord-bot"]["spec"]["template"]["spec"]
+    worker = workloads["palicord-worker"]["spec"]["template"]["spec"]
+    for pod, port in ((bot, BOT_METRICS_PORT), (worker, WORKER_METRICS_PORT)):
+        [container] = pod["containers"]
+        assert [p["containerPort"] for p in container["ports"]] == [port]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # Long enough for a batch to finish after SIGTERM.
+    assert worker["terminationGracePeriodSeconds"] >= 60
+
+
+def test_compose_runs_redis_safely_and_checks_every_service() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "bot", "worker"}
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+    redis_conf = (DEPLOY / "redis.conf").read_text().split("\n")
+    assert "maxmemory-policy noeviction" in redis_conf and "appendonly yes" in redis_conf
+    assert "requirepass" in " ".join(services["redis"]["command"])
+    assert "${REDIS_PASSWORD" in services["redis"]["environment"]["REDIS_PASSWORD"]
+    for name, port in (("bot", BOT_METRICS_PORT), ("worker", WORKER_METRICS_PORT)):
+        service = services[name]
+        assert f"{port}/readyz" in " ".join(service["healthcheck"]["test"])
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "${REDIS_PASSWORD}@redis" in service["environment"]["REDIS_URL"]
+    [gpu] = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["capabilities"] == ["gpu"]
+    assert any("/data/huggingface" in v for v in services["worker"]["volumes"])
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_bot_image_has_no_torch_and_both_images_run_their_program() -> None:
+    bot = instructions(DEPLOY / "bot.Dockerfile")
+    worker = instructions(DEPLOY / "worker.Dockerfile")
+    for steps, command, port in (
+        (bot, '["python", "-m", "bot"]', BOT_METRICS_PORT),
+        (worker, '["python", "-m", "inference.worker"]', WORKER_METRICS_PORT),
+    ):
+        assert steps[0][0] == "FROM" and steps[-1] == ("CMD", command)
+        assert ("EXPOSE", str(port)) in steps
+        assert any(i == "HEALTHCHECK" and f"{port}/healthz" in a for i, a in steps)
+    installs = " ".join(a for i, a in bot if i == "RUN")
+    assert '".[bot]"' in installs and "torch" not in installs and "worker" not in installs
+    assert '".[worker]"' in " ".join(a for i, a in worker if i == "RUN")
+    assert "cuda" in worker[0][1]
