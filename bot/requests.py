@@ -44,12 +44,11 @@ from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguag
 from inference.intake import probe_image
 from inference.ops import log_ids
 from inference.queue import JobResult, JobState, JobStatus, QueueClient
-from inference.tasks import DEFAULT_LANGUAGE, LANGUAGES, Task, TaskSpec, normalize_language
+from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_CHOICES = 25
 # Discord forgets an interaction not acknowledged within 3 s. The checks before the
 # acknowledgement read Redis; one that accepts connections but does not answer must not
 # eat that window, or the user sees only "The application did not respond".
@@ -285,12 +284,6 @@ class Requests:
 # --- acknowledging in time -------------------------------------------------------------
 
 
-def message_images(message: discord.Message) -> list[ImageRef]:
-    """The attachments of `message` worth trying as images."""
-    refs = [ImageRef.from_attachment(a) for a in message.attachments]
-    return [r for r in refs if r.looks_like_image()]
-
-
 async def in_time(call: Awaitable[T]) -> T:
     """`call`, or QueueUnavailable once ADMIT_BUDGET_S has passed."""
     try:
@@ -405,12 +398,3 @@ async def run_mention(
         await reply.edit(content="⚠️ " + user_message(exc))
     if items:
         await service.close(items)
-
-
-async def language_autocomplete(
-    interaction: discord.Interaction, current: str
-) -> list[app_commands.Choice[str]]:
-    """Language codes PaliGemma 2 knows, filtered by what the user typed."""
-    typed = current.strip().lower()
-    codes = sorted(c for c in LANGUAGES if c.startswith(typed)) or sorted(LANGUAGES)
-    return [app_commands.Choice(name=c, value=c) for c in codes[:MAX_CHOICES]]

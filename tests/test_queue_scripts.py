@@ -161,7 +161,7 @@ async def test_many_users_a_worker_cannot_serve_do_not_hide_another_guilds_job(
     redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
 ) -> None:
     # 40 users of guild A wait for OCR; a captioner with batch 1 may look at only 8 jobs
-    # per take (SCAN_PER_SLOT): looking past A's users must not use that up.
+    # per take (taking.SCAN_PER_SLOT): looking past A's users must not use that up.
     for i in range(40):
         await submit(queue_client, guild="A", user=str(i), task="ocr")
     lone = await submit(queue_client, guild="B")

@@ -10,8 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs import language_autocomplete
 from bot.guild_config import GuildConfig
-from bot.requests import language_autocomplete
 from inference.errors import InvalidParameter
 from inference.tasks import normalize_language
 

@@ -8,9 +8,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs import language_autocomplete
 from bot.download import ImageRef
 from bot.requests import Ask as AskRequest
-from bot.requests import language_autocomplete, run_interaction
+from bot.requests import run_interaction
 from inference.tasks import MAX_QUESTION_CHARS, Task
 
 if TYPE_CHECKING:

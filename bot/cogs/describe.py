@@ -8,8 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs import language_autocomplete, message_images
 from bot.download import ImageRef
-from bot.requests import Ask, language_autocomplete, message_images, run_interaction
+from bot.requests import Ask, run_interaction
 from inference.tasks import Task
 
 if TYPE_CHECKING:

@@ -9,9 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs import message_images
 from bot.download import ImageRef
 from bot.errors import NoImageFound
-from bot.requests import Ask, Requests, message_images, respond_error, run_interaction
+from bot.requests import Ask, Requests, respond_error, run_interaction
 from inference.tasks import Task
 
 if TYPE_CHECKING:

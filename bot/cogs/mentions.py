@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.requests import Ask, in_time, message_images, run_mention
+from bot.cogs import message_images
+from bot.requests import Ask, in_time, run_mention
 from inference.errors import PalicordError
 from inference.tasks import Task
 

@@ -1,9 +1,11 @@
 """The GPU worker service, `python -m inference.worker` (see `__main__`).
 
 service.py    the loop: take a fair batch, run it, publish; keep-alive and watchdog
+taking.py     taking batches from the queue (linger, suspects alone) and waiting for work
 runner.py     one batch on the engine: split on out-of-memory, stop on fatal errors
 outcomes.py   each taken job's one outcome, published idempotently
 presence.py   the heartbeat that makes the bot count this worker
+metrics.py    what the worker reports to Prometheus
 testing.py    stand-in engines for tests and benchmarks (no torch)
 """
 

@@ -22,8 +22,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable
-from typing import cast
 
 from redis.asyncio import Redis
 
@@ -40,22 +38,17 @@ from inference.worker.metrics import WorkerMetrics
 from inference.worker.outcomes import Outcome
 from inference.worker.presence import Presence, default_worker_id
 from inference.worker.runner import FatalEngineError, generate_resilient
+from inference.worker.taking import Taker
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL_ENGINE = 3
 EXIT_ENGINE_HUNG = 4
-SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 RUN_TIME_SMOOTHING = 0.2  # weight of the newest batch in the run-time moving average
 # Heartbeats per heartbeat lifetime: a live worker must miss this many in a row (a stalled
 # event loop, a network blip) before others take its jobs.
 HEARTBEATS_PER_TTL = 4
-
-
-def _holds_a_suspect(taken: Taken) -> bool:
-    """Whether the batch is a job taken again after its worker died with it: it runs alone."""
-    return any(j.attempt > 1 and not j.expired for j in taken.jobs)
 
 
 class Worker:
@@ -77,7 +70,15 @@ class Worker:
         self._keys = Keys(settings.key_prefix)
         self._scripts = Scripts(redis, self._keys)
         self._capabilities = engine.capabilities
-        self._held: set[str] = set()  # leased job ids in this worker's hands
+        self._taker = Taker(
+            redis,
+            self._keys,
+            self._scripts,
+            settings,
+            worker_id=self.worker_id,
+            capabilities=self._capabilities,
+        )
+        self._held = self._taker.held  # leased job ids in this worker's hands
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
@@ -132,7 +133,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 if await self.run_once() == 0:
-                    if burst and await self._queue_empty():
+                    if burst and await self._taker.queue_empty():
                         break
                     await self._wait_for_work(burst=burst)
                 backoff.reset()
@@ -144,7 +145,7 @@ class Worker:
     async def run_once(self) -> int:
         """Take one batch (with a short linger) and process it; the number of jobs taken."""
         try:
-            taken = await self._take_batch()
+            taken = await self._taker.take_batch(run_s_avg=self._run_s_avg, stopping=self._stopping)
             if taken.jobs:
                 with log_ids(job_ids=",".join(j.job_id for j in taken.jobs)):
                     await self._process(taken)
@@ -190,22 +191,6 @@ class Worker:
         )
         return True
 
-    async def _queue_empty(self) -> bool:
-        with redis_boundary():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.llen(self._keys.guild_ring)
-            pipe.zcard(self._keys.leases)
-            ring, leases = await pipe.execute()
-        return int(ring) == 0 and int(leases) == 0
-
-    async def _wait_for_wakeup(self, timeout_s: float) -> bool:
-        """BLPOP the wakeup list (a float timeout: Redis 6+); True if a token came."""
-        with redis_boundary():
-            # redis-py types the timeout as int, but Redis 6+ takes fractional seconds.
-            call = self._redis.blpop([self._keys.wakeup], timeout=timeout_s)  # type: ignore[arg-type]
-            reply = await cast("Awaitable[list[bytes] | None]", call)
-        return reply is not None
-
     async def _sleep_unless_stopped(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
@@ -214,7 +199,7 @@ class Worker:
         """Block until a submission wakes us, a timeout passes, or stop() is called."""
         s = self._settings
         timeout_s = min(s.idle_wait_s, s.reap_interval_s) if burst else s.idle_wait_s
-        pop = asyncio.create_task(self._wait_for_wakeup(timeout_s))
+        pop = asyncio.create_task(self._taker.wait_for_wakeup(timeout_s))
         stop = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({pop, stop}, return_when=asyncio.FIRST_COMPLETED)
         for task in (pop, stop):
@@ -223,47 +208,6 @@ class Worker:
         await asyncio.gather(pop, stop, return_exceptions=True)
         if pop in done:
             pop.result()  # re-raise a Redis error for the backoff loop
-
-    # --- taking a batch ---------------------------------------------------------------
-
-    def _linger_s(self) -> float:
-        # Waiting to fill a batch pays only when a batch is expensive: never wait more than
-        # a fraction of what a batch costs, so a fast engine answers a lone job at once.
-        s = self._settings
-        return min(s.linger_s, s.linger_ratio * self._run_s_avg)
-
-    async def _take(self, count: int, *, fresh: bool) -> Taken:
-        s = self._settings
-        taken = await self._scripts.take(
-            self.worker_id,
-            count,
-            s.lease_s,
-            self._capabilities,
-            SCAN_PER_SLOT * count,
-            fresh=fresh,
-        )
-        self._held.update(j.job_id for j in taken.jobs)
-        return taken
-
-    async def _take_batch(self) -> Taken:
-        batch_size = self._settings.batch_size
-        taken = await self._take(batch_size, fresh=True)
-        live = sum(not j.expired for j in taken.jobs)
-        linger_s = self._linger_s()
-        if live == 0 or live >= batch_size or linger_s <= 0 or _holds_a_suspect(taken):
-            return taken
-        loop = asyncio.get_running_loop()
-        until = loop.time() + linger_s
-        while live < batch_size and not self._stopping.is_set():
-            remaining_s = until - loop.time()
-            if remaining_s < 0.001:
-                break
-            if not await self._wait_for_wakeup(remaining_s):
-                break
-            more = await self._take(batch_size - live, fresh=False)
-            taken.jobs.extend(more.jobs)
-            live += sum(not j.expired for j in more.jobs)
-        return taken
 
     # --- processing -------------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""Taking work from the queue: a fair batch with a short linger, suspects alone, and the
+wake-up a worker blocks on while the line is empty.
+
+The jobs taken are added to `held`, the set of leases the worker's keep-alive extends
+until their outcomes are settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Collection
+from typing import cast
+
+from redis.asyncio import Redis
+
+from inference.queue import Keys, redis_boundary
+from inference.queue.scripts import Scripts, Taken
+from inference.settings import WorkerSettings
+from inference.tasks import Task
+
+SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
+
+
+def holds_a_suspect(taken: Taken) -> bool:
+    """Whether the batch is a job taken again after its worker died with it: it runs alone."""
+    return any(j.attempt > 1 and not j.expired for j in taken.jobs)
+
+
+class Taker:
+    """Takes batches for one worker, and tells it when there may be more."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        scripts: Scripts,
+        settings: WorkerSettings,
+        *,
+        worker_id: str,
+        capabilities: Collection[Task],
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+        self._settings = settings
+        self._worker_id = worker_id
+        self._capabilities = capabilities
+        self.held: set[str] = set()  # leased job ids in this worker's hands
+
+    async def take_batch(self, *, run_s_avg: float, stopping: asyncio.Event) -> Taken:
+        """Up to BATCH_SIZE jobs; a partial batch waits a little for more, at most a
+        fraction of what a batch costs (`run_s_avg`), so a fast engine never waits."""
+        s = self._settings
+        taken = await self._take(s.batch_size, fresh=True)
+        live = sum(not j.expired for j in taken.jobs)
+        linger_s = min(s.linger_s, s.linger_ratio * run_s_avg)
+        if live == 0 or live >= s.batch_size or linger_s <= 0 or holds_a_suspect(taken):
+            return taken
+        loop = asyncio.get_running_loop()
+        until = loop.time() + linger_s
+        while live < s.batch_size and not stopping.is_set():
+            remaining_s = until - loop.time()
+            if remaining_s < 0.001:
+                break
+            if not await self.wait_for_wakeup(remaining_s):
+                break
+            more = await self._take(s.batch_size - live, fresh=False)
+            taken.jobs.extend(more.jobs)
+            live += sum(not j.expired for j in more.jobs)
+        return taken
+
+    async def _take(self, count: int, *, fresh: bool) -> Taken:
+        taken = await self._scripts.take(
+            self._worker_id,
+            count,
+            self._settings.lease_s,
+            self._capabilities,
+            SCAN_PER_SLOT * count,
+            fresh=fresh,
+        )
+        self.held.update(j.job_id for j in taken.jobs)
+        return taken
+
+    async def wait_for_wakeup(self, timeout_s: float) -> bool:
+        """BLPOP the wakeup list (a float timeout: Redis 6+); True if a token came."""
+        with redis_boundary():
+            # redis-py types the timeout as int, but Redis 6+ takes fractional seconds.
+            call = self._redis.blpop([self._keys.wakeup], timeout=timeout_s)  # type: ignore[arg-type]
+            reply = await cast("Awaitable[list[bytes] | None]", call)
+        return reply is not None
+
+    async def queue_empty(self) -> bool:
+        """Nothing queued and nothing running, anywhere: a burst run may end."""
+        with redis_boundary():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.llen(self._keys.guild_ring)
+            pipe.zcard(self._keys.leases)
+            ring, leases = await pipe.execute()
+        return int(ring) == 0 and int(leases) == 0
