@@ -34,52 +34,12 @@ class OutOfMemoryError(RuntimeError):
     """Named like torch.cuda.OutOfMemoryError, which the worker recognises by name."""
 
 
-class NoopEngine:
-    """Answers instantly without a model; for queue benchmarks and queue-only tests."""
+class StandIn:
+    """What every stand-in shares: a name, a set of tasks, no warm-up, no device."""
 
-    def __init__(self, model_id: str = "noop") -> None:
-        self._model_id = model_id
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def capabilities(self) -> frozenset[Task]:
-        return frozenset(Task)
-
-    def warmup(self) -> None:
-        return None
-
-    def device_memory(self) -> dict[str, int]:
-        return {}
-
-    def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
-        return [InferenceResult(task=r.spec.task, text="ok") for r in requests]
-
-
-class SleepEngine:
-    """Sleeps `sleep_s` per batch and answers "ok"; can fake GPU errors."""
-
-    def __init__(
-        self,
-        sleep_s: float = 0.0,
-        *,
-        model_id: str = "sleep",
-        capabilities: frozenset[Task] = frozenset(Task),
-        oom_above: int | None = None,
-        cuda_error: bool = False,
-        mark_path: str | None = None,
-        poison: str | None = None,
-    ) -> None:
-        self.sleep_s = sleep_s
+    def __init__(self, model_id: str, capabilities: frozenset[Task] = frozenset(Task)) -> None:
         self._model_id = model_id
         self._capabilities = capabilities
-        self.oom_above = oom_above  # batches larger than this raise OutOfMemoryError
-        self.cuda_error = cuda_error
-        self.mark_path = mark_path  # a line per started batch is appended here
-        self.poison = poison  # a question that kills the whole process when asked
-        self.batches: list[int] = []  # sizes of the batches that ran
 
     @property
     def model_id(self) -> str:
@@ -94,6 +54,39 @@ class SleepEngine:
 
     def device_memory(self) -> dict[str, int]:
         return {}
+
+
+class NoopEngine(StandIn):
+    """Answers instantly without a model; for queue benchmarks and queue-only tests."""
+
+    def __init__(self, model_id: str = "noop") -> None:
+        super().__init__(model_id)
+
+    def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
+        return [InferenceResult(task=r.spec.task, text="ok") for r in requests]
+
+
+class SleepEngine(StandIn):
+    """Sleeps `sleep_s` per batch and answers "ok"; can fake GPU errors."""
+
+    def __init__(
+        self,
+        sleep_s: float = 0.0,
+        *,
+        model_id: str = "sleep",
+        capabilities: frozenset[Task] = frozenset(Task),
+        oom_above: int | None = None,
+        cuda_error: bool = False,
+        mark_path: str | None = None,
+        poison: str | None = None,
+    ) -> None:
+        super().__init__(model_id, capabilities)
+        self.sleep_s = sleep_s
+        self.oom_above = oom_above  # batches larger than this raise OutOfMemoryError
+        self.cuda_error = cuda_error
+        self.mark_path = mark_path  # a line per started batch is appended here
+        self.poison = poison  # a question that kills the whole process when asked
+        self.batches: list[int] = []  # sizes of the batches that ran
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         if self.cuda_error:
@@ -177,28 +170,15 @@ def analyse(image: Image.Image) -> tuple[str, str, tuple[int, int, int, int]] | 
     return colour, shape, box
 
 
-class ShapesOracle:
+class ShapesOracle(StandIn):
     """Really looks at one-shape demo pictures and answers like the demo model would, in
     milliseconds. Its OCR answer is hostile on purpose (mass mentions, markdown, a
     code-fence breakout), so every test that reads text also checks the bot's output safety."""
 
     def __init__(self, sleep_s: float = 0.0) -> None:
+        super().__init__("shapes-oracle")
         self.sleep_s = sleep_s
         self.batches: list[int] = []
-
-    @property
-    def model_id(self) -> str:
-        return "shapes-oracle"
-
-    @property
-    def capabilities(self) -> frozenset[Task]:
-        return frozenset(Task)
-
-    def warmup(self) -> None:
-        return None
-
-    def device_memory(self) -> dict[str, int]:
-        return {}
 
     def _one(self, request: InferenceRequest) -> InferenceResult:
         task = request.spec.task
