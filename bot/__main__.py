@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import sys
 from collections.abc import Callable
 
@@ -74,6 +75,10 @@ async def run(
         ) as bot:
             if on_bot is not None:
                 on_bot(bot)
+            # Docker and Kubernetes stop containers with SIGTERM: close cleanly, as for Ctrl-C.
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: asyncio.ensure_future(bot.close())
+            )
             await bot.start(settings.discord_token.get_secret_value())
 
 
@@ -98,10 +103,14 @@ def main() -> int:
             lambda: any(b.ready_to_serve() for b in bots),
         )
     except OSError as exc:
-        log.error(
-            "cannot serve metrics on %s:%d (%s); set METRICS_PORT", settings.metrics_host, port, exc
+        # Serving without metrics beats not serving: the probes that need them will say so.
+        log.warning(
+            "no metrics or health endpoints: cannot listen on %s:%d (%s); set METRICS_PORT",
+            settings.metrics_host,
+            port,
+            exc,
         )
-        return 2
+        ops = None
     try:
         asyncio.run(run(settings, metrics, bots.append))
     except KeyboardInterrupt:

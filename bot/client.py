@@ -118,6 +118,7 @@ class PalicordBot(commands.Bot):
         self.metrics = metrics or BotMetrics()
         self.metrics.watch_client(self)
         self.redis_ok = False  # the last ping's answer, for /readyz
+        self.gateway_up = False  # discord.py keeps is_ready() set across disconnects
         self._background: list[asyncio.Task[None]] = []
         keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
@@ -173,7 +174,16 @@ class PalicordBot(commands.Bot):
 
     def ready_to_serve(self) -> bool:
         """For /readyz: connected to the gateway, and Redis answered the last ping."""
-        return self.is_ready() and not self.is_closed() and self.redis_ok
+        return self.is_ready() and self.gateway_up and not self.is_closed() and self.redis_ok
+
+    async def on_connect(self) -> None:
+        self.gateway_up = True
+
+    async def on_resumed(self) -> None:
+        self.gateway_up = True
+
+    async def on_disconnect(self) -> None:
+        self.gateway_up = False
 
     async def _watch_redis(self) -> None:
         while True:
@@ -182,6 +192,9 @@ class PalicordBot(commands.Bot):
                     await self.redis.ping()
                 self.redis_ok = True
             except QueueUnavailable:
+                self.redis_ok = False
+            except Exception:  # never let the readiness signal freeze
+                log.exception("Redis ping failed")
                 self.redis_ok = False
             await asyncio.sleep(REDIS_PING_INTERVAL_S)
 

@@ -68,6 +68,8 @@ class BotMetrics:
             logging.getLogger(name).addFilter(self._count_rate_limits)
 
     def _count_rate_limits(self, record: logging.LogRecord) -> bool:
-        if "rate limit" in record.getMessage().lower():
+        # One line per 429 ("... responded with 429. Retrying in ..."); a global limit
+        # adds a second line that must not count twice.
+        if "responded with 429" in record.getMessage():
             self.rate_limits.inc()
         return True

@@ -125,9 +125,9 @@ class Requests:
 
     def count(self, kind: str, failure: BaseException | None = None) -> None:
         """One request of `kind` ended: queued, refused (a PalicordError) or an error."""
-        outcome = "queued" if failure is None else "refused"
-        if failure is not None and not isinstance(failure, PalicordError):
-            outcome = "error"
+        # An outage or a bug is ours, not a refusal of the user's request.
+        ours = isinstance(failure, QueueUnavailable) or not isinstance(failure, PalicordError)
+        outcome = "queued" if failure is None else "error" if ours else "refused"
         self._metrics.requests.labels(kind, outcome).inc()
 
     def acknowledged(self, interaction: discord.Interaction) -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
 from inference.ops import serve_ops
-from inference.queue import QueueClient
+from inference.queue import Job, JobResult, QueueClient
+from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
-from inference.tasks import TaskSpec
-from inference.worker import Worker
+from inference.tasks import InferenceResult, Task, TaskSpec
+from inference.worker import Worker, outcomes
 from inference.worker.metrics import WorkerMetrics
+from inference.worker.outcomes import Outcome
 from inference.worker.testing import NoopEngine
 from tests.conftest import collect, free_port, get, samples, spawn_worker, submit, until_ready
 
@@ -71,3 +74,24 @@ async def test_the_worker_process_serves_health_and_metrics(
     finally:
         proc.terminate()
         assert await asyncio.to_thread(proc.wait, 10) == 0
+
+
+async def test_an_outcome_settled_twice_is_counted_once(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # A robbed (frozen) worker and its rescuer both settle the job: one answer, one count.
+    await submit(queue_client)
+    scripts = Scripts(redis, queue_client.keys)
+    [taken] = (await scripts.take("w1", 1, 30.0, Task, 8)).jobs
+    job = outcomes.decode(taken, "w1")
+    assert isinstance(job, Job)
+    result = JobResult.success(job, InferenceResult(Task.CAPTION, "a cat"), worker_id="w1")
+    outcome = Outcome(job.job_id, job.reply_to, result)
+    metrics = WorkerMetrics()
+    for worker_id in ("w1", "w2"):
+        metrics.settled(
+            await outcomes.publish(scripts, redis, [outcome], worker_settings, worker_id)
+        )
+    got = samples(generate_latest(metrics.registry).decode())
+    assert got[("palicord_jobs_total", (("code", ""), ("outcome", "answered")))] == 1
+    assert len(await collect(queue_client, 1)) == 1

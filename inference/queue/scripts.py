@@ -230,7 +230,8 @@ class Scripts:
         max_dead_letters: int = 10_000,
         client: Pipeline | None = None,
     ) -> Any:
-        """Publish a job's outcome once (1 if this call published) and clean the job up.
+        """Decide a job's outcome once (1 if this call did, and published it where there is
+        somewhere to answer) and clean the job up.
         With `client`, the call is queued on that pipeline and its reply comes from it."""
         return await self._call(
             "settle", job_id, reply_to or "", result_json, done_ttl_s, retention_ms,

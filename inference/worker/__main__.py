@@ -123,10 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.metrics_host, port, metrics.registry, lambda: any(w.ready for w in workers)
         )
     except OSError as exc:
-        log.error(
-            "cannot serve metrics on %s:%d (%s); set METRICS_PORT", settings.metrics_host, port, exc
+        # Serving without metrics beats not serving: the probes that need them will say so.
+        log.warning(
+            "no metrics or health endpoints: cannot listen on %s:%d (%s); set METRICS_PORT",
+            settings.metrics_host,
+            port,
+            exc,
         )
-        return 2
+        ops = None
     try:
         engine = factory(settings, **options)
         return asyncio.run(

@@ -126,11 +126,12 @@ async def publish(
     outcomes: list[Outcome],
     settings: QueueSettings,
     worker_id: str,
-) -> int:
-    """Settle every outcome in one round trip; returns how many results were published.
-    Raises QueueUnavailable when Redis fails (settling again later is safe)."""
+) -> list[Outcome]:
+    """Settle every outcome in one round trip; returns those this call decided (another
+    worker may have settled a job first: it was robbed). Raises QueueUnavailable when
+    Redis fails (settling again later is safe)."""
     if not outcomes:
-        return 0
+        return []
     with redis_boundary():
         pipe = redis.pipeline(transaction=False)
         for o in outcomes:
@@ -145,7 +146,7 @@ async def publish(
                 client=pipe,
             )
         replies = await pipe.execute()
-    return sum(int(r) for r in replies)
+    return [o for o, reply in zip(outcomes, replies, strict=True) if int(reply) == 1]
 
 
 async def reap(
@@ -171,8 +172,7 @@ async def reap(
     )
     if reaped.requeued:
         log.info("requeued %d jobs whose lease lapsed or whose worker died", reaped.requeued)
-    decided = [out_of_attempts(tj, worker_id) for tj in reaped.dying]
-    if decided:
-        log.warning("dead-lettering %d jobs out of attempts", len(decided))
-        await publish(scripts, redis, decided, s, worker_id)
-    return reaped.requeued, decided
+    dying = [out_of_attempts(tj, worker_id) for tj in reaped.dying]
+    if dying:
+        log.warning("dead-lettering %d jobs out of attempts", len(dying))
+    return reaped.requeued, await publish(scripts, redis, dying, s, worker_id)

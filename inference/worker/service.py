@@ -101,6 +101,7 @@ class Worker:
     def stop(self) -> None:
         """Finish the batch in hand, hand back unstarted jobs, then return from run()."""
         log.info("worker %s stopping", self.worker_id)
+        self.ready = False
         self._stopping.set()
         self._stop_flag.set()
 
@@ -278,9 +279,10 @@ class Worker:
         give_up_at = time.monotonic() + self._settings.lease_s
         while True:
             try:
-                await outcomes.publish(
+                published = await outcomes.publish(
                     self._scripts, self._redis, decided, self._settings, self.worker_id
                 )
+                self.metrics.settled(published)  # not those another worker settled first
                 if release:
                     n = await self._scripts.release(self.worker_id, release)
                     log.info("handed %d unstarted jobs back", n)
@@ -290,7 +292,6 @@ class Worker:
                     log.error("could not publish %d results: %s", len(decided), describe(exc))
                     break
                 await asyncio.sleep(backoff.next_delay_s())
-        self.metrics.settled(decided)
         self._held.difference_update([o.job_id for o in decided], release)
 
     # --- staying alive ----------------------------------------------------------------
@@ -306,6 +307,7 @@ class Worker:
                 return
             try:
                 await self.presence.announce()
+                self.ready = True
                 if self._held:
                     lost = await self._scripts.extend(self.worker_id, s.lease_s, list(self._held))
                     if lost:
@@ -317,7 +319,6 @@ class Worker:
                     next_reap = time.monotonic() + s.reap_interval_s
                 self.metrics.queue(**await self.presence.survey())
                 self.metrics.memory(self._engine.device_memory())
-                self.ready = True
             except QueueUnavailable as exc:
                 self.ready = False
                 log.warning("keep-alive failed: %s", describe(exc))
