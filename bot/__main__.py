@@ -95,22 +95,12 @@ def main() -> int:
     metrics = BotMetrics()
     bots: list[PalicordBot] = []
     port = resolve_port(settings.metrics_port, BOT_METRICS_PORT)
-    try:
-        ops = serve_ops(
-            settings.metrics_host,
-            port,
-            metrics.registry,
-            lambda: any(b.ready_to_serve() for b in bots),
-        )
-    except OSError as exc:
-        # Serving without metrics beats not serving: the probes that need them will say so.
-        log.warning(
-            "no metrics or health endpoints: cannot listen on %s:%d (%s); set METRICS_PORT",
-            settings.metrics_host,
-            port,
-            exc,
-        )
-        ops = None
+    ops = serve_ops(
+        settings.metrics_host,
+        port,
+        metrics.registry,
+        lambda: any(b.ready_to_serve() for b in bots),
+    )
     try:
         asyncio.run(run(settings, metrics, bots.append))
     except KeyboardInterrupt:

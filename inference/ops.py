@@ -102,16 +102,27 @@ def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[...
 def serve_ops(
     host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]
 ) -> OpsServer | None:
-    """Start the server in a daemon thread; None when `port` is 0 (turned off)."""
+    """Start the server in a daemon thread; None when `port` is 0 (turned off), or when it
+    cannot listen there (logged: serving without metrics beats not serving, and the probes
+    that need them will say so)."""
     if port == 0:
         return None
-    server = make_server(
-        host,
-        port,
-        _app(registry, ready),
-        server_class=_ThreadingWSGIServer,
-        handler_class=_QuietHandler,
-    )
+    try:
+        server = make_server(
+            host,
+            port,
+            _app(registry, ready),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+    except OSError as exc:
+        log.warning(
+            "no metrics or health endpoints: cannot listen on %s:%d (%s); set METRICS_PORT",
+            host,
+            port,
+            exc,
+        )
+        return None
     thread = threading.Thread(target=server.serve_forever, name="palicord-ops", daemon=True)
     thread.start()
     bound = int(server.server_address[1])

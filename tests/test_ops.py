@@ -61,6 +61,8 @@ def test_ports_health_and_readiness() -> None:
         ready[0] = True
         assert get(base + "/readyz")[0] == 200
         assert get(base + "/nothing")[0] == 404
+        # A port already taken: the program goes on without endpoints, and says so.
+        assert serve_ops("127.0.0.1", ops.port, CollectorRegistry(), lambda: True) is None
     finally:
         ops.close()
 

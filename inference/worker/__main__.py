@@ -118,19 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = WorkerMetrics()
     workers: list[Worker] = []
     port = resolve_port(settings.metrics_port, WORKER_METRICS_PORT)
-    try:
-        ops = serve_ops(
-            settings.metrics_host, port, metrics.registry, lambda: any(w.ready for w in workers)
-        )
-    except OSError as exc:
-        # Serving without metrics beats not serving: the probes that need them will say so.
-        log.warning(
-            "no metrics or health endpoints: cannot listen on %s:%d (%s); set METRICS_PORT",
-            settings.metrics_host,
-            port,
-            exc,
-        )
-        ops = None
+    ops = serve_ops(
+        settings.metrics_host, port, metrics.registry, lambda: any(w.ready for w in workers)
+    )
     try:
         engine = factory(settings, **options)
         return asyncio.run(
