@@ -34,7 +34,6 @@ from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable
 from inference.queue import Keys, QueueClient, redis_boundary
 from inference.queue.connection import cancel_and_wait
-from inference.queue.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ class PalicordBot(commands.Bot):
         self._background: list[asyncio.Task[None]] = []
         keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
-        self.limits = Limits(redis, Scripts(redis, keys), keys, cooldown_s=settings.user_cooldown_s)
+        self.limits = Limits(redis, queue.scripts, keys, cooldown_s=settings.user_cooldown_s)
         ttl_s = int(settings.job_deadline_s) + _REQUEST_TTL_MARGIN_S
         self.store = RequestStore(redis, keys, ttl_s=ttl_s)
         self.downloader = Downloader(

@@ -56,7 +56,6 @@ class _QuietHandler(WSGIRequestHandler):
 class OpsServer:
     """A running metrics and health server; `port` is the one it listens on."""
 
-    host: str
     port: int
     _server: WSGIServer
     _thread: threading.Thread
@@ -127,7 +126,7 @@ def serve_ops(
     thread.start()
     bound = int(server.server_address[1])
     log.info("metrics and health on http://%s:%d/ (/metrics, /healthz, /readyz)", host, bound)
-    return OpsServer(host, bound, server, thread)
+    return OpsServer(bound, server, thread)
 
 
 # --- logs -------------------------------------------------------------------------------

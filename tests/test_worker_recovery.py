@@ -47,11 +47,6 @@ def reaped(*procs: subprocess.Popen[bytes]) -> Iterator[None]:
             proc.wait()
 
 
-async def owner_of(redis: Redis, client: QueueClient, job_id: str) -> str | None:
-    owner = await redis.hget(client.keys.lease_owner, job_id)  # type: ignore[misc]
-    return None if owner is None else str(owner.decode())
-
-
 async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
     """Poll what other processes make true (they have no other way to tell us)."""
     async with asyncio.timeout(timeout_s):
@@ -89,7 +84,8 @@ async def test_a_killed_workers_jobs_run_again_within_seconds_quiet_guild_first(
 
 
 async def _owned_by(redis: Redis, client: QueueClient, job_id: str, worker: str) -> bool:
-    return await owner_of(redis, client, job_id) == worker
+    owner = await redis.hget(client.keys.lease_owner, job_id)  # type: ignore[misc]
+    return owner is not None and owner.decode() == worker
 
 
 async def test_a_frozen_worker_never_answers_twice_and_carries_on(

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from inference.errors import ImageTooLarge, MalformedMessage, QueueUnavailable, error_from_code
 from inference.queue.connection import redis_boundary
-from inference.queue.keys import Keys, check_part
+from inference.queue.keys import Keys, check_part, is_key_part
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus
 from inference.queue.settings import QueueSettings
@@ -60,14 +60,6 @@ class Delivery:
     result: JobResult
 
 
-def _is_key_part(value: str) -> bool:
-    try:
-        check_part(value)
-    except ValueError:
-        return False
-    return True
-
-
 class QueueClient:
     """Async client the bot uses; one per bot instance (`instance_id` names its stream)."""
 
@@ -90,6 +82,11 @@ class QueueClient:
     @property
     def keys(self) -> Keys:
         return self._keys
+
+    @property
+    def scripts(self) -> Scripts:
+        """The queue's scripts on this client's connection (the bot's quota uses one)."""
+        return self._scripts
 
     def new_job(
         self,
@@ -160,7 +157,7 @@ class QueueClient:
                 return []
             names = [i.decode(errors="replace") for i in ids]
             # Ids are written by workers, which check them; skip anything planted.
-            valid = [n for n in names if _is_key_part(n)]
+            valid = [n for n in names if is_key_part(n)]
             if not valid:
                 return []
             raws = await self._redis.mget([self._keys.worker(n) for n in valid])

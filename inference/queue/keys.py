@@ -66,9 +66,14 @@ _TEMPLATES: dict[str, str] = {
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
+def is_key_part(value: str) -> bool:
+    """Whether `value` is safe inside a key (no `:`, braces or spaces)."""
+    return _PART_RE.match(value) is not None
+
+
 def check_part(value: str) -> str:
-    """Return `value` if it is safe inside a key (no `:`, braces or spaces), else raise."""
-    if not _PART_RE.match(value):
+    """Return `value` if it is safe inside a key (see `is_key_part`), else raise."""
+    if not is_key_part(value):
         raise ValueError(f"not a valid key part: {value!r}")
     return value
 

@@ -80,11 +80,6 @@ class WorkerMetrics:
             if result is not None and result.queue_wait_s is not None:
                 self.queue_wait.observe(result.queue_wait_s)
 
-    def batch(self, size: int, run_s: float | None) -> None:
-        self.batch_size.observe(size)
-        if run_s is not None:
-            self.batch_run.observe(run_s)
-
     def queue(self, *, depth: int, guilds_waiting: int, workers_alive: int) -> None:
         self.queue_depth.set(depth)
         self.guilds_waiting.set(guilds_waiting)

@@ -60,25 +60,21 @@ class Presence:
             batch_size=settings.batch_size,
         ).to_json()
 
-    async def announce(self) -> None:
-        """Write (or refresh) the heartbeat key and this worker's entry in the index."""
+    async def announce(self) -> dict[str, int]:
+        """Write (or refresh) the heartbeat key and this worker's entry in the index; in the
+        same round trip, return the shared queue at a glance (jobs outstanding, guilds
+        waiting, workers alive) for the metrics."""
         with redis_boundary():
             seconds, micros = await self._redis.time()
+            now = seconds + micros / 1e6
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(self._keys.worker(self._worker_id), self._info_json, ex=int(self._ttl_s) + 1)
-            pipe.zadd(self._keys.workers, {self._worker_id: seconds + micros / 1e6 + self._ttl_s})
+            pipe.zadd(self._keys.workers, {self._worker_id: now + self._ttl_s})
             pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - STALE_WORKER_S)
-            await pipe.execute()
-
-    async def survey(self) -> dict[str, int]:
-        """The shared queue at a glance: jobs outstanding, guilds waiting, workers alive."""
-        with redis_boundary():
-            seconds, micros = await self._redis.time()
-            pipe = self._redis.pipeline(transaction=False)
             pipe.get(self._keys.pending)
             pipe.llen(self._keys.guild_ring)
-            pipe.zcount(self._keys.workers, seconds + micros / 1e6, "+inf")
-            pending, guilds, workers = await pipe.execute()
+            pipe.zcount(self._keys.workers, now, "+inf")
+            *_, pending, guilds, workers = await pipe.execute()
         return {
             "depth": int(pending or 0),
             "guilds_waiting": int(guilds),

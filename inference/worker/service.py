@@ -306,7 +306,7 @@ class Worker:
             if self._engine_hung():
                 return
             try:
-                await self.presence.announce()
+                self.metrics.queue(**await self.presence.announce())
                 self.ready = True
                 if self._held:
                     lost = await self._scripts.extend(self.worker_id, s.lease_s, list(self._held))
@@ -317,7 +317,6 @@ class Worker:
                 if time.monotonic() >= next_reap:
                     await self.reap()
                     next_reap = time.monotonic() + s.reap_interval_s
-                self.metrics.queue(**await self.presence.survey())
                 self.metrics.memory(self._engine.device_memory())
             except QueueUnavailable as exc:
                 self.ready = False
