@@ -28,7 +28,7 @@ from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
 from inference.ops import log_ids
 from inference.queue import JobResult, JobState, Keys, QueueClient, redis_boundary
-from inference.queue.connection import Backoff, awaited, describe
+from inference.queue.connection import Backoff, atomic_pipeline, awaited, describe
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +194,12 @@ class RequestStore:
         self._ttl_s = ttl_s
 
     async def record(self, request_id: str, index: int, result: JobResult) -> int:
-        """Store one image's outcome; return how many images of the request have one."""
+        """Store one image's outcome; return how many images of the request have one.
+        Two results recorded at once may both count them all: `claim` still lets only
+        one of them answer."""
         key = self._keys.request(request_id)
         with redis_boundary():
-            pipe = self._redis.pipeline(transaction=True)
+            pipe = atomic_pipeline(self._redis)
             pipe.hset(key, str(index), result.to_json())
             pipe.expire(key, self._ttl_s)
             pipe.hkeys(key)
@@ -240,7 +242,7 @@ class RequestStore:
         record = json.dumps({"at": time.time(), "items": [i.to_context() for i in items]})
         key = self._keys.intake(instance_id)
         with redis_boundary():
-            pipe = self._redis.pipeline(transaction=True)
+            pipe = atomic_pipeline(self._redis)
             pipe.hset(key, items[0].request_id, record)
             pipe.expire(key, INTAKE_TTL_S)
             await pipe.execute()
@@ -276,7 +278,7 @@ class RequestStore:
     async def add_user_job(self, user_id: int, job_id: str, deadline_at: float) -> None:
         key = self._keys.user_jobs(user_id)
         with redis_boundary():
-            pipe = self._redis.pipeline(transaction=True)
+            pipe = atomic_pipeline(self._redis)
             pipe.zadd(key, {job_id: deadline_at})
             pipe.expire(key, self._ttl_s)
             await pipe.execute()

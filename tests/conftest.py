@@ -151,6 +151,16 @@ def spawn_worker(prefix: str, engine: str, *options: str, **env: str) -> subproc
     return subprocess.Popen(args, env=full_env, cwd=ROOT)
 
 
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if it outstays `timeout_s`; the exit status."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 # --- the operations endpoints (test_*_metrics.py) ------------------------------------
 
 

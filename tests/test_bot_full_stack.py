@@ -17,7 +17,7 @@ from bot.client import PalicordBot
 from inference.detection import iou
 from inference.queue import Keys, QueueClient
 from inference.worker.testing import ShapesOracle
-from tests.conftest import spawn_worker
+from tests.conftest import spawn_worker, stop
 from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, boxes, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server
@@ -39,12 +39,7 @@ DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 def worker_process(prefix: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = spawn_worker(prefix, "oracle_engine", LINGER_S="0")
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
 
 
 async def wait_for_workers(prefix: str, timeout_s: float = 20.0) -> None:

@@ -20,7 +20,7 @@ from inference.errors import (
 )
 from inference.queue import JobState, JobStatus, QueueClient, QueueSettings, connect
 from inference.queue.messages import JobResult
-from inference.queue.scripts import Scripts
+from inference.queue.scripts import Scripts, Settlement
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker import Worker
@@ -147,7 +147,7 @@ async def test_cancel_running_job_drops_its_result(
     assert (await queue_client.status(job_id)).state is JobState.RUNNING
     assert await queue_client.cancel(job_id)
     published = await scripts.settle(
-        job_id, reply_to=BOT_ID, result_json="{}", done_ttl_s=60, retention_ms=60_000
+        job_id, Settlement(result_json="{}", reply_to=BOT_ID, done_ttl_s=60, retention_ms=60_000)
     )
     assert published == 0
     assert await redis.xlen(queue_client.keys.results(BOT_ID)) == 0
@@ -162,7 +162,8 @@ async def test_publish_is_idempotent(redis: Redis, queue_client: QueueClient) ->
     result = JobResult(job_id=job_id, context={}, text="hi").to_json()
     outcomes = [
         await scripts.settle(
-            job_id, reply_to=BOT_ID, result_json=result, done_ttl_s=60, retention_ms=60_000
+            job_id,
+            Settlement(result_json=result, reply_to=BOT_ID, done_ttl_s=60, retention_ms=60_000),
         )
         for _ in range(3)
     ]

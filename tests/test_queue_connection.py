@@ -120,6 +120,7 @@ async def test_the_bots_stores_and_the_worker_translate_too(
         nowhere,
         keys,
         WorkerSettings(key_prefix=redis_prefix),
+        scripts=Scripts(nowhere, keys),
         worker_id="w",
         model_id="m",
         capabilities=("caption",),

@@ -89,9 +89,7 @@ async def test_an_outcome_settled_twice_is_counted_once(
     outcome = Outcome(job.job_id, job.reply_to, result)
     metrics = WorkerMetrics()
     for worker_id in ("w1", "w2"):
-        metrics.settled(
-            await outcomes.publish(scripts, redis, [outcome], worker_settings, worker_id)
-        )
+        metrics.settled(await outcomes.publish(scripts, [outcome], worker_settings, worker_id))
     got = samples(generate_latest(metrics.registry).decode())
     assert got[("palicord_jobs_total", (("code", ""), ("outcome", "answered")))] == 1
     assert len(await collect(queue_client, 1)) == 1

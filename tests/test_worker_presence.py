@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from inference.queue import QueueClient
 from inference.queue.keys import Keys, check_part
 from inference.queue.messages import WorkerInfo
+from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
 from inference.worker.presence import Presence, default_worker_id
 
@@ -19,6 +20,7 @@ async def test_announce_then_withdraw(redis: Redis, worker_settings: WorkerSetti
         redis,
         keys,
         worker_settings,
+        scripts=Scripts(redis, keys),
         worker_id="w-1",
         model_id="demo",
         capabilities=("caption", "detect"),
@@ -49,7 +51,13 @@ async def test_a_planted_worker_id_does_not_break_the_listing(
 ) -> None:
     keys = Keys(worker_settings.key_prefix)
     presence = Presence(
-        redis, keys, worker_settings, worker_id="w-ok", model_id="demo", capabilities=("ocr",)
+        redis,
+        keys,
+        worker_settings,
+        scripts=Scripts(redis, keys),
+        worker_id="w-ok",
+        model_id="demo",
+        capabilities=("ocr",),
     )
     await presence.announce()
     await redis.zadd(keys.workers, {"bad:id": 2e9})

@@ -148,11 +148,9 @@ class QueueClient:
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is current."""
+        now = await self._scripts.server_time()
         with redis_boundary():
-            seconds, micros = await self._redis.time()
-            ids = await self._redis.zrangebyscore(
-                self._keys.workers, seconds + micros / 1e6, "+inf"
-            )
+            ids = await self._redis.zrangebyscore(self._keys.workers, now, "+inf")
             if not ids:
                 return []
             names = [i.decode(errors="replace") for i in ids]

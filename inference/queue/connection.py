@@ -13,10 +13,11 @@ import inspect
 import random
 from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
 
 from inference.errors import QueueUnavailable
 from inference.queue.settings import QueueSettings
@@ -30,17 +31,35 @@ FIRST_BACKOFF_S = 0.1
 
 
 def connect(settings: QueueSettings) -> Redis:
-    """A Redis client for `settings.redis_url` (redis:// or rediss://, password allowed)."""
+    """A Redis client for `settings.redis_url` (redis:// or rediss://, password allowed);
+    with `settings.redis_cluster`, redis-py's cluster client with that URL as its start-up
+    node. The cluster client is typed as `Redis` on purpose: it offers the same commands
+    for the one-slot keys Palicord uses, and the two places that differ (transactions and
+    scripts in pipelines) ask `is_cluster` instead of every caller carrying two types."""
     # A Redis that accepts TCP but never answers must fail rather than hang a request:
     # every command, blocking reads included, ends within `redis_timeout_s`.
-    client: Redis = Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=settings.redis_timeout_s,
-        socket_keepalive=True,
-    )
+    options: dict[str, Any] = {
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_keepalive": True,
+    }
+    url = settings.redis_url.get_secret_value()
+    if settings.redis_cluster:
+        return cast(Redis, RedisCluster.from_url(url, **options))
+    client: Redis = Redis.from_url(url, **options)
     return client
+
+
+def is_cluster(redis: Redis) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+def atomic_pipeline(redis: Redis) -> Pipeline:
+    """A pipeline for commands on one key that belong together (MULTI/EXEC on a single
+    Redis). redis-py's cluster pipeline has no transactions; there the commands still go
+    to the key's node in one batch, and callers must not depend on their isolation."""
+    return redis.pipeline(transaction=not is_cluster(redis))
 
 
 @contextmanager

@@ -12,8 +12,9 @@ decoded here into typed values; callers never see Redis's nested arrays.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from inference.errors import error_types
-from inference.queue.connection import redis_boundary
+from inference.queue.connection import is_cluster, redis_boundary
 from inference.queue.keys import Keys, lua_prelude
 from inference.queue.messages import JobState
 from inference.tasks import Task
@@ -35,6 +36,7 @@ MAX_SKIP = 1_024
 
 _SCRIPT_NAMES = (
     "submit", "take", "extend", "reap", "release", "settle", "cancel", "status", "charge",
+    "clock",
 )  # fmt: skip
 
 
@@ -132,11 +134,25 @@ class Reaped:
     dying: list[TakenJob]
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How to settle one job: its result (or "" when there is none to publish), where to
+    publish it, and what to dead-letter."""
+
+    result_json: str
+    reply_to: str | None
+    done_ttl_s: int
+    retention_ms: int
+    dead_letter: str | None = None
+    max_dead_letters: int = 10_000
+
+
 class Scripts:
     """The queue's Lua scripts bound to one Redis client and key prefix. Every call
     raises QueueUnavailable when Redis fails (see `inference.queue.connection`)."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
         self._keys = keys
         self._scripts = {n: redis.register_script(script_source(n)) for n in _SCRIPT_NAMES}
 
@@ -219,24 +235,29 @@ class Scripts:
         return int(await self._call("release", worker_id, *job_ids))
 
     async def settle(
-        self,
-        job_id: str,
-        *,
-        reply_to: str | None,
-        result_json: str,
-        done_ttl_s: int,
-        retention_ms: int,
-        dead_letter: str | None = None,
-        max_dead_letters: int = 10_000,
-        client: Pipeline | None = None,
+        self, job_id: str, settlement: Settlement, *, client: Pipeline | None = None
     ) -> Any:
         """Decide a job's outcome once (1 if this call did, and published it where there is
         somewhere to answer) and clean the job up.
         With `client`, the call is queued on that pipeline and its reply comes from it."""
+        s = settlement
         return await self._call(
-            "settle", job_id, reply_to or "", result_json, done_ttl_s, retention_ms,
-            dead_letter or "", max_dead_letters, client=client,
+            "settle", job_id, s.reply_to or "", s.result_json, s.done_ttl_s, s.retention_ms,
+            s.dead_letter or "", s.max_dead_letters, client=client,
         )  # fmt: skip
+
+    async def settle_many(self, settlements: Sequence[tuple[str, Settlement]]) -> list[int]:
+        """`settle` each (job id, settlement), in one round trip where Redis allows it."""
+        if is_cluster(self._redis):
+            # redis-py's cluster pipeline refuses EVALSHA; the calls go out concurrently.
+            replies = await asyncio.gather(*(self.settle(j, s) for j, s in settlements))
+        else:
+            with redis_boundary():
+                pipe = self._redis.pipeline(transaction=False)
+                for job_id, settlement in settlements:
+                    await self.settle(job_id, settlement, client=pipe)
+                replies = await pipe.execute()
+        return [int(reply) for reply in replies]
 
     async def cancel(self, job_id: str, done_ttl_s: int) -> CancelOutcome:
         """Cancel a job."""
@@ -246,6 +267,11 @@ class Scripts:
         """Count `n` images against a guild's quota for `day`: the new total, or -1 (and
         nothing counted) when they do not fit."""
         return int(await self._call("charge", guild, day, n, quota, ttl_s))
+
+    async def server_time(self) -> float:
+        """Redis's clock, the one the scripts judge leases and heartbeats by."""
+        seconds, micros = await self._call("clock")
+        return int(seconds) + int(micros) / 1e6
 
     async def status(self, job_id: str) -> tuple[JobState, int]:
         """(state, place in line); place is 0 unless the state is QUEUED."""

@@ -20,6 +20,8 @@ from inference.intake import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from inference.queue.keys import DEFAULT_PREFIX
 
 _QUERY_PASSWORD_RE = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+# Redis Cluster hashes only the part between the first "{" and the next "}" (if not empty).
+_HASH_TAG_RE = re.compile(r"^[^{]*\{[^}]+\}")
 
 
 def redact_url(url: str) -> str:
@@ -50,6 +52,10 @@ class QueueSettings(ImageLimits):
     """Where the queue lives and how much it holds; shared by the bot and the workers."""
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")  # redis:// or rediss://
+    # A Redis Cluster: REDIS_URL is then one start-up node, and the client finds the rest.
+    # Every key shares the prefix's hash tag, so the whole queue lives in one slot (the
+    # Lua scripts touch many keys at once); a cluster gives failover, not a bigger queue.
+    redis_cluster: bool = False
     key_prefix: str = DEFAULT_PREFIX
     # Caps count outstanding jobs (queued or running).
     max_pending: int = Field(default=5_000, ge=1)
@@ -78,6 +84,15 @@ class QueueSettings(ImageLimits):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # "json": one JSON object per log line, with the job and request ids (inference.ops).
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _one_slot_on_a_cluster(self) -> QueueSettings:
+        if self.redis_cluster and not _HASH_TAG_RE.search(self.key_prefix):
+            raise ValueError(
+                "on a Redis Cluster KEY_PREFIX must hold a hash tag such as {palicord}, "
+                "so that all of the queue's keys land in one slot"
+            )
+        return self
 
     @model_validator(mode="after")
     def _image_outlives_its_job(self) -> QueueSettings:

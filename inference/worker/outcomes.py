@@ -8,12 +8,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from inference.errors import JobFailed, JobTimedOut, MalformedMessage, PalicordError
-from inference.queue import Job, JobResult, QueueSettings, redis_boundary
+from inference.queue import Job, JobResult, QueueSettings
 from inference.queue.messages import salvage_reply_address
-from inference.queue.scripts import Scripts, TakenJob
+from inference.queue.scripts import Scripts, Settlement, TakenJob
 from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -122,7 +120,6 @@ def _dead_letter_entry(outcome: Outcome, worker_id: str) -> str | None:
 
 async def publish(
     scripts: Scripts,
-    redis: Redis,
     outcomes: list[Outcome],
     settings: QueueSettings,
     worker_id: str,
@@ -132,26 +129,27 @@ async def publish(
     Redis fails (settling again later is safe)."""
     if not outcomes:
         return []
-    with redis_boundary():
-        pipe = redis.pipeline(transaction=False)
-        for o in outcomes:
-            await scripts.settle(
+    decided = await scripts.settle_many(
+        [
+            (
                 o.job_id,
-                reply_to=o.reply_to if o.result is not None else None,
-                result_json=o.result.to_json() if o.result is not None else "",
-                done_ttl_s=settings.done_ttl_s,
-                retention_ms=settings.result_retention_s * 1000,
-                dead_letter=_dead_letter_entry(o, worker_id),
-                max_dead_letters=settings.max_dead_letters,
-                client=pipe,
+                Settlement(
+                    result_json=o.result.to_json() if o.result is not None else "",
+                    reply_to=o.reply_to if o.result is not None else None,
+                    done_ttl_s=settings.done_ttl_s,
+                    retention_ms=settings.result_retention_s * 1000,
+                    dead_letter=_dead_letter_entry(o, worker_id),
+                    max_dead_letters=settings.max_dead_letters,
+                ),
             )
-        replies = await pipe.execute()
-    return [o for o, reply in zip(outcomes, replies, strict=True) if int(reply) == 1]
+            for o in outcomes
+        ]
+    )
+    return [o for o, reply in zip(outcomes, decided, strict=True) if reply == 1]
 
 
 async def reap(
     scripts: Scripts,
-    redis: Redis,
     settings: WorkerSettings,
     worker_id: str,
     *,
@@ -175,4 +173,4 @@ async def reap(
     dying = [out_of_attempts(tj, worker_id) for tj in reaped.dying]
     if dying:
         log.warning("dead-lettering %d jobs out of attempts", len(dying))
-    return reaped.requeued, await publish(scripts, redis, dying, s, worker_id)
+    return reaped.requeued, await publish(scripts, dying, s, worker_id)

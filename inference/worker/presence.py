@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from inference.errors import QueueUnavailable
 from inference.queue import Keys, WorkerInfo, redis_boundary
+from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,14 @@ class Presence:
         keys: Keys,
         settings: WorkerSettings,
         *,
+        scripts: Scripts,
         worker_id: str,
         model_id: str,
         capabilities: tuple[str, ...],
     ) -> None:
         self._redis = redis
         self._keys = keys
+        self._scripts = scripts
         self._ttl_s = settings.worker_heartbeat_ttl_s
         self._worker_id = worker_id
         # Nothing in the announcement changes while the worker runs: encode it once.
@@ -64,13 +67,12 @@ class Presence:
         """Write (or refresh) the heartbeat key and this worker's entry in the index; in the
         same round trip, return the shared queue at a glance (jobs outstanding, guilds
         waiting, workers alive) for the metrics."""
+        now = await self._scripts.server_time()
         with redis_boundary():
-            seconds, micros = await self._redis.time()
-            now = seconds + micros / 1e6
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(self._keys.worker(self._worker_id), self._info_json, ex=int(self._ttl_s) + 1)
             pipe.zadd(self._keys.workers, {self._worker_id: now + self._ttl_s})
-            pipe.zremrangebyscore(self._keys.workers, "-inf", seconds - STALE_WORKER_S)
+            pipe.zremrangebyscore(self._keys.workers, "-inf", now - STALE_WORKER_S)
             pipe.get(self._keys.pending)
             pipe.llen(self._keys.guild_ring)
             pipe.zcount(self._keys.workers, now, "+inf")

@@ -93,6 +93,7 @@ class Worker:
             redis,
             self._keys,
             settings,
+            scripts=self._scripts,
             worker_id=self.worker_id,
             model_id=engine.model_id,
             capabilities=tuple(sorted(t.value for t in self._capabilities)),
@@ -280,7 +281,7 @@ class Worker:
         while True:
             try:
                 published = await outcomes.publish(
-                    self._scripts, self._redis, decided, self._settings, self.worker_id
+                    self._scripts, decided, self._settings, self.worker_id
                 )
                 self.metrics.settled(published)  # not those another worker settled first
                 if release:
@@ -353,7 +354,6 @@ class Worker:
         predecessor's with the same WORKER_ID."""
         requeued, decided = await outcomes.reap(
             self._scripts,
-            self._redis,
             self._settings,
             self.worker_id,
             by_heartbeat=time.monotonic() >= self._heartbeat_reap_from,
