@@ -88,8 +88,11 @@ class PalicordTree(app_commands.CommandTree[discord.Client]):
         await respond_error(interaction, cause)
 
 
-class PalicordBot(commands.Bot):
-    """The Discord front end; see `bot.__main__` for how it is built."""
+class PalicordBot(commands.AutoShardedBot):
+    """The Discord front end; see `bot.__main__` for how it is built. Always sharded:
+    SHARD_COUNT/SHARD_IDS pick this process's shard range, else Discord's recommended
+    count runs here. A shard process serves its guilds' events only, and its own results
+    stream (INSTANCE_ID) brings it the answers to what it submitted."""
 
     def __init__(
         self,
@@ -109,6 +112,9 @@ class PalicordBot(commands.Bot):
             tree_cls=PalicordTree,
             # discord.py waits this long after the last GUILD_CREATE before on_ready.
             guild_ready_timeout=guild_ready_timeout_s,
+            shard_count=settings.shard_count,
+            # None is discord.py's own default ("all shards"); its annotation omits it.
+            shard_ids=None if settings.shard_ids is None else list(settings.shard_ids),  # type: ignore[arg-type]
         )
         self.settings = settings
         self.redis = redis
@@ -117,7 +123,8 @@ class PalicordBot(commands.Bot):
         self.metrics = metrics or BotMetrics()
         self.metrics.watch_client(self)
         self.redis_ok = False  # the last ping's answer, for /readyz
-        self.gateway_up = False  # discord.py keeps is_ready() set across disconnects
+        # Shards with a live session; discord.py keeps is_ready() set across disconnects.
+        self._shards_up: set[int] = set()
         self._background: list[asyncio.Task[None]] = []
         keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
@@ -160,6 +167,10 @@ class PalicordBot(commands.Bot):
         # Before the first REST call, which login itself makes.
         apply_endpoints(self.settings.discord_api_base, self.settings.discord_gateway_url)
         await super().login(token)
+        if self.settings.shard_count is None and self.settings.discord_gateway_url:
+            # Asked for a shard count, discord.py would also take Discord's gateway URL
+            # and bypass DISCORD_GATEWAY_URL; with a count it connects to the override.
+            self.shard_count, _, _ = await self.http.get_bot_gateway()
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
@@ -171,18 +182,23 @@ class PalicordBot(commands.Bot):
             asyncio.create_task(self._watch_redis(), name="palicord-redis-ping"),
         ]
 
+    @property
+    def gateway_up(self) -> bool:
+        """Every shard this process runs has a live gateway session."""
+        return bool(self.shards) and set(self.shards) <= self._shards_up
+
     def ready_to_serve(self) -> bool:
         """For /readyz: connected to the gateway, and Redis answered the last ping."""
         return self.is_ready() and self.gateway_up and not self.is_closed() and self.redis_ok
 
-    async def on_connect(self) -> None:
-        self.gateway_up = True
+    async def on_shard_connect(self, shard_id: int) -> None:
+        self._shards_up.add(shard_id)
 
-    async def on_resumed(self) -> None:
-        self.gateway_up = True
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shards_up.add(shard_id)
 
-    async def on_disconnect(self) -> None:
-        self.gateway_up = False
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        self._shards_up.discard(shard_id)
 
     async def _watch_redis(self) -> None:
         while True:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from inference.queue import QueueSettings
 
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 DISCORD_API_VERSION = 10
+DEFAULT_INSTANCE_ID = "bot-1"
 
 HostList = Annotated[tuple[str, ...], NoDecode]
+ShardIds = Annotated[tuple[int, ...], NoDecode]
 
 
 class BotSettings(QueueSettings):
@@ -26,8 +28,16 @@ class BotSettings(QueueSettings):
 
     discord_token: SecretStr
     # Names this bot's durable results stream: a restarted bot with the same id receives
-    # the answers to jobs its previous run submitted.
-    instance_id: str = "bot-1"
+    # the answers to jobs its previous run submitted. Unset with SHARD_IDS, each shard
+    # process gets its own from its shard range ("bot-shards-0.1-of-4"), stable across
+    # restarts; two processes running at once must never share one.
+    instance_id: str = DEFAULT_INSTANCE_ID
+
+    # Sharding (discord.py's AutoShardedBot). Unset: one process runs as many shards as
+    # Discord recommends. SHARD_COUNT with SHARD_IDS (e.g. "0,1" or "0-3"): this process
+    # runs that range of SHARD_COUNT shards, so a big bot spreads over several processes.
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: ShardIds | None = None
 
     # Where discord.py talks to: discord.com unless a REST proxy or test server is set.
     discord_api_base: str | None = None
@@ -59,6 +69,39 @@ class BotSettings(QueueSettings):
         if isinstance(value, str):
             return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _parse_shard_ids(cls, value: object) -> object:
+        if isinstance(value, int):
+            return (value,)
+        if not isinstance(value, str):
+            return value
+        ids: list[int] = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            if not (first.isdigit() and (not dash or last.isdigit())):
+                raise ValueError(f"not a shard id or range: {part!r} (use e.g. 0,1 or 0-3)")
+            ids.extend(range(int(first), int(last if dash else first) + 1))
+        return tuple(ids)
+
+    @model_validator(mode="after")
+    def _shard_range(self) -> BotSettings:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the bot's total number of shards)")
+        ids = self.shard_ids
+        if not ids or len(set(ids)) != len(ids) or not all(0 <= i < self.shard_count for i in ids):
+            raise ValueError(
+                f"SHARD_IDS must be distinct ids below SHARD_COUNT ({self.shard_count})"
+            )
+        if "instance_id" not in self.model_fields_set:
+            # Stable per range, so a restarted shard process reads its own results again.
+            self.instance_id = f"bot-shards-{'.'.join(map(str, ids))}-of-{self.shard_count}"
+        return self
 
     @field_validator("discord_api_base")
     @classmethod

@@ -5,7 +5,6 @@ answers, scraped over HTTP and parsed with prometheus-client's own parser; and
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from tests.conftest import ROOT, free_port, get, samples, until_ready
 from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, error_for, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server, worker
-from tests.discord_server.harness import REDIS_URL, one_shape_scene, png_bytes
+from tests.discord_server.harness import bot_env, one_shape_scene, png_bytes
 
 __all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
 
@@ -63,16 +62,7 @@ async def test_the_bot_process_serves_health_and_readiness(
     server: DiscordServer, prefix: str
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DISCORD_TOKEN": server.token,
-        "DISCORD_API_BASE": server.api_base,
-        "DISCORD_GATEWAY_URL": server.gateway_url,
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
-        "METRICS_PORT": str(port),
-    }
+    env = bot_env(server, prefix, METRICS_PORT=str(port))
     proc = start_bot(env)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +29,7 @@ from inference.settings import WorkerSettings
 from inference.worker.service import Worker
 from tests.discord_server.actions import DiscordServer
 
+ROOT = Path(__file__).resolve().parents[2]
 REDIS_PORT = 6379
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 READY_TIMEOUT_S = 15.0
@@ -58,6 +61,20 @@ def bot_settings(server: DiscordServer, prefix: str, **overrides: Any) -> BotSet
     }
     values.update(overrides)
     return BotSettings(**values)
+
+
+def bot_env(server: DiscordServer, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m bot` process on the fake Discord and this prefix."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": server.token,
+        "DISCORD_API_BASE": server.api_base,
+        "DISCORD_GATEWAY_URL": server.gateway_url,
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        **extra,
+    }
 
 
 def worker_settings(prefix: str, **overrides: Any) -> WorkerSettings:

@@ -37,6 +37,19 @@ def snowflake() -> int:
     return ((now_ms - DISCORD_EPOCH_MS) << 22) | (next(_counter) % (1 << 22))
 
 
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that receives a guild's events (Discord's formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def snowflake_on_shard(shard_id: int, shard_count: int) -> int:
+    """A fresh id whose guild would belong to `shard_id` of `shard_count`: its timestamp
+    is moved on by at most `shard_count - 1` ms."""
+    base = snowflake()
+    step = (shard_id - shard_of(base, shard_count)) % shard_count
+    return base + (step << 22)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 

@@ -25,15 +25,19 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 class FakeDiscord:
-    """One application, one bot user, a few guilds with one text channel each."""
+    """One application, one bot user, a few guilds with one text channel each. With
+    `shard_count`, that many shards are recommended (GET /gateway/bot) and guild i belongs
+    to shard i % shard_count."""
 
-    def __init__(self, *, guild_count: int = 2) -> None:
+    def __init__(self, *, guild_count: int = 2, shard_count: int = 1) -> None:
         self.token = "fake." + secrets.token_urlsafe(24)
         self.app_id = p.snowflake()
         self.bot_user = p.FakeUser(p.snowflake(), "Palicord", bot=True)
+        self.shard_count = shard_count
+        ids = [p.snowflake_on_shard(i % shard_count, shard_count) for i in range(guild_count)]
         self.guilds = [
             p.FakeGuild(gid, f"guild-{i}", [p.FakeChannel(p.snowflake(), gid, "general")])
-            for i, gid in enumerate(p.snowflake() for _ in range(guild_count))
+            for i, gid in enumerate(ids)
         ]
         self.recorder = Recorder()
         self.gateway = Gateway(
@@ -101,18 +105,22 @@ class FakeDiscord:
 
     # --- identity and gateway ----------------------------------------------------------
 
-    def _ready(self, session_id: str) -> p.Json:
+    def _shard_guilds(self, shard: tuple[int, int]) -> list[p.FakeGuild]:
+        return [g for g in self.guilds if p.shard_of(g.id, shard[1]) == shard[0]]
+
+    def _ready(self, session_id: str, shard: tuple[int, int]) -> p.Json:
         return {
             "v": 10,
             "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in self._shard_guilds(shard)],
             "session_id": session_id,
+            "shard": list(shard),
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": 0},
         }
 
-    def _guild_payloads(self) -> list[p.Json]:
-        return [g.payload(self.bot_user.payload()) for g in self.guilds]
+    def _guild_payloads(self, shard: tuple[int, int]) -> list[p.Json]:
+        return [g.payload(self.bot_user.payload()) for g in self._shard_guilds(shard)]
 
     async def _me(self, request: web.Request, record: Recorded) -> web.Response:
         return json_response({**self.bot_user.payload(), "verified": True, "mfa_enabled": False})
@@ -136,7 +144,9 @@ class FakeDiscord:
 
     async def _gateway_info(self, request: web.Request, record: Recorded) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return json_response(
+            {"url": self.gateway_url, "shards": self.shard_count, "session_start_limit": limit}
+        )
 
     async def _no_content(self, request: web.Request, record: Recorded) -> web.Response:
         return web.Response(status=204)
