@@ -100,6 +100,7 @@ def main() -> int:
         port,
         metrics.registry,
         lambda: any(b.ready_to_serve() for b in bots),
+        lambda: all(b.loop_watch.alive() for b in bots),
     )
     try:
         asyncio.run(run(settings, metrics, bots.append))

@@ -32,6 +32,7 @@ from bot.replies import ProgressBoard, Replies
 from bot.requests import Requests, respond_error
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable
+from inference.ops import LoopWatch
 from inference.queue import Keys, QueueClient, redis_boundary
 from inference.queue.connection import cancel_and_wait
 
@@ -125,6 +126,7 @@ class PalicordBot(commands.AutoShardedBot):
         self.redis_ok = False  # the last ping's answer, for /readyz
         # Shards with a live session; discord.py keeps is_ready() set across disconnects.
         self._shards_up: set[int] = set()
+        self.loop_watch = LoopWatch()  # for /healthz
         self._background: list[asyncio.Task[None]] = []
         keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
@@ -173,6 +175,7 @@ class PalicordBot(commands.AutoShardedBot):
             self.shard_count, _, _ = await self.http.get_bot_gateway()
 
     async def setup_hook(self) -> None:
+        self.metrics.watch_webhooks()  # before any task that answers interactions starts
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands()
@@ -180,6 +183,7 @@ class PalicordBot(commands.AutoShardedBot):
             asyncio.create_task(self.deliverer.run(), name="palicord-results"),
             asyncio.create_task(self.progress.run(), name="palicord-progress"),
             asyncio.create_task(self._watch_redis(), name="palicord-redis-ping"),
+            asyncio.create_task(self.loop_watch.run(), name="palicord-loop-watch"),
         ]
 
     @property

@@ -2,15 +2,18 @@
 
 Requests by kind (mention, slash command, context menu) and outcome (queued, refused,
 error); how long interactions took to be acknowledged (Discord allows 3 s); answers
-delivered or not; Discord REST errors by status and rate limits met. Guilds and users
+delivered or not; Discord HTTP errors by status (REST and interaction webhooks) and
+rate limits met. Guilds and users
 never become labels.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
+from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0)
@@ -53,7 +56,8 @@ class BotMetrics:
         )
 
     def watch_client(self, client: discord.Client) -> None:
-        """Count the REST errors of `client` and the rate limits discord.py logs."""
+        """Count the REST errors of `client` and the rate limits discord.py logs. Interaction
+        responses and follow-ups do not go through `client.http`: see `watch_webhooks`."""
         request = client.http.request
 
         async def counted(*args: object, **kwargs: object) -> object:
@@ -67,9 +71,29 @@ class BotMetrics:
         for name in _RATE_LIMIT_LOGGERS:
             logging.getLogger(name).addFilter(self._count_rate_limits)
 
+    def watch_webhooks(self) -> None:
+        """Count the errors of interaction responses, follow-ups and their edits, which
+        discord.py sends through its webhook adapter (a context variable). The counting
+        adapter applies to this context and to every task started from it afterwards:
+        call this at the bot's start-up, before the gateway dispatches events."""
+        async_context.set(_CountingWebhookAdapter(self.http_errors))
+
     def _count_rate_limits(self, record: logging.LogRecord) -> bool:
         # One line per 429 ("... responded with 429. Retrying in ..."); a global limit
         # adds a second line that must not count twice.
         if "responded with 429" in record.getMessage():
             self.rate_limits.inc()
         return True
+
+
+class _CountingWebhookAdapter(AsyncWebhookAdapter):
+    def __init__(self, errors: Counter) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # discord.py leaves it untyped
+        self._errors = errors
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().request(*args, **kwargs)
+        except discord.HTTPException as exc:
+            self._errors.labels(str(exc.status)).inc()
+            raise

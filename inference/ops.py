@@ -5,7 +5,7 @@ the worker's 9102; 0 turns it off), in a thread of its own so that a busy event 
 long batch never delays a scrape:
 
     /metrics   prometheus-client's exposition of the process's registry
-    /healthz   200 while the process runs
+    /healthz   200 while the process runs (and, where given, its event loop still turns)
     /readyz    200 when the program can do its work (its `ready()` says so), else 503
 
 Torch-free: the bot imports it. Metric names start with `palicord_`; figures per guild
@@ -18,6 +18,7 @@ the batch a worker runs, the request id the bot is taking or answering.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import json
@@ -72,7 +73,28 @@ def resolve_port(configured: int | None, program_default: int) -> int:
     return program_default if configured is None else configured
 
 
-def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
+class LoopWatch:
+    """Whether an asyncio loop still turns: `run()` ticks every `interval_s`, and `alive()`
+    holds while the last tick is younger than `stall_s`. The endpoints run in a thread of
+    their own, so without this /healthz would answer 200 for a process whose loop is stuck
+    (and whose Discord heartbeats, replies and results all stopped with it)."""
+
+    def __init__(self, *, stall_s: float = 30.0, interval_s: float = 1.0) -> None:
+        self._stall_s, self._interval_s = stall_s, interval_s
+        self._last = time.monotonic()  # a loop about to start counts as turning
+
+    async def run(self) -> None:
+        while True:
+            self._last = time.monotonic()
+            await asyncio.sleep(self._interval_s)
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._last < self._stall_s
+
+
+def _app(
+    registry: CollectorRegistry, ready: Callable[[], bool], alive: Callable[[], bool]
+) -> Callable[..., Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -80,7 +102,9 @@ def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[...
         if path == "/metrics":
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
-            status, body = "200 OK", b"ok\n"
+            status, body = (
+                ("200 OK", b"ok\n") if alive() else ("503 Service Unavailable", b"stalled\n")
+            )
         elif path == "/readyz":
             try:
                 is_ready = ready()
@@ -99,18 +123,22 @@ def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[...
 
 
 def serve_ops(
-    host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    alive: Callable[[], bool] = lambda: True,
 ) -> OpsServer | None:
     """Start the server in a daemon thread; None when `port` is 0 (turned off), or when it
     cannot listen there (logged: serving without metrics beats not serving, and the probes
-    that need them will say so)."""
+    that need them will say so). `alive` decides /healthz (see `LoopWatch`)."""
     if port == 0:
         return None
     try:
         server = make_server(
             host,
             port,
-            _app(registry, ready),
+            _app(registry, ready, alive),
             server_class=_ThreadingWSGIServer,
             handler_class=_QuietHandler,
         )

@@ -8,6 +8,8 @@ import asyncio
 import subprocess
 import sys
 
+from prometheus_client import generate_latest
+
 from bot.client import PalicordBot
 from inference.ops import serve_ops
 from inference.worker.service import Worker
@@ -52,6 +54,22 @@ async def test_requests_are_counted_by_kind_and_outcome(
     assert got[("palicord_interaction_ack_seconds_count", ())] == 3
     assert got[("palicord_bot_answers_total", (("outcome", "delivered"),))] == 3
     assert all(name.startswith("palicord_") for name, _ in got)
+
+
+async def test_interaction_webhook_errors_are_counted(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    # Interaction edits go through discord.py's webhook adapter, not the REST client.
+    image = server.attachment(png_bytes(one_shape_scene(seed=72).image), "x.png")
+    since = server.recorder.next_seq()
+    state = await server.slash("describe", user=server.user("ex"), attachments={"image": image})
+    server.expire(state)  # every edit with its token now fails with 401
+    await server.recorder.wait_for(
+        lambda r: r.key == "POST /channels/{channel_id}/messages" and bool(r.payload.get("embeds")),
+        since=since,
+    )
+    got = samples(generate_latest(bot.metrics.registry).decode())
+    assert got[("palicord_discord_http_errors_total", (("status", "401"),))] >= 1
 
 
 def start_bot(env: dict[str, str]) -> subprocess.Popen[bytes]:

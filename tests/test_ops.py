@@ -8,12 +8,20 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from inference.ops import JsonFormatter, log_ids, resolve_port, serve_ops, use_log_format
+from inference.ops import (
+    JsonFormatter,
+    LoopWatch,
+    log_ids,
+    resolve_port,
+    serve_ops,
+    use_log_format,
+)
 from inference.queue import QueueClient
 from inference.settings import WorkerSettings
 from tests.conftest import REDIS_URL, ROOT, free_port, get, submit
@@ -65,6 +73,25 @@ def test_ports_health_and_readiness() -> None:
         assert serve_ops("127.0.0.1", ops.port, CollectorRegistry(), lambda: True) is None
     finally:
         ops.close()
+
+
+async def test_healthz_fails_while_the_event_loop_is_stuck() -> None:
+    watch = LoopWatch(stall_s=0.2, interval_s=0.02)
+    ticking = asyncio.create_task(watch.run())
+    ops = serve_ops("127.0.0.1", free_port(), CollectorRegistry(), lambda: True, watch.alive)
+    assert ops is not None
+    base = f"http://127.0.0.1:{ops.port}"
+    try:
+        await asyncio.sleep(0.05)
+        assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
+        time.sleep(0.3)  # noqa: ASYNC251 (the point: a blocking call stalls the loop)
+        # The loop is still stuck here; the endpoint's own thread answers.
+        assert get(base + "/healthz") == (503, "stalled\n")
+        await asyncio.sleep(0.05)  # the loop turns again
+        assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
+    finally:
+        ops.close()
+        ticking.cancel()
 
 
 def json_logging_worker(prefix: str) -> subprocess.Popen[bytes]:
