@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from inference.demo.shapes import make_scene
 from inference.queue import Keys
-from tests.discord_server import DiscordServer, InteractionState
+from sandbox.discord import DiscordServer, InteractionState
 from tests.discord_server.expect import is_answer
 from tests.discord_server.harness import png_bytes
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from inference.queue import JobState, Keys, QueueClient
-from tests.discord_server import DiscordServer
+from sandbox.discord import DiscordServer
 from tests.discord_server.expect import answer_for
 from tests.discord_server.harness import (
     REDIS_URL,

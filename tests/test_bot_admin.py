@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.client import PalicordBot
 from inference.worker.service import Worker
-from tests.discord_server import DiscordServer
+from sandbox.discord import DiscordServer
 from tests.discord_server.expect import answer_for, error_for
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot.client import PalicordBot
 from inference.worker.service import Worker
-from tests.discord_server import DiscordServer
+from sandbox.discord import DiscordServer
 from tests.discord_server.expect import answer_for, error_for, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import one_shape_scene, png_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.discord_server import DiscordServer
+from sandbox.discord import DiscordServer
 from tests.discord_server.fixtures import prefix, server
 from tests.discord_server.harness import bot_settings, running_bot
 

@@ -10,7 +10,7 @@ import pytest
 from bot.download import Downloader, ImageRef
 from bot.errors import AttachmentHostNotAllowed, DownloadFailed
 from inference.errors import EmptyImage, ImageTooLarge
-from tests.discord_server import DiscordServer
+from sandbox.discord import DiscordServer
 from tests.discord_server.fixtures import server
 
 __all__ = ["server"]  # fixtures, used by name

@@ -10,7 +10,7 @@ from PIL import Image
 from bot.client import PalicordBot
 from inference.detection import iou
 from inference.worker.service import Worker
-from tests.discord_server import DiscordServer
+from sandbox.discord import DiscordServer
 from tests.discord_server.expect import (
     DEFERRED_CHANNEL_MESSAGE,
     answer_for,

@@ -17,8 +17,8 @@ from bot.client import PalicordBot
 from inference.detection import iou
 from inference.queue import Keys, QueueClient
 from inference.worker.testing import ShapesOracle
+from sandbox.discord import DiscordServer
 from tests.conftest import spawn_worker, stop
-from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, boxes, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server
 from tests.discord_server.harness import (

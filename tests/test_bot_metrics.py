@@ -13,8 +13,8 @@ from prometheus_client import generate_latest
 from bot.client import PalicordBot
 from inference.ops import serve_ops
 from inference.worker.service import Worker
+from sandbox.discord import DiscordServer
 from tests.conftest import ROOT, free_port, get, samples, until_ready
-from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, error_for, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import bot_env, one_shape_scene, png_bytes

@@ -14,7 +14,8 @@ from bot.client import PalicordBot
 from bot.delivery import RETRY_MAX_S
 from inference.queue import Keys
 from inference.worker.testing import ShapesOracle
-from tests.discord_server import DiscordServer, InteractionState
+from sandbox.discord import DiscordServer, InteractionState
+from sandbox.discord.webhooks import ACK_DEADLINE_S
 from tests.discord_server.expect import answer_for, error_for
 from tests.discord_server.fixtures import bot, prefix, server
 from tests.discord_server.harness import (
@@ -28,7 +29,6 @@ from tests.discord_server.harness import (
     worker_settings,
 )
 from tests.discord_server.tcp_proxy import TcpProxy
-from tests.discord_server.webhooks import ACK_DEADLINE_S
 
 __all__ = ["bot", "prefix", "server"]  # fixtures, used by name
 

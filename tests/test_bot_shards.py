@@ -18,8 +18,9 @@ from redis.asyncio import Redis
 
 from inference.queue import Keys
 from inference.worker.testing import SleepEngine
+from sandbox.discord import DiscordServer
+from sandbox.discord.payloads import shard_of
 from tests.conftest import free_port, get, samples, stop, until_ready
-from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for
 from tests.discord_server.fixtures import prefix
 from tests.discord_server.harness import (
@@ -30,7 +31,6 @@ from tests.discord_server.harness import (
     running_worker,
     worker_settings,
 )
-from tests.discord_server.payloads import shard_of
 
 __all__ = ["prefix"]  # a fixture, used by name
 

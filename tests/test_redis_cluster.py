@@ -27,8 +27,8 @@ from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker.testing import NoopEngine
+from sandbox.discord import DiscordServer
 from tests.conftest import collect, spawn_worker, stop
-from tests.discord_server import DiscordServer
 from tests.discord_server.expect import answer_for, boxes
 from tests.discord_server.fixtures import server
 from tests.discord_server.harness import (

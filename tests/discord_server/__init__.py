@@ -1,8 +1,2 @@
-"""A Discord-compatible server on loopback for end-to-end tests of the real discord.py bot."""
-
-from tests.discord_server.actions import DiscordServer
-from tests.discord_server.interactions import InteractionState
-from tests.discord_server.payloads import FakeGuild, FakeUser
-from tests.discord_server.recorder import Recorded, SentFile
-
-__all__ = ["DiscordServer", "FakeGuild", "FakeUser", "InteractionState", "Recorded", "SentFile"]
+"""Test helpers around the sandbox's Discord-compatible server (`sandbox.discord`): pytest
+fixtures, running the real bot and worker against it, and expectations on what it recorded."""

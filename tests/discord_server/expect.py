@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.discord_server.actions import DiscordServer
-from tests.discord_server.interactions import InteractionState
-from tests.discord_server.payloads import Json
-from tests.discord_server.recorder import Recorded, SentFile
+from sandbox.discord.actions import DiscordServer
+from sandbox.discord.interactions import InteractionState
+from sandbox.discord.payloads import Json
+from sandbox.discord.recorder import Recorded, SentFile
 
 DEFERRED_CHANNEL_MESSAGE = 5
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from bot.client import PalicordBot
 from inference.worker.service import Worker
 from inference.worker.testing import ShapesOracle
-from tests.discord_server.actions import DiscordServer
+from sandbox.discord.actions import DiscordServer
 from tests.discord_server.harness import (
     REDIS_URL,
     bot_settings,

@@ -27,7 +27,7 @@ from inference.engine import Engine
 from inference.queue import QueueClient, connect
 from inference.settings import WorkerSettings
 from inference.worker.service import Worker
-from tests.discord_server.actions import DiscordServer
+from sandbox.discord.actions import DiscordServer
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_PORT = 6379

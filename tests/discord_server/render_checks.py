@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.discord_server.recorder import Recorded
+from sandbox.discord.recorder import Recorded
 
 LIVE_MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tests.discord_server import payloads as p
-from tests.discord_server.cdn import Cdn
-from tests.discord_server.recorder import Recorded
-from tests.discord_server.rest import RestRouter, error, json_response
+from sandbox.discord import payloads as p
+from sandbox.discord.cdn import Cdn
+from sandbox.discord.recorder import Recorded
+from sandbox.discord.rest import RestRouter, error, json_response
 
 
 class Messages:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.discord_server.payloads import FakeChannel, FakeGuild, FakeUser, Json, member, snowflake
+from sandbox.discord.payloads import FakeChannel, FakeGuild, FakeUser, Json, member, snowflake
 
 APPLICATION_COMMAND, MODAL_SUBMIT = 2, 5
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.discord_server import interactions as ix
-from tests.discord_server import payloads as p
-from tests.discord_server.recorder import Recorded
-from tests.discord_server.server import FakeDiscord
+from sandbox.discord import interactions as ix
+from sandbox.discord import payloads as p
+from sandbox.discord.recorder import Recorded
+from sandbox.discord.server import FakeDiscord
 
 
 class DiscordServer(FakeDiscord):

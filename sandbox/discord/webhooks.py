@@ -7,11 +7,11 @@ import time
 
 from aiohttp import web
 
-from tests.discord_server import interactions as ix
-from tests.discord_server import payloads as p
-from tests.discord_server.messages import Messages
-from tests.discord_server.recorder import Recorded
-from tests.discord_server.rest import RestRouter, error, json_response
+from sandbox.discord import interactions as ix
+from sandbox.discord import payloads as p
+from sandbox.discord.messages import Messages
+from sandbox.discord.recorder import Recorded
+from sandbox.discord.rest import RestRouter, error, json_response
 
 ACK_DEADLINE_S = 3.0
 EPHEMERAL = 64

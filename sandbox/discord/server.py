@@ -12,14 +12,14 @@ import secrets
 
 from aiohttp import web
 
-from tests.discord_server import interactions as ix
-from tests.discord_server import payloads as p
-from tests.discord_server.cdn import Cdn
-from tests.discord_server.gateway import Gateway
-from tests.discord_server.messages import Messages
-from tests.discord_server.recorder import Recorded, Recorder
-from tests.discord_server.rest import API_PREFIX, RestRouter, json_response
-from tests.discord_server.webhooks import InteractionResponses
+from sandbox.discord import interactions as ix
+from sandbox.discord import payloads as p
+from sandbox.discord.cdn import Cdn
+from sandbox.discord.gateway import Gateway
+from sandbox.discord.messages import Messages
+from sandbox.discord.recorder import Recorded, Recorder
+from sandbox.discord.rest import API_PREFIX, RestRouter, json_response
+from sandbox.discord.webhooks import InteractionResponses
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from tests.discord_server.recorder import Recorded, Recorder, SentFile
+from sandbox.discord.recorder import Recorded, Recorder, SentFile
 
 API_PREFIX = "/api/v10"
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from tests.discord_server.payloads import snowflake
-from tests.discord_server.recorder import Recorded, Recorder
+from sandbox.discord.payloads import snowflake
+from sandbox.discord.recorder import Recorded, Recorder
 
 
 class Cdn:

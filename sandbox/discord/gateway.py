@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.discord_server.payloads import Json, shard_of
+from sandbox.discord.payloads import Json, shard_of
 
 log = logging.getLogger(__name__)
 
