@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck pytest bench redis demo-model clean
+.PHONY: run test lint typecheck pytest bench redis demo-model clean system-run system-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ redis:
 	@for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; sleep 0.5; done; \
 	  echo "redis did not start on 127.0.0.1:6379" >&2; exit 1
 
-run: $(STAMP) redis
+# System packages (redis-server; chromium and chromium-driver for the browser tests):
+# installed with apt-get where possible, else named (scripts/setup-system.sh).
+system-run:
+	@scripts/setup-system.sh run
+
+system-test:
+	@scripts/setup-system.sh test
+
+# Without DISCORD_TOKEN: the sandbox (python -m sandbox) with the demo model, in a browser.
+run: $(STAMP) system-run
 	scripts/run.sh
 
 lint: $(STAMP)
@@ -34,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) redis
+pytest: $(STAMP) system-test redis
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: with DISCORD_TOKEN configured (environment or .env), run a GPU/CPU worker and
-# the bot together on one machine; without it, run the offline demo on the sample image.
+# `make run`. Without DISCORD_TOKEN (environment or .env): the sandbox, the whole product on
+# this machine with a browser page that plays Discord (python -m sandbox finds or starts
+# Redis, runs the real worker and bot, prints the page's address). With a token: a worker
+# and the bot, connected to Discord.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -11,16 +13,12 @@ has_token() {
 }
 
 if ! has_token; then
-  echo "No DISCORD_TOKEN configured: running the offline demo (see README to go live)." >&2
-  mkdir -p out
-  # One kind per query: the tiny demo model finds each shape asked for alone, but puts
-  # labels on the wrong shapes when asked for several at once (docs/performance.md).
-  "$PY" -m inference detect samples/shapes.png --objects "circle" \
-    --model models/palicord-tiny --out out/annotated.png
-  echo "Annotated image written to out/annotated.png" >&2
-  exit 0
+  exec "$PY" -m sandbox
 fi
 
+if [ -z "${REDIS_URL:-}" ] && ! grep -Eq '^[[:space:]]*REDIS_URL=.+' .env 2>/dev/null; then
+  make -s redis  # the local Redis on 127.0.0.1:6379, started if it is not running
+fi
 "$PY" -m inference.worker &
 worker=$!
 # SIGTERM lets the worker finish its batch and hand unstarted jobs back.

@@ -106,6 +106,33 @@ class DiscordServer(FakeDiscord):
         await self._dispatch_interaction(state, payload)
         return state
 
+    async def autocomplete(
+        self,
+        name: str,
+        focused: str,
+        *,
+        user: p.FakeUser,
+        guild: p.FakeGuild | None = None,
+        timeout_s: float = 3.0,
+        **options: Any,
+    ) -> list[p.Json]:
+        """What the bot suggests while `user` types option `focused` of `/name`."""
+        guild = guild or self.guild
+        state, payload = ix.slash_payload(
+            app_id=self.app_id,
+            command=self.command(name),
+            options={k: v for k, v in options.items() if v is not None},
+            attachments={},
+            user=user,
+            guild=guild,
+            channel=guild.channel,
+            focused=focused,
+        )
+        await self._dispatch_interaction(state, payload)
+        await self.wait_for_callback(state, timeout_s=timeout_s)
+        data = (state.callback or {}).get("data") or {}
+        return list(data.get("choices") or [])
+
     async def message_command(
         self, name: str, target: p.Json, *, user: p.FakeUser, guild: p.FakeGuild | None = None
     ) -> ix.InteractionState:

@@ -4,6 +4,7 @@ the bot did (or did not) download something."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -12,18 +13,28 @@ from sandbox.discord.recorder import Recorded, Recorder
 
 
 class Cdn:
-    """Files by path under `/cdn/`; URLs are built from the server's base URL."""
+    """Files by path under `/cdn/`; URLs are built from the server's base URL. With
+    `max_bytes`, the oldest files go once the total passes it (their URLs then answer 404,
+    as Discord's expired attachment links do)."""
 
-    def __init__(self, recorder: Recorder, base_url: Callable[[], str]) -> None:
+    def __init__(
+        self, recorder: Recorder, base_url: Callable[[], str], *, max_bytes: int | None = None
+    ) -> None:
         self._recorder = recorder
         self._base_url = base_url
-        self.files: dict[str, tuple[bytes, str]] = {}
+        self._max_bytes = max_bytes
+        self._total = 0
+        self.files: dict[str, tuple[bytes, str]] = {}  # oldest first
 
     def add(self, data: bytes, filename: str, content_type: str) -> str:
         """Serve `data` and return its URL."""
-        name = f"attachments/{snowflake()}/{filename}"
+        name = f"attachments/{snowflake()}/{filename.replace('/', '_')}"
         self.files[name] = (data, content_type)
-        return f"{self._base_url()}/cdn/{name}"
+        self._total += len(data)
+        while self._max_bytes is not None and self._total > self._max_bytes and len(self.files) > 1:
+            oldest = next(iter(self.files))
+            self._total -= len(self.files.pop(oldest)[0])
+        return f"{self._base_url()}/cdn/{quote(name)}"
 
     def route(self, app: web.Application) -> None:
         app.router.add_get("/cdn/{name:.+}", self._serve)

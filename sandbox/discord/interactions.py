@@ -10,7 +10,7 @@ from typing import Any
 
 from sandbox.discord.payloads import FakeChannel, FakeGuild, FakeUser, Json, member, snowflake
 
-APPLICATION_COMMAND, MODAL_SUBMIT = 2, 5
+APPLICATION_COMMAND, AUTOCOMPLETE, MODAL_SUBMIT = 2, 4, 5
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3
 OPTION_ATTACHMENT = 11
 TEXT_INPUT = 4
@@ -32,6 +32,7 @@ class InteractionState:
     followups: list[Json] = field(default_factory=list)
     modal: Json | None = None
     expired: bool = False
+    command: str = ""  # as Discord shows it: "/detect", "Detect objects…"
 
     @property
     def acknowledged(self) -> bool:
@@ -47,12 +48,14 @@ def _base(
     channel: FakeChannel,
     data: Json,
 ) -> tuple[InteractionState, Json]:
+    name = data.get("name", "")
     state = InteractionState(
         id=snowflake(),
         token="itk-" + secrets.token_urlsafe(24),
         user=user,
         guild=guild,
         channel=channel,
+        command=f"/{name}" if data.get("type") == CHAT_INPUT else name,
     )
     payload: Json = {
         "id": str(state.id),
@@ -86,8 +89,10 @@ def slash_payload(
     user: FakeUser,
     guild: FakeGuild,
     channel: FakeChannel,
+    focused: str | None = None,
 ) -> tuple[InteractionState, Json]:
-    """A CHAT_INPUT invocation; option types come from the command the bot synced."""
+    """A CHAT_INPUT invocation; option types come from the command the bot synced. With
+    `focused`, the autocomplete request Discord sends while that option is being typed."""
     declared = {o["name"]: o for o in command.get("options", [])}
     data_options: list[Json] = []
     resolved: dict[str, Json] = {}
@@ -98,7 +103,10 @@ def slash_payload(
         if kind == OPTION_ATTACHMENT:
             resolved[value["id"]] = value
         sent = value["id"] if kind == OPTION_ATTACHMENT else value
-        data_options.append({"name": name, "type": kind, "value": sent})
+        option: Json = {"name": name, "type": kind, "value": sent}
+        if name == focused:
+            option["focused"] = True
+        data_options.append(option)
     data: Json = {
         "id": command["id"],
         "name": command["name"],
@@ -109,9 +117,8 @@ def slash_payload(
         data["resolved"] = {"attachments": resolved}
     if command.get("guild_id"):
         data["guild_id"] = command["guild_id"]
-    return _base(
-        kind=APPLICATION_COMMAND, app_id=app_id, user=user, guild=guild, channel=channel, data=data
-    )
+    kind = APPLICATION_COMMAND if focused is None else AUTOCOMPLETE
+    return _base(kind=kind, app_id=app_id, user=user, guild=guild, channel=channel, data=data)
 
 
 def message_command_payload(
@@ -164,7 +171,7 @@ def modal_submit_payload(
         "custom_id": parent.modal["custom_id"],
         "components": [_fill_inputs(c, values) for c in parent.modal.get("components", [])],
     }
-    return _base(
+    state, payload = _base(
         kind=MODAL_SUBMIT,
         app_id=app_id,
         user=parent.user,
@@ -172,3 +179,5 @@ def modal_submit_payload(
         channel=parent.channel,
         data=data,
     )
+    state.command = parent.command
+    return state, payload

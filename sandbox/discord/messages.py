@@ -3,6 +3,8 @@ CDN so that a later message (a reply, a context menu) can point at them."""
 
 from __future__ import annotations
 
+import mimetypes
+
 from aiohttp import web
 
 from sandbox.discord import payloads as p
@@ -53,9 +55,10 @@ class Messages:
     def apply_edit(self, msg: p.Json, record: Recorded) -> p.Json:
         """Apply an edit as Discord does: listed attachments are kept, new files added."""
         body = record.json if isinstance(record.json, dict) else {}
-        for key in ("content", "embeds", "flags", "components"):
-            if key in body:
-                msg[key] = body[key] if body[key] is not None else msg.get(key)
+        cleared: p.Json = {"content": "", "embeds": [], "flags": 0, "components": []}
+        for key, empty in cleared.items():
+            if key in body:  # null clears a field, as on Discord
+                msg[key] = body[key] if body[key] is not None else empty
         if "attachments" in body or record.files:
             kept_ids = {str(a.get("id")) for a in body.get("attachments") or []}
             kept = [a for a in msg.get("attachments", []) if a["id"] in kept_ids]
@@ -70,7 +73,8 @@ class Messages:
                 url=self._cdn.add(f.data, f.filename, f.content_type or ""),
                 filename=f.filename,
                 size=len(f.data),
-                content_type=f.content_type,
+                # Discord derives it from the name; discord.py uploads octet-stream.
+                content_type=mimetypes.guess_type(f.filename)[0] or f.content_type,
             )
             for f in record.files
         ]

@@ -82,26 +82,34 @@ Predicate = Callable[[Recorded], bool]
 
 
 class Recorder:
-    """An append-only log with `wait_for`, so tests await events instead of sleeping."""
+    """An append-only log with `wait_for`, so tests await events instead of sleeping. With
+    `keep`, only the newest `keep` records stay (a long-running sandbox); sequence numbers
+    keep counting."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int | None = None) -> None:
         self.requests: list[Recorded] = []
+        self._keep = keep
+        self._dropped = 0
         self._changed = asyncio.Condition()
 
     def __len__(self) -> int:
-        return len(self.requests)
+        return self._dropped + len(self.requests)
 
     async def add(self, record: Recorded) -> None:
         async with self._changed:
-            record.seq = len(self.requests)
+            record.seq = len(self)
             self.requests.append(record)
+            if self._keep is not None and len(self.requests) > self._keep:
+                excess = len(self.requests) - self._keep
+                del self.requests[:excess]
+                self._dropped += excess
             self._changed.notify_all()
 
     def next_seq(self) -> int:
-        return len(self.requests)
+        return len(self)
 
     def matching(self, predicate: Predicate, *, since: int = 0) -> list[Recorded]:
-        return [r for r in self.requests[since:] if predicate(r)]
+        return [r for r in self.requests[max(0, since - self._dropped) :] if predicate(r)]
 
     async def wait_for(
         self, predicate: Predicate, *, since: int = 0, count: int = 1, timeout_s: float = 10.0
@@ -115,7 +123,8 @@ class Recorder:
             try:
                 await asyncio.wait_for(self._changed.wait_for(ready), timeout_s)
             except TimeoutError:
-                seen = "\n  ".join(r.key for r in self.requests[since:]) or "(nothing)"
+                seen = "\n  ".join(r.key for r in self.matching(lambda r: True, since=since))
+                seen = seen or "(nothing)"
                 raise AssertionError(
                     f"timed out after {timeout_s}s waiting for {count} matching request(s); "
                     f"recorded since #{since}:\n  {seen}"

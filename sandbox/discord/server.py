@@ -9,6 +9,7 @@ This module holds the identity, gateway and command-sync routes and wires the re
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -29,22 +30,31 @@ class FakeDiscord:
     `shard_count`, that many shards are recommended (GET /gateway/bot) and guild i belongs
     to shard i % shard_count."""
 
-    def __init__(self, *, guild_count: int = 2, shard_count: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        guild_count: int = 2,
+        shard_count: int = 1,
+        guild_names: tuple[str, ...] = (),
+        keep_records: int | None = None,
+        cdn_max_bytes: int | None = None,
+    ) -> None:
         self.token = "fake." + secrets.token_urlsafe(24)
         self.app_id = p.snowflake()
         self.bot_user = p.FakeUser(p.snowflake(), "Palicord", bot=True)
         self.shard_count = shard_count
-        ids = [p.snowflake_on_shard(i % shard_count, shard_count) for i in range(guild_count)]
+        names = guild_names or tuple(f"guild-{i}" for i in range(guild_count))
+        ids = [p.snowflake_on_shard(i % shard_count, shard_count) for i in range(len(names))]
         self.guilds = [
-            p.FakeGuild(gid, f"guild-{i}", [p.FakeChannel(p.snowflake(), gid, "general")])
-            for i, gid in enumerate(ids)
+            p.FakeGuild(gid, name, [p.FakeChannel(p.snowflake(), gid, "general")])
+            for name, gid in zip(names, ids, strict=True)
         ]
-        self.recorder = Recorder()
+        self.recorder = Recorder(keep=keep_records)
         self.gateway = Gateway(
             token=self.token, ready_payload=self._ready, guild_payloads=self._guild_payloads
         )
         self.commands: dict[int | None, list[p.Json]] = {}  # guild id (None: global) → synced
-        self.cdn = Cdn(self.recorder, lambda: self.base_url)
+        self.cdn = Cdn(self.recorder, lambda: self.base_url, max_bytes=cdn_max_bytes)
         self._messages = Messages(bot_user=self.bot_user, guilds=self.guilds, cdn=self.cdn)
         self._responses = InteractionResponses(app_id=self.app_id, messages=self._messages)
         # Shared views for tests and actions: messages by id, interactions by token.
@@ -55,7 +65,11 @@ class FakeDiscord:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(
+        self, *, port: int = 0, more_routes: Callable[[web.Application], None] | None = None
+    ) -> None:
+        """Listen on 127.0.0.1 only (`port` 0: any free one); `more_routes` adds routes of
+        its own (the sandbox's page and API) to the same server."""
         app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
         router = RestRouter(app, self.recorder, self.token)
         router.add("GET", "/users/@me", self._me)
@@ -70,9 +84,11 @@ class FakeDiscord:
         self._responses.route(router)
         self.cdn.route(app)
         app.router.add_get("/gateway", self.gateway.handle)
+        if more_routes is not None:
+            more_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         server = site._server
         assert server is not None

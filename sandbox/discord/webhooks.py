@@ -55,17 +55,7 @@ class InteractionResponses:
                 LOADING if kind == DEFERRED_CHANNEL_MESSAGE else 0
             )
             state.original = self._messages.store(
-                record,
-                channel_id=state.channel.id,
-                flags=flags,
-                extra={
-                    "interaction_metadata": {
-                        "id": str(state.id),
-                        "type": ix.APPLICATION_COMMAND,
-                        "user": state.user.payload(),
-                        "authorizing_integration_owners": {"0": str(state.guild.id)},
-                    }
-                },
+                record, channel_id=state.channel.id, flags=flags, extra=_metadata(state)
             )
             resource["message"] = state.original
         summary = {
@@ -96,7 +86,7 @@ class InteractionResponses:
             return state
         if not state.acknowledged:
             return error(404, 10015, "Unknown Webhook")
-        msg = self._messages.store(record, channel_id=state.channel.id)
+        msg = self._messages.store(record, channel_id=state.channel.id, extra=_metadata(state))
         state.followups.append(msg)
         return json_response(msg)
 
@@ -119,4 +109,30 @@ class InteractionResponses:
 
     async def _delete(self, request: web.Request, record: Recorded) -> web.Response:
         state = self._state(record)
-        return state if isinstance(state, web.Response) else web.Response(status=204)
+        if isinstance(state, web.Response):
+            return state
+        msg = self._message(state, record.params["message_id"])
+        if msg is None:
+            return error(404, 10008, "Unknown Message")
+        self._messages.by_id.pop(int(msg["id"]), None)
+        return web.Response(status=204)
+
+
+def _metadata(state: ix.InteractionState) -> p.Json:
+    """What Discord attaches to an interaction's messages: whose command they answer (and
+    so, for an ephemeral one, the only user who sees it)."""
+    return {
+        "interaction_metadata": {
+            "id": str(state.id),
+            "type": ix.APPLICATION_COMMAND,
+            "user": state.user.payload(),
+            "authorizing_integration_owners": {"0": str(state.guild.id)},
+        },
+        # Deprecated by Discord but still sent; the only place that names the command.
+        "interaction": {
+            "id": str(state.id),
+            "type": ix.APPLICATION_COMMAND,
+            "name": state.command,
+            "user": state.user.payload(),
+        },
+    }

@@ -1,0 +1,248 @@
+"""`python -m sandbox` (what `make run` starts without DISCORD_TOKEN): the whole product on
+one machine. Redis (found or started), the real worker with the demo model or MODEL_ID, the
+real bot connected to a local Discord-compatible server, and a browser page on that server
+that plays Discord. Ctrl-C (or SIGTERM) stops everything it started, bot first.
+
+Settings, from the environment: SANDBOX_PORT (default 8080, else any free port),
+REDIS_URL, LOCAL_REDIS_PORT (where an already running Redis is looked for, default 6379),
+MODEL_ID, and anything the worker or the bot reads (USER_COOLDOWN_S, ...), which they get
+unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from inference.demo.shapes import encode_png, make_scene
+from sandbox.discord import DiscordServer
+from sandbox.stack import (
+    ROOT,
+    Child,
+    RedisChoice,
+    choose_redis,
+    endpoint_ready,
+    free_port,
+    port_free,
+    python_module,
+    spawn,
+)
+from sandbox.web import Sandbox
+
+log = logging.getLogger("sandbox")
+
+DEFAULT_PORT = 8080
+DATA_DIR = ROOT / ".palicord"
+DEMO_MODEL = ROOT / "models" / "palicord-tiny"
+KEY_PREFIX = "{palicord-sandbox}:"
+SERVERS = ("Shapes Club", "Art Lounge", "Dev Corner")
+MODEL_LOAD_TIMEOUT_S = 30 * 60  # a 28B checkpoint from a slow disk
+BOT_START_TIMEOUT_S = 60
+DEMO_NOTICE = (
+    "Demo model: it only knows coloured circles, squares and triangles on a plain "
+    "background; try the sample pictures. For real photos, run with "
+    "MODEL_ID=google/paligemma2-3b-mix-448 (and HF_TOKEN) on a GPU; see the README."
+)
+
+
+def _samples() -> dict[str, bytes]:
+    out = {"shapes.png": (ROOT / "samples" / "shapes.png").read_bytes()}
+    for seed in (3, 11, 29):
+        scene = make_scene(random.Random(seed), size=(224, 224), max_shapes=2)
+        out[f"scene-{seed}.png"] = encode_png(scene.image)
+    return out
+
+
+def _port() -> int:
+    wanted = int(os.environ.get("SANDBOX_PORT") or DEFAULT_PORT)
+    if wanted and port_free(wanted):
+        return wanted
+    port = free_port()
+    log.warning("port %d is taken; the sandbox uses %d instead (set SANDBOX_PORT)", wanted, port)
+    return port
+
+
+async def _clear_prefix(url: str) -> None:
+    """The sandbox's own keys only: a Redis it shares with a real deployment keeps its."""
+    redis = Redis.from_url(url)
+    async with redis:
+        keys = [k async for k in redis.scan_iter(match=KEY_PREFIX.replace("{", "\\{") + "*")]
+        for start in range(0, len(keys), 500):
+            await redis.delete(*keys[start : start + 500])
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Stack:
+    """Everything one sandbox run started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.stop_requested = asyncio.Event()
+        self.redis: RedisChoice | None = None
+        self.server: DiscordServer | None = None
+        self.children: list[tuple[Child, Path]] = []
+        self.port = 0
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    def dead_child(self) -> tuple[Child, Path] | None:
+        return next(((c, p) for c, p in self.children if not c.running()), None)
+
+    async def _wait(
+        self, ready: Callable[[], bool], what: str, timeout_s: float, progress: bool
+    ) -> bool:
+        started = time.monotonic()
+        last_note = 0.0
+        while not ready():
+            dead = self.dead_child()
+            if dead is not None:
+                child, path = dead
+                print(f"\n{child.name} exited ({child.proc.returncode}); its log:\n{_tail(path)}")
+                return False
+            waited = time.monotonic() - started
+            if waited > timeout_s:
+                print(f"\n{what} took more than {timeout_s:.0f} s; giving up")
+                return False
+            if self.stop_requested.is_set():
+                return False
+            if progress and sys.stderr.isatty():
+                print(f"\r{what}… {waited:4.0f} s", end="", file=sys.stderr, flush=True)
+            elif progress and waited - last_note >= 10:
+                last_note = waited
+                log.info("%s… %.0f s", what, waited)
+            await asyncio.sleep(0.25)
+        if progress and sys.stderr.isatty():
+            print(f"\r{what}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return True
+
+    async def start(self) -> bool:
+        DATA_DIR.mkdir(exist_ok=True)
+        logs = DATA_DIR / "logs"
+        logs.mkdir(exist_ok=True)
+        self.redis = choose_redis(
+            os.environ.get("REDIS_URL"),
+            DATA_DIR / "redis",
+            local_port=int(os.environ.get("LOCAL_REDIS_PORT") or 6379),
+        )
+        log.info("Redis: %s", self.redis.description)
+        await _clear_prefix(self.redis.url)
+
+        model = os.environ.get("MODEL_ID") or str(DEMO_MODEL)
+        demo = not os.environ.get("MODEL_ID")
+        notice = DEMO_NOTICE if demo else f"Model: {model}"
+        if demo:
+            log.warning(DEMO_NOTICE)
+        self.server = DiscordServer(
+            guild_names=SERVERS, keep_records=5_000, cdn_max_bytes=256 * 1024 * 1024
+        )
+        page = Sandbox(self.server, notice=notice, samples=_samples())
+        self.port = _port()
+        await self.server.start(port=self.port, more_routes=page.routes)
+
+        base = {**os.environ, "REDIS_URL": self.redis.url, "KEY_PREFIX": KEY_PREFIX}
+        worker_port, bot_port = free_port(), free_port()
+        worker_env = {**base, "MODEL_ID": model, "METRICS_PORT": str(worker_port)}
+        if demo:
+            worker_env["HF_HUB_OFFLINE"] = "1"  # a local folder: never ask the hub
+        worker_log = logs / "worker.log"
+        worker = spawn("worker", python_module("inference.worker"), worker_env, worker_log)
+        self.children.append((worker, worker_log))
+        bot_env = {
+            **base,
+            "DISCORD_TOKEN": self.server.token,
+            "DISCORD_API_BASE": self.server.api_base,
+            "DISCORD_GATEWAY_URL": self.server.gateway_url,
+            "ATTACHMENT_HTTP_HOSTS": "127.0.0.1",
+            "INSTANCE_ID": "sandbox",
+            "METRICS_PORT": str(bot_port),
+        }
+        bot_log = logs / "bot.log"
+        self.children.append((spawn("bot", python_module("bot"), bot_env, bot_log), bot_log))
+
+        if not await self._wait(
+            lambda: endpoint_ready(worker_port), "Loading the model", MODEL_LOAD_TIMEOUT_S, True
+        ):
+            return False
+        gateway = self.server.gateway
+        if not await self._wait(
+            gateway.ready.is_set, "Connecting the bot", BOT_START_TIMEOUT_S, False
+        ):
+            return False
+        print(
+            "\nPalicord is up.\n"
+            f"  Sandbox: http://127.0.0.1:{self.port}/\n"
+            f"  Redis:   {self.redis.description}\n"
+            f"  Model:   {model}{' (demo: coloured shapes only)' if demo else ''}\n"
+            f"  Worker:  pid {worker.proc.pid}, http://127.0.0.1:{worker_port}/metrics, "
+            f"log {worker_log}\n"
+            f"  Bot:     http://127.0.0.1:{bot_port}/metrics, log {bot_log}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        return True
+
+    async def stop(self) -> None:
+        # The bot first: no new jobs; then the worker finishes or hands back its batch.
+        for child, _ in reversed(self.children):
+            code = await asyncio.to_thread(child.stop)
+            log.info("%s stopped (%s)", child.name, code)
+        if self.server is not None:
+            await self.server.close()
+        if self.redis is not None:
+            try:
+                await _clear_prefix(self.redis.url)
+            except RedisError as exc:
+                log.warning("could not remove the sandbox's keys from Redis: %s", exc)
+            if self.redis.child is not None:
+                await asyncio.to_thread(self.redis.child.stop)
+                log.info("the private redis-server stopped")
+
+
+async def run() -> int:
+    stack = Stack()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stack.request_stop)
+    try:
+        if not await stack.start():
+            return 0 if stack.stop_requested.is_set() else 1
+        while not stack.stop_requested.is_set():
+            dead = stack.dead_child()
+            if dead is not None:
+                child, path = dead
+                print(f"{child.name} exited ({child.proc.returncode}); its log:\n{_tail(path)}")
+                return 1
+            try:
+                await asyncio.wait_for(stack.stop_requested.wait(), 1.0)
+            except TimeoutError:
+                continue
+        print("\nStopping…", flush=True)
+        return 0
+    finally:
+        await stack.stop()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per poll
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The sandbox's page and its scripting API, served by the Discord-compatible server itself
+(same port, 127.0.0.1 only). The page makes exactly these calls, so operators and tests
+can drive the sandbox without a browser:
+
+    GET  /api/state                       servers, channels, users, commands, bot status
+    POST /api/attachments                 multipart `file` → an attachment, as Discord's
+    POST /api/messages                    a user posts (mention with @Palicord or <@id>)
+    POST /api/interactions                a slash command, a context menu, or a modal submit
+    POST /api/autocomplete                what the bot suggests for an option being typed
+    GET  /api/channels/{id}/messages      the channel as it stands, oldest first
+
+Every user action becomes what Discord would send the bot (a MESSAGE_CREATE or an
+INTERACTION_CREATE on the gateway); every answer is whatever the bot sent back over REST.
+Nothing here knows how Palicord works: the sandbox stands in for Discord, not for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import mimetypes
+import re
+from collections import OrderedDict
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+
+from sandbox.discord import DiscordServer, InteractionState
+from sandbox.discord import interactions as ix
+from sandbox.discord import payloads as p
+
+CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
+MAX_KEPT_ATTACHMENTS = 500
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+_TYPE_CASTS: dict[int, Any] = {4: int, 5: bool, 10: float}  # integer, boolean, number
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _static(name: str) -> bytes:
+    return resources.files("sandbox").joinpath("static", name).read_bytes()
+
+
+class Sandbox:
+    """The users, uploads and sample pictures of one sandbox, and its HTTP handlers."""
+
+    def __init__(
+        self, server: DiscordServer, *, notice: str = "", samples: dict[str, bytes] | None = None
+    ) -> None:
+        self.server = server
+        self.notice = notice  # e.g. "demo model: it only knows coloured shapes"
+        self.samples = samples or {}
+        self.users = [
+            server.user("Ada", admin=True),
+            server.user("Ben"),
+            server.user("Chen", locale="de"),
+        ]
+        # Uploaded but perhaps not yet posted; bounded, oldest dropped first.
+        self.attachments: OrderedDict[str, p.Json] = OrderedDict()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{name}", self._asset)
+        app.router.add_get("/samples/{name}", self._sample)
+        app.router.add_get("/api/state", self._api(self.state))
+        app.router.add_post("/api/attachments", self._api(self.upload))
+        app.router.add_post("/api/messages", self._api(self.post_message))
+        app.router.add_post("/api/interactions", self._api(self.interact))
+        app.router.add_post("/api/autocomplete", self._api(self.autocomplete))
+        app.router.add_get("/api/channels/{channel_id}/messages", self._api(self.channel))
+
+    def _api(self, handler: Any) -> Any:
+        async def wrapped(request: web.Request) -> web.Response:
+            try:
+                return web.json_response(await handler(request))
+            except ApiError as exc:
+                return web.json_response({"error": str(exc)}, status=exc.status)
+
+        return wrapped
+
+    # --- page ------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(body=_static("index.html"), content_type="text/html")
+
+    async def _asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC:
+            raise web.HTTPNotFound()
+        return web.Response(body=_static(name), content_type=_STATIC[name])
+
+    async def _sample(self, request: web.Request) -> web.Response:
+        data = self.samples.get(request.match_info["name"])
+        if data is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=data, content_type="image/png")
+
+    # --- lookups -----------------------------------------------------------------------
+
+    def _user(self, body: p.Json) -> p.FakeUser:
+        for user in self.users:
+            if str(user.id) == str(body.get("user_id")):
+                return user
+        raise ApiError(400, "unknown user_id (see GET /api/state)")
+
+    def _guild(self, channel_id: object) -> p.FakeGuild:
+        for guild in self.server.guilds:
+            if str(guild.channel.id) == str(channel_id):
+                return guild
+        raise ApiError(404, "unknown channel_id (see GET /api/state)")
+
+    def _require_bot(self) -> None:
+        if not self.server.gateway.ready.is_set():
+            raise ApiError(503, "the bot is not connected to the sandbox yet")
+
+    async def _json(self, request: web.Request) -> p.Json:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return body
+
+    # --- API ---------------------------------------------------------------------------
+
+    async def state(self, request: web.Request) -> p.Json:
+        commands = [c for cmds in self.server.commands.values() for c in cmds]
+        return {
+            "sandbox": True,
+            "notice": self.notice,
+            "bot": {
+                "id": str(self.server.bot_user.id),
+                "name": self.server.bot_user.name,
+                "connected": self.server.gateway.ready.is_set(),
+            },
+            "servers": [
+                {
+                    "id": str(g.id),
+                    "name": g.name,
+                    "channels": [{"id": str(c.id), "name": c.name} for c in g.channels],
+                }
+                for g in self.server.guilds
+            ],
+            "users": [
+                {"id": str(u.id), "name": u.name, "admin": u.permissions == p.ADMIN_PERMISSIONS}
+                for u in self.users
+            ],
+            "commands": commands,
+            "samples": [f"/samples/{name}" for name in self.samples],
+        }
+
+    async def upload(self, request: web.Request) -> p.Json:
+        try:
+            form = await request.post()
+        except ValueError:
+            raise ApiError(400, "send multipart/form-data with a `file` field") from None
+        file = form.get("file")
+        if not isinstance(file, web.FileField):
+            raise ApiError(400, "send multipart/form-data with a `file` field")
+        data = file.file.read()
+        filename = file.filename or "upload"
+        content_type = file.content_type
+        if not content_type or content_type == "application/octet-stream":
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        width = height = None
+        try:
+            with Image.open(io.BytesIO(data)) as image:  # header only: no decode here
+                width, height = image.size
+        except (UnidentifiedImageError, OSError, ValueError):
+            pass  # not a picture (or a broken one): Discord sends no size either
+        attachment = self.server.attachment(
+            data, filename, content_type, width=width, height=height
+        )
+        self.attachments[attachment["id"]] = attachment
+        while len(self.attachments) > MAX_KEPT_ATTACHMENTS:
+            self.attachments.popitem(last=False)
+        return attachment
+
+    def _attachment(self, attachment_id: object) -> p.Json:
+        found = self.attachments.get(str(attachment_id))
+        if found is None:
+            raise ApiError(400, f"unknown attachment id {attachment_id} (POST /api/attachments)")
+        return found
+
+    async def post_message(self, request: web.Request) -> p.Json:
+        body = await self._json(request)
+        self._require_bot()
+        guild, user = self._guild(body.get("channel_id")), self._user(body)
+        content = str(body.get("content") or "")
+        bot = self.server.bot_user
+        mention = re.compile(rf"<@!?{bot.id}>|@{re.escape(bot.name)}\b", re.IGNORECASE)
+        mentions_bot = bool(mention.search(content))
+        content = re.sub(r"\s+", " ", mention.sub("", content)).strip()
+        attachments = [self._attachment(i) for i in body.get("attachment_ids") or []]
+        reply_to = None
+        if body.get("reply_to"):
+            reply_to = self.server.messages.get(int(body["reply_to"]))
+            if reply_to is None:
+                raise ApiError(400, "reply_to names no message")
+        return await self.server.post_message(
+            user,
+            content,
+            attachments=attachments,
+            mention_bot=mentions_bot,
+            reply_to=reply_to,
+            guild=guild,
+        )
+
+    def _options(self, command: p.Json, given: object) -> tuple[p.Json, dict[str, p.Json]]:
+        if not isinstance(given, dict):
+            raise ApiError(400, "options must be an object: option name → value")
+        declared = {o["name"]: o for o in command.get("options", [])}
+        options: p.Json = {}
+        attachments: dict[str, p.Json] = {}
+        for name, value in given.items():
+            if name not in declared:
+                raise ApiError(400, f"/{command['name']} has no option {name!r}")
+            kind = declared[name]["type"]
+            if kind == ix.OPTION_ATTACHMENT:
+                attachments[name] = self._attachment(value)
+            elif value not in (None, ""):
+                try:
+                    options[name] = _TYPE_CASTS.get(kind, str)(value)
+                except ValueError:
+                    raise ApiError(400, f"option {name!r} has the wrong type") from None
+        missing = [
+            o["name"]
+            for o in declared.values()
+            if o.get("required") and o["name"] not in options and o["name"] not in attachments
+        ]
+        if missing:
+            raise ApiError(400, f"/{command['name']} needs {', '.join(missing)}")
+        return options, attachments
+
+    def _command(self, name: object, kind: int) -> p.Json:
+        try:
+            return self.server.command(str(name), kind=kind)
+        except AssertionError:
+            raise ApiError(400, f"the bot has no command named {name!r}") from None
+
+    async def interact(self, request: web.Request) -> p.Json:
+        body = await self._json(request)
+        self._require_bot()
+        user = self._user(body)
+        if isinstance(body.get("modal"), dict):
+            state = await self._submit_modal(user, body["modal"])
+        else:
+            guild = self._guild(body.get("channel_id"))
+            target_id = body.get("target_message_id")
+            if target_id:
+                target = self.server.messages.get(int(target_id))
+                if target is None:
+                    raise ApiError(400, "target_message_id names no message")
+                self._command(body.get("command"), ix.MESSAGE_COMMAND)
+                state = await self.server.message_command(
+                    str(body["command"]), target, user=user, guild=guild
+                )
+            else:
+                command = self._command(body.get("command"), ix.CHAT_INPUT)
+                options, files = self._options(command, body.get("options") or {})
+                state = await self.server.slash(
+                    command["name"], user=user, guild=guild, attachments=files, **options
+                )
+        return await self._outcome(state)
+
+    async def _submit_modal(self, user: p.FakeUser, modal: p.Json) -> InteractionState:
+        opened = [
+            s
+            for s in self.server.interactions.values()
+            if s.modal is not None
+            and s.modal.get("custom_id") == modal.get("custom_id")
+            and s.user.id == user.id
+        ]
+        if not opened:
+            raise ApiError(400, "no modal with that custom_id is open for this user")
+        parent = max(opened, key=lambda s: s.id)
+        values = modal.get("values") or {}
+        if not isinstance(values, dict):
+            raise ApiError(400, "modal values must be an object: field → text")
+        return await self.server.submit_modal(parent, {str(k): str(v) for k, v in values.items()})
+
+    async def _outcome(self, state: InteractionState) -> p.Json:
+        """The interaction, once the bot acknowledged it (or did not, within Discord's 3 s)."""
+        # Not acknowledged in time: Discord would show "The application did not respond".
+        with contextlib.suppress(AssertionError):
+            await self.server.wait_for_callback(state, timeout_s=CALLBACK_WAIT_S)
+        callback = state.callback or {}
+        return {
+            "id": str(state.id),
+            "acknowledged": state.acknowledged,
+            "response_type": callback.get("type"),
+            "message_id": state.original["id"] if state.original else None,
+            "modal": _modal_view(state.modal) if state.modal else None,
+        }
+
+    async def autocomplete(self, request: web.Request) -> p.Json:
+        body = await self._json(request)
+        self._require_bot()
+        user, guild = self._user(body), self._guild(body.get("channel_id"))
+        command = self._command(body.get("command"), ix.CHAT_INPUT)
+        given = body.get("options") or {}
+        if not isinstance(given, dict):
+            raise ApiError(400, "options must be an object: option name → value")
+        text_options = {
+            k: v
+            for k, v in given.items()
+            if any(o["name"] == k and o["type"] == 3 for o in command.get("options", []))
+        }
+        focused = str(body.get("focused") or "")
+        text_options.setdefault(focused, "")
+        try:
+            choices = await self.server.autocomplete(
+                command["name"], focused, user=user, guild=guild, **text_options
+            )
+        except AssertionError as exc:
+            raise ApiError(400, str(exc).splitlines()[0]) from None
+        return {"choices": choices}
+
+    async def channel(self, request: web.Request) -> list[p.Json]:
+        channel_id = request.match_info["channel_id"]
+        self._guild(channel_id)
+        # A snapshot: the bot edits these dicts from the same event loop, never mid-copy.
+        await asyncio.sleep(0)
+        found = [m for m in self.server.messages.values() if m["channel_id"] == channel_id]
+        return [_message_view(m) for m in sorted(found, key=lambda m: int(m["id"]))]
+
+
+def _author(user: p.Json) -> p.Json:
+    return {
+        "id": user["id"],
+        "name": user.get("global_name") or user.get("username"),
+        "bot": bool(user.get("bot")),
+    }
+
+
+def _message_view(msg: p.Json) -> p.Json:
+    flags = int(msg.get("flags") or 0)
+    meta = msg.get("interaction_metadata") or {}
+    ephemeral = bool(flags & 64)
+    referenced = msg.get("referenced_message") or {}
+    return {
+        "id": msg["id"],
+        "channel_id": msg["channel_id"],
+        "author": _author(msg["author"]),
+        "content": msg.get("content") or "",
+        "embeds": msg.get("embeds") or [],
+        "attachments": [
+            {k: a.get(k) for k in ("id", "filename", "url", "content_type", "size")}
+            for a in msg.get("attachments") or []
+        ],
+        "edited": msg.get("edited_timestamp") is not None,
+        "thinking": bool(flags & 128),
+        "ephemeral": ephemeral,
+        "visible_to": meta["user"]["id"] if ephemeral and meta.get("user") else None,
+        "interaction_user": _author(meta["user"]) if meta.get("user") else None,
+        "command": (msg.get("interaction") or {}).get("name") or None,
+        "reply_to": referenced.get("id"),
+        "timestamp": msg.get("timestamp"),
+    }
+
+
+def _modal_view(modal: p.Json) -> p.Json:
+    """The modal's title and text fields, flattened from Discord's component rows."""
+    fields: list[p.Json] = []
+
+    def walk(component: p.Json, label: str = "") -> None:
+        if component.get("type") == ix.TEXT_INPUT:
+            fields.append(
+                {
+                    "custom_id": component["custom_id"],
+                    "label": component.get("label") or label,
+                    "style": component.get("style", 1),
+                    "required": component.get("required", True),
+                    "placeholder": component.get("placeholder") or "",
+                    "value": component.get("value") or "",
+                }
+            )
+        if "component" in component:
+            walk(component["component"], component.get("label", ""))
+        for child in component.get("components") or []:
+            walk(child)
+
+    for component in modal.get("components") or []:
+        walk(component)
+    return {"custom_id": modal.get("custom_id"), "title": modal.get("title", ""), "fields": fields}

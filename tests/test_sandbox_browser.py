@@ -1,0 +1,167 @@
+"""The sandbox page in a real headless browser (Debian's chromium, driven by Selenium through
+Debian's chromium-driver; nothing is downloaded): /detect on an uploaded picture shows the
+annotated image and its legend, a mention with a question gets its answer, and a text
+file named .png gets an error only its user sees. The bot and a worker run for real.
+
+SANDBOX_SCREENSHOT=path keeps the screenshot taken with the detection answer on screen
+(the README's picture comes from here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from bot.client import PalicordBot
+from inference.worker.service import Worker
+from sandbox.discord import DiscordServer
+from sandbox.web import Sandbox
+from tests.discord_server.fixtures import prefix, worker
+from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot
+
+__all__ = ["prefix", "worker"]  # fixtures, used by name
+
+WAIT_S = 20
+
+
+def _browser_paths() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.fail(
+            "the browser tests need Debian's chromium and chromium-driver; "
+            "`make test` installs them (apt-get install chromium chromium-driver)"
+        )
+    return browser, driver
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    binary, driver_path = _browser_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,860",
+                 "--disable-dev-shm-usage"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    server = DiscordServer(guild_names=("Shapes Club", "Art Lounge"), keep_records=1000)
+    scene = one_shape_scene(seed=5, size=(224, 224))
+    page = Sandbox(server, notice="Demo model: coloured shapes only.", samples={
+        "shapes.png": png_bytes(scene.image)})  # fmt: skip
+    await server.start(more_routes=page.routes)
+    yield page
+    await server.close()
+
+
+@pytest.fixture
+async def bot(sandbox: Sandbox, prefix: str) -> AsyncIterator[PalicordBot]:
+    async with running_bot(bot_settings(sandbox.server, prefix)) as running:
+        yield running
+
+
+def wait(driver: WebDriver, found: Callable[[WebDriver], object], what: str) -> object:
+    # The page re-renders a message when it changes (an edit): a node can go stale.
+    patient = WebDriverWait(
+        driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return patient.until(found, message=what)
+
+
+def bot_answers(driver: WebDriver) -> list[WebElement]:
+    return [
+        m
+        for m in driver.find_elements(By.CSS_SELECTOR, "li.msg")
+        if m.find_elements(By.CSS_SELECTOR, ".bot-tag")
+        and m.find_elements(By.CSS_SELECTOR, ".embed")
+        and not m.find_elements(By.CSS_SELECTOR, ".thinking")
+    ]
+
+
+def attach(driver: WebDriver, path: Path) -> None:
+    driver.find_element(By.ID, "file").send_keys(str(path))
+    wait(driver, lambda d: d.find_element(By.ID, "pending").is_displayed(), "the upload")
+
+
+def run_slash(driver: WebDriver, name: str, **options: str) -> None:
+    text = driver.find_element(By.ID, "text")
+    text.clear()
+    text.send_keys(f"/{name}")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"li[data-command='{name}']"), name)
+    driver.find_element(By.CSS_SELECTOR, f"li[data-command='{name}']").click()
+    for option, value in options.items():
+        driver.find_element(By.CSS_SELECTOR, f"[data-option='{option}']").send_keys(value)
+    driver.find_element(By.ID, "run-command").click()
+
+
+def browse(driver: WebDriver, base: str, folder: Path, shape: str) -> None:
+    """Everything the browser does (blocking calls: run in a thread beside the servers)."""
+    driver.get(base + "/")
+    wait(driver, lambda d: "online" in d.find_element(By.ID, "bot-status").text, "the bot")
+    assert "coloured shapes" in driver.find_element(By.ID, "notice").text
+    Select(driver.find_element(By.ID, "user")).select_by_visible_text("Ben")
+
+    # /detect on an uploaded picture: the annotated image and its legend appear.
+    attach(driver, folder / "shapes.png")
+    run_slash(driver, "detect", objects=shape)
+    wait(driver, lambda d: len(bot_answers(d)) == 1, "the detection answer")
+    legend = f"{shape} × 1"
+    wait(
+        driver,
+        lambda d: legend in bot_answers(d)[0].find_element(By.CSS_SELECTOR, ".embed").text,
+        legend,
+    )
+    image = "li.msg .embed img[src*='detections']"
+    wait(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, image).get_property("naturalWidth"),
+        "the annotated image",
+    )
+    shot = Path(os.environ.get("SANDBOX_SCREENSHOT") or folder / "sandbox.png")
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+    # A message that mentions the bot, with a picture and a question: a reply answers it.
+    attach(driver, folder / "shapes.png")
+    text = driver.find_element(By.ID, "text")
+    text.send_keys(f"@Palicord what color is the {shape}?")
+    text.send_keys(Keys.ENTER)
+    wait(driver, lambda d: len(bot_answers(d)) == 2, "the answer to the mention")
+    assert bot_answers(driver)[1].find_elements(By.CSS_SELECTOR, ".reply-ref")
+
+    # A text file named .png: an error that only its user sees.
+    attach(driver, folder / "notes.png")
+    run_slash(driver, "describe")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "li.msg.ephemeral"), "the error")
+    error = driver.find_element(By.CSS_SELECTOR, "li.msg.ephemeral")
+    assert "Only you can see this" in error.text
+    Select(driver.find_element(By.ID, "user")).select_by_visible_text("Chen")
+    wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "li.msg.ephemeral"), "hidden")
+
+
+async def test_the_page_runs_detect_a_mention_and_shows_errors(
+    browser: WebDriver, sandbox: Sandbox, bot: PalicordBot, worker: Worker, tmp_path: Path
+) -> None:
+    scene = one_shape_scene(seed=5, size=(224, 224))
+    (tmp_path / "shapes.png").write_bytes(png_bytes(scene.image))
+    (tmp_path / "notes.png").write_text("not a picture at all")
+    base = sandbox.server.base_url
+    await asyncio.to_thread(browse, browser, base, tmp_path, scene.shapes[0].kind)

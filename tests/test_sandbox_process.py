@@ -1,0 +1,148 @@
+"""`make run` as a process (its scripts/run.sh, what the Makefile target runs once the set-up
+is done): without DISCORD_TOKEN, and with no Redis where it looks for one, it starts a
+private redis-server, the worker with the demo model and the bot, serves the sandbox,
+answers a request through the scripting API end to end, and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.stack import redis_answers
+from tests.conftest import ROOT, free_port
+
+DEMO_MODEL = ROOT / "models" / "palicord-tiny"
+START_TIMEOUT_S = 120
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def call(method: str, url: str, body: Any = None, *, form_file: bytes | None = None) -> Any:
+    headers: dict[str, str] = {}
+    data = None
+    if form_file is not None:
+        boundary = uuid.uuid4().hex
+        data = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + form_file
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+    elif body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def read_lines(stream: Any, into: queue.Queue[str]) -> None:
+    for raw in iter(stream.readline, b""):
+        into.put(raw.decode(errors="replace"))
+
+
+@pytest.mark.skipif(not DEMO_MODEL.exists(), reason="the demo checkpoint is not built")
+def test_make_run_serves_the_sandbox_answers_and_stops_cleanly() -> None:
+    port, nothing_there = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SANDBOX_PORT": str(port),
+        "LOCAL_REDIS_PORT": str(nothing_there),  # "no Redis running on this machine"
+        "USER_COOLDOWN_S": "0",
+    }
+    for name in ("DISCORD_TOKEN", "REDIS_URL", "MODEL_ID"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        ["scripts/run.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=read_lines, args=(proc.stdout, lines), daemon=True).start()
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not any(f"Sandbox: http://127.0.0.1:{port}/" in line for line in output):
+            assert proc.poll() is None, "".join(output)
+            assert time.monotonic() < deadline, "".join(output)
+            try:
+                output.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+        text = "".join(output)
+        redis_port = int(re.search(r"private redis-server on 127\.0\.0\.1:(\d+)", text)[1])  # type: ignore[index]
+        assert "Demo model" in text and redis_answers("127.0.0.1", redis_port)
+        children = descendants(proc.pid)
+        assert len(children) >= 3, children  # redis-server, the worker, the bot
+
+        base = f"http://127.0.0.1:{port}"
+        state = call("GET", base + "/api/state")
+        assert state["bot"]["connected"] and "Demo model" in state["notice"]
+        channel, user = state["servers"][0]["channels"][0]["id"], state["users"][1]["id"]
+        with urllib.request.urlopen(base + "/samples/shapes.png", timeout=10) as reply:
+            sample = reply.read()
+        picture = call("POST", base + "/api/attachments", form_file=sample)
+        run = call(
+            "POST",
+            base + "/api/interactions",
+            {"channel_id": channel, "user_id": user, "command": "describe",
+             "options": {"image": picture["id"]}},
+        )  # fmt: skip
+        assert run["acknowledged"]
+        answer: dict[str, Any] | None = None
+        deadline = time.monotonic() + 60
+        while answer is None and time.monotonic() < deadline:
+            for m in call("GET", f"{base}/api/channels/{channel}/messages"):
+                if m["id"] == run["message_id"] and m["embeds"] and not m["thinking"]:
+                    answer = m
+            time.sleep(0.2)
+        assert answer is not None, "no answer within 60 s"
+        assert answer["embeds"][0].get("description"), answer
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        code = proc.wait(60)
+    assert code == 0, "".join(output)
+    assert not [pid for pid in children if alive(pid)], "a process outlived `make run`"
+    assert not redis_answers("127.0.0.1", redis_port)
