@@ -5,7 +5,6 @@ answers a request through the scripting API end to end, and Ctrl-C leaves nothin
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
@@ -14,12 +13,12 @@ import subprocess
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox.client import SandboxClient
 from sandbox.stack import redis_answers
 from tests.conftest import ROOT, free_port
 
@@ -50,28 +49,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def call(method: str, url: str, body: Any = None, *, form_file: bytes | None = None) -> Any:
-    headers: dict[str, str] = {}
-    data = None
-    if form_file is not None:
-        boundary = uuid.uuid4().hex
-        data = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n'
-                f"Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + form_file
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
-    elif body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return json.loads(reply.read())
 
 
 def read_lines(stream: Any, into: queue.Queue[str]) -> None:
@@ -116,27 +93,12 @@ def test_make_run_serves_the_sandbox_answers_and_stops_cleanly() -> None:
         children = descendants(proc.pid)
         assert len(children) >= 3, children  # redis-server, the worker, the bot
 
-        base = f"http://127.0.0.1:{port}"
-        state = call("GET", base + "/api/state")
+        client = SandboxClient(f"http://127.0.0.1:{port}")
+        state = client.state()
         assert state["bot"]["connected"] and "Demo model" in state["notice"]
-        channel, user = state["servers"][0]["channels"][0]["id"], state["users"][1]["id"]
-        with urllib.request.urlopen(base + "/samples/shapes.png", timeout=10) as reply:
+        with urllib.request.urlopen(client.base + "/samples/shapes.png", timeout=10) as reply:
             sample = reply.read()
-        picture = call("POST", base + "/api/attachments", form_file=sample)
-        run = call(
-            "POST",
-            base + "/api/interactions",
-            {"channel_id": channel, "user_id": user, "command": "describe",
-             "options": {"image": picture["id"]}},
-        )  # fmt: skip
-        assert run["acknowledged"]
-        answer: dict[str, Any] | None = None
-        deadline = time.monotonic() + 60
-        while answer is None and time.monotonic() < deadline:
-            for m in call("GET", f"{base}/api/channels/{channel}/messages"):
-                if m["id"] == run["message_id"] and m["embeds"] and not m["thinking"]:
-                    answer = m
-            time.sleep(0.2)
+        answer = client.run("describe", sample)
         assert answer is not None, "no answer within 60 s"
         assert answer["embeds"][0].get("description"), answer
     finally:

@@ -31,7 +31,7 @@ class Messages:
         self, record: Recorded, *, channel_id: int, flags: int = 0, extra: p.Json | None = None
     ) -> p.Json:
         """Keep the message the bot sent in `record` and return it as Discord would."""
-        body = record.json if isinstance(record.json, dict) else {}
+        body = record.payload  # an interaction callback nests the message under `data`
         referenced = None
         ref = body.get("message_reference")
         if ref and ref.get("message_id"):
