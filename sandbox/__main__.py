@@ -152,6 +152,7 @@ class Stack:
             guild_names=SERVERS, keep_records=5_000, cdn_max_bytes=256 * 1024 * 1024
         )
         page = Sandbox(self.server, notice=notice, samples=_samples())
+        page.model_ready = False
         self.port = _port()
         await self.server.start(port=self.port, more_routes=page.routes)
 
@@ -179,6 +180,7 @@ class Stack:
             lambda: endpoint_ready(worker_port), "Loading the model", MODEL_LOAD_TIMEOUT_S, True
         ):
             return False
+        page.model_ready = True
         gateway = self.server.gateway
         if not await self._wait(
             gateway.ready.is_set, "Connecting the bot", BOT_START_TIMEOUT_S, False

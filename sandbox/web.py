@@ -62,6 +62,7 @@ class Sandbox:
             server.user("Ben"),
             server.user("Chen", locale="de"),
         ]
+        self.model_ready = True  # the sandbox clears it while the worker loads its model
         # Uploaded but perhaps not yet posted; bounded, oldest dropped first.
         self.attachments: OrderedDict[str, p.Json] = OrderedDict()
 
@@ -140,6 +141,7 @@ class Sandbox:
                 "id": str(self.server.bot_user.id),
                 "name": self.server.bot_user.name,
                 "connected": self.server.gateway.ready.is_set(),
+                "model_ready": self.model_ready,
             },
             "servers": [
                 {

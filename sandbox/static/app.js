@@ -53,8 +53,10 @@ async function loadState() {
   if (!S.user) S.user = st.users[0].id;
   renderServers(); showNotice();
   const status = $("#bot-status");
-  status.textContent = st.bot.connected ? "Palicord is online" : "Palicord is starting…";
-  status.classList.toggle("online", st.bot.connected);
+  const online = st.bot.connected && st.bot.model_ready;
+  status.textContent = online ? "Palicord is online"
+    : st.bot.connected ? "Loading the model… (until then Palicord answers that no worker is online)" : "Palicord is starting…";
+  status.classList.toggle("online", online);
   if (!$("#samples button")) renderSamples();
 }
 
