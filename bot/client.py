@@ -25,11 +25,12 @@ from redis.asyncio import Redis
 from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader
 from bot.errors import NotAllowed
+from bot.events import respond_error
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.replies import ProgressBoard, Replies
-from bot.requests import Requests, respond_error
+from bot.requests import Requests
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable
 from inference.ops import LoopWatch

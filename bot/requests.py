@@ -8,26 +8,24 @@ mention) takes the same path, top to bottom in this module.
    remembers the request in Redis until `close`, in case the bot dies in between.
 4. `submit`: each image is downloaded with a cap and checked with the engine's own intake
    code, the guild's daily quota is charged, and the good images are queued.
-Refusals reach the user privately (interactions) or as a reply (mentions).
+Refusals reach the user privately (interactions) or as a reply (mentions). The Discord
+side of each step (deferring, replying, error messages) is in `bot.events`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import discord
-from discord import app_commands
 
 from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader, ImageRef
-from bot.errors import ChannelNotAllowed, NoImageFound, user_message
+from bot.errors import ChannelNotAllowed, NoImageFound
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
@@ -35,19 +33,15 @@ from bot.replies import (
     ItemContext,
     ProgressBoard,
     ReplyAddress,
-    interaction_address,
     progress_text,
 )
 from bot.settings import BotSettings
-from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
 from inference.intake import probe_image
-from inference.ops import log_ids
 from inference.queue import JobResult, JobState, JobStatus, QueueClient
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Discord forgets an interaction not acknowledged within 3 s. The checks before the
 # acknowledgement read Redis; one that accepts connections but does not answer must not
@@ -279,122 +273,3 @@ class Requests:
     async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
         result = JobResult.failure(item.job_id, item.to_context(), exc, task=spec.task)
         await self._deliverer.record(item, result)
-
-
-# --- acknowledging in time -------------------------------------------------------------
-
-
-async def in_time(call: Awaitable[T]) -> T:
-    """`call`, or QueueUnavailable once ADMIT_BUDGET_S has passed."""
-    try:
-        async with asyncio.timeout(ADMIT_BUDGET_S):
-            return await call
-    except TimeoutError as exc:
-        raise QueueUnavailable() from exc
-
-
-def who_of_interaction(interaction: discord.Interaction) -> Who:
-    channel = interaction.channel
-    parent = getattr(channel, "parent_id", None)
-    assert interaction.channel_id is not None
-    return Who(interaction.user.id, interaction.guild_id, interaction.channel_id, parent)
-
-
-def who_of_message(message: discord.Message) -> Who:
-    parent = getattr(message.channel, "parent_id", None)
-    guild_id = message.guild.id if message.guild else None
-    return Who(message.author.id, guild_id, message.channel.id, parent)
-
-
-async def run_interaction(
-    service: Requests,
-    interaction: discord.Interaction,
-    refs: Sequence[ImageRef],
-    ask: Ask,
-) -> None:
-    """Check, defer (within Discord's 3 s), then queue. Refusals before the deferral go
-    to the caller's error handler, later ones are answered here; all privately."""
-    who = who_of_interaction(interaction)
-    kind = "slash" if isinstance(interaction.command, app_commands.Command) else "context_menu"
-    try:
-        config, images = await in_time(service.admit(who, refs))
-        spec = service.spec(ask, config=config, locale=str(interaction.locale))
-    except Exception as exc:
-        service.count(kind, exc)
-        raise
-    callback = await interaction.response.defer(thinking=True)
-    service.acknowledged(interaction)
-    message_id = callback.message_id if callback is not None else None
-    if message_id is None:
-        message_id = (await interaction.original_response()).id
-    items = await service.open(images, interaction_address(interaction, message_id))
-    try:
-        with log_ids(request_id=items[0].request_id):
-            await service.submit(who, images, items, spec, config)
-        service.count(kind)
-    except Exception as exc:
-        # Answered here rather than by the tree's handler: the intake closes only once
-        # the user has been told.
-        service.count(kind, exc)
-        if not isinstance(exc, PalicordError):
-            log.error("request %s failed", items[0].request_id, exc_info=exc)
-        if not await respond_error(interaction, exc):
-            return  # not told: the intake stays open, and the next run tells them
-    await service.close(items)
-
-
-async def respond_error(interaction: discord.Interaction, error: BaseException) -> bool:
-    """Tell the user what went wrong, privately, whether or not we deferred already;
-    False when Discord did not take the message."""
-    text = "⚠️ " + user_message(error)
-    try:
-        if interaction.response.is_done():
-            # A deferred response is public; drop it so the error can be private.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.info("could not report an error to the user: HTTP %s", exc.status)
-        return False
-    return True
-
-
-async def run_mention(
-    service: Requests, message: discord.Message, refs: Sequence[ImageRef], ask: Ask
-) -> None:
-    """Reply with a progress message, queue, and turn the reply into an error if needed."""
-    who = who_of_message(message)
-    try:
-        config, images = await in_time(service.admit(who, refs))
-        # Messages carry no user locale: the guild's language setting, then its locale.
-        guild_locale = str(message.guild.preferred_locale) if message.guild else None
-        spec = service.spec(ask, config=config, guild_locale=guild_locale)
-    except PalicordError as exc:
-        service.count("mention", exc)
-        await message.reply("⚠️ " + exc.message, mention_author=False)
-        return
-    reply = await message.reply("🔎 Looking…", mention_author=False)
-    address = ReplyAddress(
-        channel_id=who.channel_id,
-        user_id=who.user_id,
-        guild_id=who.guild_id,
-        message_id=reply.id,
-        reply_to_id=message.id,
-        upload_limit_bytes=(
-            message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
-        ),
-    )
-    items: list[ItemContext] = []
-    try:
-        items = await service.open(images, address)
-        await service.submit(who, images, items, spec, config)
-        service.count("mention")
-    except Exception as exc:
-        service.count("mention", exc)
-        if not isinstance(exc, PalicordError):
-            log.error("mention request failed", exc_info=exc)
-        await reply.edit(content="⚠️ " + user_message(exc))
-    if items:
-        await service.close(items)

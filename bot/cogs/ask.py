@@ -10,8 +10,8 @@ from discord.ext import commands
 
 from bot.cogs import language_autocomplete
 from bot.download import ImageRef
+from bot.events import run_interaction
 from bot.requests import Ask as AskRequest
-from bot.requests import run_interaction
 from inference.tasks import MAX_QUESTION_CHARS, Task
 
 if TYPE_CHECKING:

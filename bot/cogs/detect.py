@@ -12,7 +12,8 @@ from discord.ext import commands
 from bot.cogs import message_images
 from bot.download import ImageRef
 from bot.errors import NoImageFound
-from bot.requests import Ask, Requests, respond_error, run_interaction
+from bot.events import respond_error, run_interaction
+from bot.requests import Ask, Requests
 from inference.tasks import Task
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ import discord
 from discord.ext import commands
 
 from bot.cogs import message_images
-from bot.requests import Ask, in_time, run_mention
+from bot.events import in_time, run_mention
+from bot.requests import Ask
 from inference.errors import PalicordError
 from inference.tasks import Task
 

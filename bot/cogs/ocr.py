@@ -10,7 +10,8 @@ from discord.ext import commands
 
 from bot.cogs import message_images
 from bot.download import ImageRef
-from bot.requests import Ask, run_interaction
+from bot.events import run_interaction
+from bot.requests import Ask
 from inference.tasks import Task
 
 if TYPE_CHECKING:

@@ -58,6 +58,13 @@ _TEMPLATES: dict[str, str] = {
     "request": "bot:request:{}",
     # sorted set job id -> deadline, for /queue
     "user_jobs": "bot:user-jobs:{}",
+    # --- what both programs remember about pictures (inference.queue.memory) ---
+    # per kind ("picture", "result") and id: the bytes, with a TTL; an index sorted by
+    # when each was stored, their sizes, and the total, to keep the kind within its budget
+    "stash": "mem:{}:{}",
+    "stash_index": "mem:{}:index",
+    "stash_sizes": "mem:{}:sizes",
+    "stash_bytes": "mem:{}:bytes",
     # per bot instance: hash request id -> its reply address, from the acknowledgement
     # until its images are queued (or it is refused), so a restarted bot can tell users
     "intake": "bot:intake:{}",
@@ -169,6 +176,12 @@ class Keys:
 
     def intake(self, instance_id: str) -> str:
         return self._k("intake", instance_id)
+
+    def stash(self, kind: str, item_id: str) -> str:
+        return self._k("stash", kind, item_id)
+
+    def stash_bytes(self, kind: str) -> str:
+        return self._k("stash_bytes", kind)
 
 
 def lua_prelude() -> str:

@@ -36,7 +36,7 @@ MAX_SKIP = 1_024
 
 _SCRIPT_NAMES = (
     "submit", "take", "extend", "reap", "release", "settle", "cancel", "status", "charge",
-    "clock",
+    "clock", "stash",
 )  # fmt: skip
 
 
@@ -267,6 +267,13 @@ class Scripts:
         """Count `n` images against a guild's quota for `day`: the new total, or -1 (and
         nothing counted) when they do not fit."""
         return int(await self._call("charge", guild, day, n, quota, ttl_s))
+
+    async def stash(
+        self, kind: str, item_id: str, value: bytes | str, *, ttl_s: int, max_bytes: int
+    ) -> int:
+        """Keep `value` for `ttl_s` within `kind`'s byte budget (oldest dropped first);
+        returns the kind's total bytes."""
+        return int(await self._call("stash", kind, item_id, value, ttl_s, max_bytes))
 
     async def server_time(self) -> float:
         """Redis's clock, the one the scripts judge leases and heartbeats by."""

@@ -74,6 +74,12 @@ class QueueSettings(ImageLimits):
     # refreshes its heartbeat four times per lifetime, even in the middle of a batch.
     worker_heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     max_dead_letters: int = Field(default=10_000, ge=1)
+    # Pictures kept for follow-ups (buttons, replies to an answer) and answers kept for
+    # identical requests (inference.queue.memory), each within its own Redis budget.
+    picture_ttl_s: int = Field(default=24 * 3600, ge=60)
+    picture_store_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    result_cache_ttl_s: int = Field(default=24 * 3600, ge=0)  # 0: no result cache
+    result_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     # A Redis that accepts connections but stops answering fails each command after this
     # long instead of hanging it (and the user's request with it). Blocking reads are
     # kept shorter than this (see QueueClient.results and WorkerSettings.idle_wait_s).

@@ -30,6 +30,7 @@ from inference.errors import JobFailed, QueueUnavailable
 from inference.ops import log_ids
 from inference.queue import Job, JobResult, Keys, redis_boundary
 from inference.queue.connection import Backoff, cancel_and_wait, describe
+from inference.queue.memory import Memory, picture_digest
 from inference.queue.scripts import Scripts, Taken
 from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest
@@ -69,6 +70,7 @@ class Worker:
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._keys = Keys(settings.key_prefix)
         self._scripts = Scripts(redis, self._keys)
+        self._memory = Memory(redis, self._keys, self._scripts, settings)
         self._capabilities = engine.capabilities
         self._taker = Taker(
             redis,
@@ -263,7 +265,8 @@ class Worker:
         self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
         self.metrics.batch_run.observe(run_s)
         unstarted: list[str] = []
-        for (job, wait_s, _), result in zip(runnable, results, strict=True):
+        answered: list[tuple[bytes, Job, JobResult]] = []
+        for (job, wait_s, image), result in zip(runnable, results, strict=True):
             if result is None:
                 unstarted.append(job.job_id)
                 continue
@@ -271,7 +274,23 @@ class Worker:
                 job, result, worker_id=self.worker_id, queue_wait_s=wait_s, run_s=run_s
             )
             decided.append(Outcome(job.job_id, job.reply_to, job_result))
+            answered.append((image, job, job_result))
+        await self._remember(answered)
         return unstarted
+
+    async def _remember(self, answered: list[tuple[bytes, Job, JobResult]]) -> None:
+        """Keep the answers for identical requests (inference.queue.memory); a cache that
+        cannot be written is only a missed saving."""
+        model_id = self._engine.model_id
+        try:
+            await asyncio.gather(
+                *(
+                    self._memory.keep_answer(picture_digest(image), job.spec, model_id, result)
+                    for image, job, result in answered
+                )
+            )
+        except QueueUnavailable as exc:
+            log.warning("could not keep answers in the cache: %s", describe(exc))
 
     async def _settle(self, decided: list[Outcome], *, release: list[str]) -> None:
         """Publish outcomes, retrying through Redis outages for about one lease: after that
