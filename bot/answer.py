@@ -26,6 +26,7 @@ from inference.detection import Detection
 from inference.errors import PalicordError
 from inference.intake import load_image
 from inference.queue import JobResult
+from inference.queue.memory import FROM_CACHE, age_s
 from inference.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Answer:
     content: str = ""
     embeds: tuple[discord.Embed, ...] = ()
     files: tuple[OutFile, ...] = field(default_factory=tuple)
+    view: discord.ui.View | None = None  # follow-up buttons (bot.followups)
 
     def discord_files(self) -> list[discord.File]:
         return [f.to_discord() for f in self.files]
@@ -253,7 +255,18 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
         if overflow is not None:
             files.append(OutFile(f"{task}-{n}.txt" if multi else overflow.filename, overflow.data))
         embeds.append(discord.Embed(title=title, description=body, colour=COLOUR_OK))
+    for embed, item in zip(embeds, items, strict=False):
+        if item.result.ok and item.result.context.get(FROM_CACHE):
+            embed.set_footer(text=f"⚡ From the cache · answered {_ago(age_s(item.result))}")
     return Answer(embeds=tuple(embeds), files=tuple(files[:MAX_FILES]))
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return "just now" if seconds < 10 else f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
 
 
 def error_answer(message: str) -> Answer:

@@ -23,19 +23,22 @@ from discord.http import Route
 from redis.asyncio import Redis
 
 from bot.delivery import Deliverer, ImageCache, RequestStore
-from bot.download import Downloader
+from bot.download import Downloader, ImageRef
 from bot.errors import NotAllowed
-from bot.events import respond_error
+from bot.events import respond_error, run_interaction
+from bot.followups import FollowUp
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.replies import ProgressBoard, Replies
-from bot.requests import Requests
+from bot.requests import Ask, Requests
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable
 from inference.ops import LoopWatch
 from inference.queue import Keys, QueueClient, redis_boundary
 from inference.queue.connection import cancel_and_wait
+from inference.queue.memory import Memory
+from inference.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,7 @@ class PalicordBot(commands.AutoShardedBot):
         self.replies = Replies(self, token_ttl_s=settings.interaction_token_ttl_s)
         self.progress = ProgressBoard(queue, self.replies, interval_s=settings.progress_interval_s)
         self.images = ImageCache()
+        self.memory = Memory(redis, keys, queue.scripts, settings)
         self.deliverer = Deliverer(
             queue=queue,
             store=self.store,
@@ -163,6 +167,7 @@ class PalicordBot(commands.AutoShardedBot):
             progress=self.progress,
             deliverer=self.deliverer,
             images=self.images,
+            memory=self.memory,
             metrics=self.metrics,
         )
 
@@ -177,6 +182,8 @@ class PalicordBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         self.metrics.watch_webhooks()  # before any task that answers interactions starts
+        # Buttons of answers posted by any earlier run too: all they need is in custom_id.
+        self.add_dynamic_items(FollowUp)
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands()
@@ -204,6 +211,27 @@ class PalicordBot(commands.AutoShardedBot):
 
     async def on_shard_disconnect(self, shard_id: int) -> None:
         self._shards_up.discard(shard_id)
+
+    async def has_picture(self, digest: str) -> bool:
+        """For the follow-up buttons (bot.followups)."""
+        try:
+            return await self.memory.has_picture(digest)
+        except QueueUnavailable:
+            return True  # let the run itself report the outage
+
+    async def follow_up(
+        self, interaction: discord.Interaction, digest: str, task: Task, **ask: str
+    ) -> None:
+        """A follow-up button's request, run as a slash command would be; errors before
+        the acknowledgement are answered here (a button has no command tree)."""
+        picture = ImageRef.stored_picture(digest)
+        request = Ask(task, question=ask.get("question"), objects=ask.get("objects"))
+        try:
+            await run_interaction(self.requests, interaction, [picture], request, kind="button")
+        except Exception as exc:
+            if not isinstance(exc, PalicordError):
+                log.error("follow-up %s failed", task.value, exc_info=exc)
+            await respond_error(interaction, exc)
 
     async def _watch_redis(self) -> None:
         while True:

@@ -11,6 +11,7 @@ downloaded again on a miss.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import statistics
@@ -23,12 +24,14 @@ from redis.asyncio import Redis
 from bot.answer import ItemAnswer, compose
 from bot.download import Downloader, ImageRef
 from bot.errors import BotRestarted
+from bot.followups import follow_up_view
 from bot.metrics import BotMetrics
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
 from inference.ops import log_ids
 from inference.queue import JobResult, JobState, Keys, QueueClient, redis_boundary
 from inference.queue.connection import Backoff, atomic_pipeline, awaited, describe
+from inference.queue.memory import PICTURE_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,8 @@ class Deliverer:
         answer = await asyncio.to_thread(
             compose, answers, max_file_bytes=item.address.upload_limit_bytes
         )
+        pictures = [a.result.context.get(PICTURE_FIELD) if a.result.ok else None for a in answers]
+        answer = dataclasses.replace(answer, view=follow_up_view(pictures))
         # Claimed only with the answer ready: whatever fails before this (Redis, drawing)
         # leaves the request to the next try, instead of claimed and never answered.
         if not await self._store.claim(item.request_id):

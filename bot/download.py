@@ -31,6 +31,12 @@ class ImageRef:
     filename: str
     declared_size: int | None = None
     content_type: str | None = None
+    # A picture kept by the bot (inference.queue.memory), by digest: nothing to download.
+    stored: str | None = None
+
+    @classmethod
+    def stored_picture(cls, digest: str) -> ImageRef:
+        return cls(url="", filename="the same picture", stored=digest)
 
     @classmethod
     def from_attachment(cls, attachment: discord.Attachment) -> ImageRef:
@@ -75,6 +81,8 @@ class Downloader:
 
     def check(self, ref: ImageRef) -> None:
         """Refuse before any network traffic: wrong host or scheme, declared too large."""
+        if ref.stored is not None:
+            return  # not a download
         try:
             parts = urlsplit(ref.url)
             port = parts.port

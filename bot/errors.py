@@ -3,7 +3,8 @@
     PalicordError
     ├── ImageError
     │   ├── AttachmentHostNotAllowed   the URL is not on an allowed attachment host
-    │   └── DownloadFailed             the host did not give us the file
+    │   ├── DownloadFailed             the host did not give us the file
+    │   └── PictureExpired             a follow-up on a picture no longer kept
     ├── RequestError
     │   ├── NoImageFound               nothing to look at
     │   ├── ChannelNotAllowed          /settings keeps the bot out of this channel
@@ -34,6 +35,13 @@ class AttachmentHostNotAllowed(ImageError):
 class DownloadFailed(ImageError):
     code = "image_download"
     default_message = "I couldn't download that image from Discord. Please try again."
+
+
+class PictureExpired(ImageError):
+    code = "picture_expired"
+    default_message = (
+        "I no longer have that picture (I keep pictures for a while only). Please upload it again."
+    )
 
 
 class NoImageFound(RequestError):

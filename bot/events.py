@@ -57,11 +57,15 @@ async def run_interaction(
     interaction: discord.Interaction,
     refs: Sequence[ImageRef],
     ask: Ask,
+    *,
+    kind: str | None = None,
 ) -> None:
     """Check, defer (within Discord's 3 s), then queue. Refusals before the deferral go
-    to the caller's error handler, later ones are answered here; all privately."""
+    to the caller's error handler, later ones are answered here; all privately. `kind`
+    (for the metrics): slash, context_menu (the default from the command) or button."""
     who = who_of_interaction(interaction)
-    kind = "slash" if isinstance(interaction.command, app_commands.Command) else "context_menu"
+    if kind is None:
+        kind = "slash" if isinstance(interaction.command, app_commands.Command) else "context_menu"
     try:
         config, images = await in_time(service.admit(who, refs))
         spec = service.spec(ask, config=config, locale=str(interaction.locale))

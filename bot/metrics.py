@@ -45,6 +45,11 @@ class BotMetrics:
             ["outcome"],
             registry=r,
         )
+        self.cache_hits = Counter(
+            "palicord_bot_cache_answers",
+            "Images answered from the shared result cache, without queueing",
+            registry=r,
+        )
         self.http_errors = Counter(
             "palicord_discord_http_errors",
             "Discord REST calls that failed, by HTTP status",

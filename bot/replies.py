@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import discord
+from discord.utils import MISSING
 
 from bot.answer import Answer
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
@@ -180,6 +181,8 @@ class Replies:
     ) -> None:
         embeds = list(answer.embeds) if answer else []
         files = answer.discord_files() if answer else []
+        # Only the final answer carries buttons; a progress edit leaves components alone.
+        view = answer.view if answer is not None and answer.view is not None else MISSING
         message_id = address.message_id
         if message_id is None:
             raise ValueError("this address has no message to edit")
@@ -190,6 +193,7 @@ class Replies:
                 embeds=embeds,
                 attachments=files,
                 allowed_mentions=discord.AllowedMentions.none(),
+                view=view,
             )
             return
         channel = self._client.get_partial_messageable(
@@ -200,6 +204,7 @@ class Replies:
             embeds=embeds,
             attachments=files,
             allowed_mentions=discord.AllowedMentions.none(),
+            view=view,
         )
 
     async def show_progress(self, address: ReplyAddress, text: str) -> bool:
@@ -253,6 +258,7 @@ class Replies:
                 allowed_mentions=discord.AllowedMentions(
                     everyone=False, roles=False, users=[discord.Object(address.user_id)]
                 ),
+                view=answer.view if answer.view is not None else MISSING,
             )
         except discord.HTTPException as exc:
             log.warning("could not post an answer in the channel: HTTP %s", exc.status)

@@ -25,7 +25,7 @@ import discord
 
 from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader, ImageRef
-from bot.errors import ChannelNotAllowed, NoImageFound
+from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
@@ -39,6 +39,7 @@ from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
 from inference.intake import probe_image
 from inference.queue import JobResult, JobState, JobStatus, QueueClient
+from inference.queue.memory import PICTURE_FIELD, Memory, from_cache
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,10 @@ class Requests:
         progress: ProgressBoard,
         deliverer: Deliverer,
         images: ImageCache,
+        memory: Memory,
         metrics: BotMetrics,
     ) -> None:
+        self._memory = memory
         self._metrics = metrics
         self._settings = settings
         self._queue = queue
@@ -159,6 +162,11 @@ class Requests:
         )
 
     async def _intake(self, ref: ImageRef) -> bytes:
+        if ref.stored is not None:  # a follow-up: the picture was checked when first queued
+            kept = await self._memory.picture(ref.stored)
+            if kept is None:
+                raise PictureExpired()
+            return kept
         data = await self._downloader.fetch(ref)
         # Header parsing is quick, but a hostile file should not stall the event loop.
         await asyncio.to_thread(
@@ -225,11 +233,17 @@ class Requests:
         }
         self._progress.track(request_id, address, [], shown="")
         submitted: list[tuple[str, int]] = []
+        cached: dict[int, JobResult] = {}
         for i in good:
             data = intake[i]
             assert isinstance(data, bytes)
             try:
-                place = await self._queue_one(who, spec, items[i], data)
+                digest = await self._memory.keep_picture(data)
+                hit = await self._cached(spec, items[i], data, digest)
+                if hit is not None:
+                    cached[i] = hit
+                    continue
+                place = await self._queue_one(who, spec, items[i], data, digest)
             except PalicordError as exc:
                 failures[i] = exc
                 if submitted:
@@ -239,22 +253,47 @@ class Requests:
                 for j, earlier in failures.items():
                     await self._record_failure(items[j], earlier, spec)
             submitted.append(place)
+        # Answers from the cache took no GPU time: only queued images count for the day.
         await self._limits.refund(who.guild_id, len(good) - len(submitted))
         if not submitted:
             self._progress.drop(request_id)
-            raise failures[good[0]]
-        statuses = [JobStatus(JobState.QUEUED, place) for _, place in submitted]
-        await self._progress.show_now(request_id, progress_text(statuses))
+            if not cached:
+                raise failures[good[0]]
+            for j, earlier in failures.items():
+                await self._record_failure(items[j], earlier, spec)
+        for i, hit in cached.items():  # the last outcome recorded delivers the answer
+            await self._deliverer.record(items[i], hit)
+        if submitted:
+            statuses = [JobStatus(JobState.QUEUED, place) for _, place in submitted]
+            await self._progress.show_now(request_id, progress_text(statuses))
+
+    async def _cached(
+        self, spec: TaskSpec, item: ItemContext, data: bytes, digest: str
+    ) -> JobResult | None:
+        """This exact request answered before by a model that is online now, if kept."""
+        if not self._memory.caching:
+            return None
+        task = spec.task.value
+        models = {w.model_id for w in await self._queue.workers() if task in w.capabilities}
+        hit = await self._memory.cached_answer(digest, spec, models)
+        if hit is None:
+            return None
+        self._metrics.cache_hits.inc()
+        if spec.task is Task.DETECT:
+            self._images.put(item.request_id, item.index, data)
+        context = {**item.to_context(), PICTURE_FIELD: digest}
+        return from_cache(hit, job_id=item.job_id, context=context)
 
     async def _queue_one(
-        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes
+        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, digest: str
     ) -> tuple[str, int]:
         job = self._queue.new_job(
             spec,
             guild_id=who.guild_id,
             user_id=who.user_id,
             channel_id=who.channel_id,
-            context=item.to_context(),
+            # The picture's digest comes back with the result: its follow-up buttons.
+            context={**item.to_context(), PICTURE_FIELD: digest},
             job_id=item.job_id,
         )
         if spec.task is Task.DETECT:

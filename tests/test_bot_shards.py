@@ -123,8 +123,10 @@ async def test_two_shard_processes_each_serve_their_guilds(
             # Shard 1 dies while its job runs; the answer waits in its stream until it is
             # back under the same (derived) instance id.
             marks.write_text("")
+            # A new picture: the same one would be answered from the shared cache at once.
+            other = server.attachment(png_bytes_of_a_dot(at=(10, 50)), "dot2.png")
             late = await server.slash(
-                "describe", user=user, guild=guilds[1], attachments={"image": image}
+                "describe", user=user, guild=guilds[1], attachments={"image": other}
             )
             async with asyncio.timeout(20):
                 while not marks.read_text():  # noqa: ASYNC110 (a line per started batch)
@@ -143,9 +145,9 @@ async def test_two_shard_processes_each_serve_their_guilds(
                     assert await shard.stop() == 0
 
 
-def png_bytes_of_a_dot() -> bytes:
+def png_bytes_of_a_dot(at: tuple[int, int] = (32, 32)) -> bytes:
     image = Image.new("RGB", (64, 64), "white")
-    image.putpixel((32, 32), (0, 0, 0))
+    image.putpixel(at, (0, 0, 0))
     return png_bytes(image)
 
 

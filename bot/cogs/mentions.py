@@ -1,4 +1,5 @@
-"""Mention the bot with images (or reply with a mention to a message that has them)."""
+"""Mention the bot with images, or reply with a mention to a message that has them, or to
+one of the bot's answers (a follow-up on the same pictures, see `bot.followups`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import discord
 from discord.ext import commands
 
 from bot.cogs import message_images
+from bot.download import ImageRef
 from bot.events import in_time, run_mention
+from bot.followups import digests_of
 from bot.requests import Ask
 from inference.errors import PalicordError
 from inference.tasks import Task
@@ -87,7 +90,10 @@ class Mentions(commands.Cog):
         images = message_images(message)
         if not images:
             replied = await self._replied_to(message)
-            if replied is not None:
+            if replied is not None and replied.author.id == me.id:
+                # A reply to one of our answers: the pictures it was about, as kept.
+                images = [ImageRef.stored_picture(d) for d in digests_of(replied)]
+            elif replied is not None:
                 images = message_images(replied)
         await run_mention(self.bot.requests, message, images, parse_mention(message.content, me.id))
 

@@ -37,7 +37,9 @@ PICTURE, RESULT = "picture", "result"
 # 128 bits of SHA-256: ample against collisions, and short enough for a button's custom_id.
 DIGEST_HEX = 32
 DIGEST_RE = re.compile(rf"^[0-9a-f]{{{DIGEST_HEX}}}$")
-# Marks an answer that came from the cache (in the result's echoed context).
+# In a job's (echoed) context: the digest of its picture, and whether the answer came
+# from the cache.
+PICTURE_FIELD = "pic"
 FROM_CACHE = "cache"
 
 
@@ -77,6 +79,12 @@ class Memory:
             PICTURE, digest, data, ttl_s=s.picture_ttl_s, max_bytes=s.picture_store_max_bytes
         )
         return digest
+
+    async def has_picture(self, digest: str) -> bool:
+        if not DIGEST_RE.match(digest):
+            return False
+        with redis_boundary():
+            return bool(await awaited(self._redis.exists(self._keys.stash(PICTURE, digest))))
 
     async def picture(self, digest: str) -> bytes | None:
         """The picture, or None once it expired or was dropped for space."""

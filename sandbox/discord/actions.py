@@ -149,6 +149,28 @@ class DiscordServer(FakeDiscord):
         await self._dispatch_interaction(state, payload)
         return state
 
+    async def press(
+        self, message: p.Json, label: str, *, user: p.FakeUser, guild: p.FakeGuild | None = None
+    ) -> ix.InteractionState:
+        """A user presses the button labelled `label` (or with that custom_id) on `message`,
+        as it stands now on the server."""
+        current = self.messages.get(int(message["id"]), message)
+        found = ix.buttons(current)
+        custom_id = found.get(label) or (label if label in found.values() else None)
+        if custom_id is None:
+            raise AssertionError(f"no button {label!r} on that message; it has {list(found)}")
+        guild = guild or self.guild
+        state, payload = ix.component_payload(
+            app_id=self.app_id,
+            message=current,
+            custom_id=custom_id,
+            user=user,
+            guild=guild,
+            channel=guild.channel,
+        )
+        await self._dispatch_interaction(state, payload)
+        return state
+
     async def submit_modal(
         self, parent: ix.InteractionState, values: dict[str, str]
     ) -> ix.InteractionState:

@@ -10,7 +10,8 @@ from typing import Any
 
 from sandbox.discord.payloads import FakeChannel, FakeGuild, FakeUser, Json, member, snowflake
 
-APPLICATION_COMMAND, AUTOCOMPLETE, MODAL_SUBMIT = 2, 4, 5
+APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
+BUTTON = 2
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3
 OPTION_ATTACHMENT = 11
 TEXT_INPUT = 4
@@ -142,6 +143,38 @@ def message_command_payload(
     return _base(
         kind=APPLICATION_COMMAND, app_id=app_id, user=user, guild=guild, channel=channel, data=data
     )
+
+
+def component_payload(
+    *,
+    app_id: int,
+    message: Json,
+    custom_id: str,
+    user: FakeUser,
+    guild: FakeGuild,
+    channel: FakeChannel,
+) -> tuple[InteractionState, Json]:
+    """A press on one of a message's buttons."""
+    state, payload = _base(
+        kind=MESSAGE_COMPONENT,
+        app_id=app_id,
+        user=user,
+        guild=guild,
+        channel=channel,
+        data={"custom_id": custom_id, "component_type": BUTTON},
+    )
+    payload["message"] = message
+    return state, payload
+
+
+def buttons(message: Json) -> dict[str, str]:
+    """A message's buttons: label → custom_id."""
+    out: dict[str, str] = {}
+    for row in message.get("components") or []:
+        for child in row.get("components") or []:
+            if child.get("type") == BUTTON and child.get("custom_id"):
+                out[child.get("label") or child["custom_id"]] = child["custom_id"]
+    return out
 
 
 def _fill_inputs(component: Json, values: dict[str, str], label: str = "") -> Json:

@@ -47,7 +47,7 @@ class Messages:
             attachments=self._stored_files(record),
             referenced=referenced,
             flags=flags or int(body.get("flags") or 0),
-            extra=extra,
+            extra={"components": body.get("components") or [], **(extra or {})},
         )
         self.by_id[int(msg["id"])] = msg
         return msg

@@ -122,12 +122,17 @@ async def running_bot(settings: BotSettings) -> AsyncIterator[PalicordBot]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    settings: WorkerSettings, engine: Engine, *, worker_id: str = ""
+    settings: WorkerSettings,
+    engine: Engine,
+    *,
+    worker_id: str = "",
+    kind: type[Worker] = Worker,
 ) -> AsyncIterator[Worker]:
-    """An in-process worker serving `engine`; it has registered by the time this yields."""
+    """An in-process worker (of class `kind`) serving `engine`; it has registered by the
+    time this yields."""
     redis = connect(settings)
     async with redis:
-        worker = Worker(redis, settings, engine, worker_id=worker_id or uuid.uuid4().hex[:8])
+        worker = kind(redis, settings, engine, worker_id=worker_id or uuid.uuid4().hex[:8])
         task = asyncio.create_task(worker.run())
         probe = QueueClient(redis, settings, instance_id="probe")
         async with asyncio.timeout(10):
