@@ -5,7 +5,8 @@ can drive the sandbox without a browser:
     GET  /api/state                       servers, channels, users, commands, bot status
     POST /api/attachments                 multipart `file` → an attachment, as Discord's
     POST /api/messages                    a user posts (mention with @Palicord or <@id>)
-    POST /api/interactions                a slash command, a context menu, or a modal submit
+    POST /api/interactions                a slash command, a context menu, a button press,
+                                          or a modal submit
     POST /api/autocomplete                what the bot suggests for an option being typed
     GET  /api/channels/{id}/messages      the channel as it stands, oldest first
 
@@ -31,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from sandbox.discord import DiscordServer, InteractionState
 from sandbox.discord import interactions as ix
 from sandbox.discord import payloads as p
+from sandbox.views import message_view, modal_view
 
 CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
 MAX_KEPT_ATTACHMENTS = 500
@@ -254,6 +256,17 @@ class Sandbox:
         user = self._user(body)
         if isinstance(body.get("modal"), dict):
             state = await self._submit_modal(user, body["modal"])
+        elif body.get("custom_id"):  # a button on a message
+            guild = self._guild(body.get("channel_id"))
+            message = self.server.messages.get(int(body.get("message_id") or 0))
+            if message is None:
+                raise ApiError(400, "message_id names no message")
+            try:
+                state = await self.server.press(
+                    message, str(body["custom_id"]), user=user, guild=guild
+                )
+            except AssertionError as exc:
+                raise ApiError(400, str(exc)) from None
         else:
             guild = self._guild(body.get("channel_id"))
             target_id = body.get("target_message_id")
@@ -300,7 +313,7 @@ class Sandbox:
             "acknowledged": state.acknowledged,
             "response_type": callback.get("type"),
             "message_id": state.original["id"] if state.original else None,
-            "modal": _modal_view(state.modal) if state.modal else None,
+            "modal": modal_view(state.modal) if state.modal else None,
         }
 
     async def autocomplete(self, request: web.Request) -> p.Json:
@@ -332,64 +345,4 @@ class Sandbox:
         # A snapshot: the bot edits these dicts from the same event loop, never mid-copy.
         await asyncio.sleep(0)
         found = [m for m in self.server.messages.values() if m["channel_id"] == channel_id]
-        return [_message_view(m) for m in sorted(found, key=lambda m: int(m["id"]))]
-
-
-def _author(user: p.Json) -> p.Json:
-    return {
-        "id": user["id"],
-        "name": user.get("global_name") or user.get("username"),
-        "bot": bool(user.get("bot")),
-    }
-
-
-def _message_view(msg: p.Json) -> p.Json:
-    flags = int(msg.get("flags") or 0)
-    meta = msg.get("interaction_metadata") or {}
-    ephemeral = bool(flags & 64)
-    referenced = msg.get("referenced_message") or {}
-    return {
-        "id": msg["id"],
-        "channel_id": msg["channel_id"],
-        "author": _author(msg["author"]),
-        "content": msg.get("content") or "",
-        "embeds": msg.get("embeds") or [],
-        "attachments": [
-            {k: a.get(k) for k in ("id", "filename", "url", "content_type", "size")}
-            for a in msg.get("attachments") or []
-        ],
-        "edited": msg.get("edited_timestamp") is not None,
-        "thinking": bool(flags & 128),
-        "ephemeral": ephemeral,
-        "visible_to": meta["user"]["id"] if ephemeral and meta.get("user") else None,
-        "interaction_user": _author(meta["user"]) if meta.get("user") else None,
-        "command": (msg.get("interaction") or {}).get("name") or None,
-        "reply_to": referenced.get("id"),
-        "timestamp": msg.get("timestamp"),
-    }
-
-
-def _modal_view(modal: p.Json) -> p.Json:
-    """The modal's title and text fields, flattened from Discord's component rows."""
-    fields: list[p.Json] = []
-
-    def walk(component: p.Json, label: str = "") -> None:
-        if component.get("type") == ix.TEXT_INPUT:
-            fields.append(
-                {
-                    "custom_id": component["custom_id"],
-                    "label": component.get("label") or label,
-                    "style": component.get("style", 1),
-                    "required": component.get("required", True),
-                    "placeholder": component.get("placeholder") or "",
-                    "value": component.get("value") or "",
-                }
-            )
-        if "component" in component:
-            walk(component["component"], component.get("label", ""))
-        for child in component.get("components") or []:
-            walk(child)
-
-    for component in modal.get("components") or []:
-        walk(component)
-    return {"custom_id": modal.get("custom_id"), "title": modal.get("title", ""), "fields": fields}
+        return [message_view(m) for m in sorted(found, key=lambda m: int(m["id"]))]

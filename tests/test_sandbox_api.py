@@ -118,6 +118,18 @@ async def test_detect_mention_and_context_menu_modal_through_the_api(
     async with api.session.get(files["detections-1.png"]["url"]) as reply:
         assert reply.status == 200 and (await reply.read()).startswith(b"\x89PNG")
     assert answer["content"] == "", "the place-in-line text is gone from the final answer"
+    [buttons] = answer["buttons"]
+    read = next(b for b in buttons if b["label"] == "Read text")
+    pressed = await api.call(
+        "POST",
+        "/api/interactions",
+        json={"channel_id": channel, "user_id": ada, "message_id": answer["id"],
+              "custom_id": read["custom_id"]},
+    )  # fmt: skip
+    assert pressed["acknowledged"] and pressed["message_id"] != answer["id"]
+    await api.until(
+        channel, lambda ms: any(m["id"] == pressed["message_id"] and answered(m) for m in ms)
+    )
 
     # A message that mentions the bot by name, with the picture: a reply with the answer.
     posted = await api.call(

@@ -139,13 +139,25 @@ def browse(driver: WebDriver, base: str, folder: Path, shape: str) -> None:
     shot = Path(os.environ.get("SANDBOX_SCREENSHOT") or folder / "sandbox.png")
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
+    # A follow-up button on that answer: a question about the same picture, in a modal.
+    ask = "li.msg button[data-custom-id^='pc:ask:']"
+    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ask).is_displayed(), "the buttons")
+    driver.find_element(By.CSS_SELECTOR, ask).click()
+    wait(driver, lambda d: d.find_element(By.ID, "modal").is_displayed(), "the modal")
+    driver.find_element(By.CSS_SELECTOR, "#modal input").send_keys(f"what color is the {shape}?")
+    driver.find_element(By.ID, "modal-submit").click()
+    wait(driver, lambda d: len(bot_answers(d)) == 2, "the follow-up's answer")
+    assert "used Ask about this image" not in driver.page_source  # a button, not a command
+    followup_shot = shot.with_name(shot.stem + "-followup.png")
+    assert driver.save_screenshot(str(followup_shot))
+
     # A message that mentions the bot, with a picture and a question: a reply answers it.
     attach(driver, folder / "shapes.png")
     text = driver.find_element(By.ID, "text")
     text.send_keys(f"@Palicord what color is the {shape}?")
     text.send_keys(Keys.ENTER)
-    wait(driver, lambda d: len(bot_answers(d)) == 2, "the answer to the mention")
-    assert bot_answers(driver)[1].find_elements(By.CSS_SELECTOR, ".reply-ref")
+    wait(driver, lambda d: len(bot_answers(d)) == 3, "the answer to the mention")
+    assert bot_answers(driver)[2].find_elements(By.CSS_SELECTOR, ".reply-ref")
 
     # A text file named .png: an error that only its user sees.
     attach(driver, folder / "notes.png")

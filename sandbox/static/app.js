@@ -154,6 +154,12 @@ function renderMessage(m, byId) {
     else box.append(el("a", { href: a.url, target: "_blank", download: a.filename }, `Attachment: ${a.filename}`));
   }
   if (files.length) item.append(box);
+  for (const row of m.buttons || []) {
+    item.append(el("div", { class: "buttons-row" }, ...row.map((b) => el("button", {
+      type: "button", class: `component style-${b.style}`, "data-custom-id": b.custom_id,
+      onclick: () => interact({ channel_id: S.channel, user_id: S.user, message_id: m.id, custom_id: b.custom_id }),
+    }, b.label))));
+  }
   if (m.ephemeral) item.append(el("div", { class: "ephemeral-note" }, "👁 Only you can see this"));
   item.append(el("div", { class: "actions" },
     el("button", { type: "button", class: "reply", onclick: () => setReply(m) }, "Reply"),
