@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -225,14 +226,13 @@ class Run:
             guild = random.choice(server.guilds)
             user = random.choice(users[guild.id])
             image, kind = random.choice(images)
-            command, options = random.choice(
-                [
-                    ("describe", {}),
-                    ("ask", {"question": "what color is the shape?"}),
-                    ("detect", {"objects": kind}),
-                    ("ocr", {}),
-                ]
-            )
+            choices: list[tuple[str, dict[str, Any]]] = [
+                ("describe", {}),
+                ("ask", {"question": "what color is the shape?"}),
+                ("detect", {"objects": kind}),
+                ("ocr", {}),
+            ]
+            command, options = random.choice(choices)
             state = None
             if server.gateway.ready.is_set():
                 try:

@@ -117,6 +117,12 @@ class PalicordBot(commands.AutoShardedBot):
             tree_cls=PalicordTree,
             # discord.py waits this long after the last GUILD_CREATE before on_ready.
             guild_ready_timeout=guild_ready_timeout_s,
+            # Commands work in servers, in DMs with the bot and, where a user installed the
+            # app for themselves, in other servers' channels (/settings stays guild-only).
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=True, private_channel=True
+            ),
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
             shard_count=settings.shard_count,
             # None is discord.py's own default ("all shards"); its annotation omits it.
             shard_ids=None if settings.shard_ids is None else list(settings.shard_ids),  # type: ignore[arg-type]

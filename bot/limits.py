@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from bot.errors import CooldownActive, DailyQuotaReached
-from inference.queue import DM_GUILD, Keys, redis_boundary
+from inference.queue import Keys, redis_boundary
+from inference.queue.keys import quota_scope
 from inference.queue.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -48,22 +49,27 @@ class Limits:
             remaining_ms = await self._redis.pttl(key)
         raise CooldownActive.after(max(remaining_ms, 0) / 1000)
 
-    async def charge(self, guild_id: int | None, n: int, *, quota: int) -> int:
-        """Count `n` images against today's quota; raise DailyQuotaReached if they don't fit."""
-        guild = DM_GUILD if guild_id is None else str(guild_id)
-        total = await self._scripts.charge(guild, utc_day(), n, quota=quota, ttl_s=_USAGE_TTL_S)
+    async def charge(
+        self, guild_id: int | None, n: int, *, quota: int, user_id: int | None = None
+    ) -> int:
+        """Count `n` images against today's quota (the guild's; in DMs the user's own);
+        raise DailyQuotaReached if they don't fit."""
+        scope = quota_scope(guild_id, user_id)
+        total = await self._scripts.charge(scope, utc_day(), n, quota=quota, ttl_s=_USAGE_TTL_S)
         if total < 0:
             raise DailyQuotaReached()
         return total
 
-    async def refund(self, guild_id: int | None, n: int) -> None:
+    async def refund(self, guild_id: int | None, n: int, *, user_id: int | None = None) -> None:
         """Give back images that were charged but never queued."""
         if n <= 0:
             return
+        key = self._keys.daily_usage(guild_id, utc_day(), user_id=user_id)
         with redis_boundary():
-            await self._redis.decrby(self._keys.daily_usage(guild_id, utc_day()), n)
+            await self._redis.decrby(key, n)
 
-    async def used_today(self, guild_id: int | None) -> int:
+    async def used_today(self, guild_id: int | None, *, user_id: int | None = None) -> int:
+        key = self._keys.daily_usage(guild_id, utc_day(), user_id=user_id)
         with redis_boundary():
-            raw = await self._redis.get(self._keys.daily_usage(guild_id, utc_day()))
+            raw = await self._redis.get(key)
         return int(raw or 0)

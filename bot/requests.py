@@ -227,7 +227,7 @@ class Requests:
         if not good:
             raise next(e for e in intake if isinstance(e, PalicordError))
         quota = config.quota(self._settings.guild_daily_quota)
-        await self._limits.charge(who.guild_id, len(good), quota=quota)
+        await self._limits.charge(who.guild_id, len(good), quota=quota, user_id=who.user_id)
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
@@ -254,7 +254,7 @@ class Requests:
                     await self._record_failure(items[j], earlier, spec)
             submitted.append(place)
         # Answers from the cache took no GPU time: only queued images count for the day.
-        await self._limits.refund(who.guild_id, len(good) - len(submitted))
+        await self._limits.refund(who.guild_id, len(good) - len(submitted), user_id=who.user_id)
         if not submitted:
             self._progress.drop(request_id)
             if not cached:

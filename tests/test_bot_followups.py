@@ -177,3 +177,25 @@ async def test_a_press_counts_against_the_pressers_own_cooldown(
         assert "wait" in (await error_for(server, again)).text
         mine = await server.press(message, "Read text", user=owner)
         assert "wait" in (await error_for(server, mine)).text
+
+
+async def test_commands_work_in_direct_messages_with_a_quota_per_user(
+    server: DiscordServer, prefix: str, worker: RecordingWorker
+) -> None:
+    settings = bot_settings(server, prefix, guild_daily_quota=1)
+    async with running_bot(settings):
+        describe = server.command("describe")
+        assert (describe["contexts"], describe["integration_types"]) == ([0, 1, 2], [0, 1])
+        assert server.command("settings")["contexts"] == [0]
+        scene = one_shape_scene(seed=96)
+        image = server.attachment(png_bytes(scene.image), "dm.png")
+        lee, max_ = server.user("lee"), server.user("max")
+        state = await server.slash("describe", user=lee, attachments={"image": image}, dm=True)
+        answer = await answer_for(server, state)
+        assert scene.shapes[0].kind in answer.text
+        assert answer.params["token"] == state.token  # delivered privately, by its token
+        # The day's quota in DMs is each user's own: another user is not refused.
+        other = await server.slash("describe", user=max_, attachments={"image": image}, dm=True)
+        await answer_for(server, other)
+        again = await server.slash("ocr", user=lee, attachments={"image": image}, dm=True)
+        assert "quota" in (await error_for(server, again)).text

@@ -51,6 +51,8 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="settings")
     @app_commands.guild_only()
+    # Explicitly: the bot's defaults (bot.client) would otherwise add DMs back in.
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     @app_commands.describe(

@@ -73,6 +73,13 @@ _TEMPLATES: dict[str, str] = {
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
+def quota_scope(guild_id: int | None, user_id: int | None = None) -> str:
+    """Who shares a daily quota: a guild's members; in DMs, each user alone."""
+    if guild_id is not None:
+        return str(guild_id)
+    return DM_GUILD if user_id is None else f"{DM_GUILD}-{user_id}"
+
+
 def is_key_part(value: str) -> bool:
     """Whether `value` is safe inside a key (no `:`, braces or spaces)."""
     return _PART_RE.match(value) is not None
@@ -162,8 +169,9 @@ class Keys:
     def cooldown(self, user_id: int) -> str:
         return self._k("cooldown", str(user_id))
 
-    def daily_usage(self, guild_id: int | None, day: str) -> str:
-        return self._k("daily_usage", DM_GUILD if guild_id is None else str(guild_id), day)
+    def daily_usage(self, guild_id: int | None, day: str, *, user_id: int | None = None) -> str:
+        """A guild's count for `day`; in DMs (no guild) each user's own, when given."""
+        return self._k("daily_usage", quota_scope(guild_id, user_id), day)
 
     def guild_config(self, guild_id: int) -> str:
         return self._k("guild_config", str(guild_id))

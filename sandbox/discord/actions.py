@@ -20,6 +20,12 @@ class DiscordServer(FakeDiscord):
         perms = p.ADMIN_PERMISSIONS if admin else p.MEMBER_PERMISSIONS
         return p.FakeUser(user_id or p.snowflake(), name, locale=locale, permissions=perms)
 
+    def dm_channel(self, user: p.FakeUser) -> p.FakeChannel:
+        """The user's direct-message channel with the bot (one per user, as on Discord)."""
+        if user.id not in self._dms:
+            self._dms[user.id] = p.FakeChannel(p.snowflake(), 0, "dm")
+        return self._dms[user.id]
+
     def attachment(
         self,
         data: bytes,
@@ -90,18 +96,20 @@ class DiscordServer(FakeDiscord):
         user: p.FakeUser,
         guild: p.FakeGuild | None = None,
         attachments: dict[str, p.Json] | None = None,
+        dm: bool = False,
         **options: Any,
     ) -> ix.InteractionState:
-        """A user runs `/name` with `options` (attachments by option name)."""
-        guild = guild or self.guild
+        """A user runs `/name` with `options` (attachments by option name), in a guild's
+        channel or (`dm`) in their direct messages with the bot."""
+        where = None if dm else guild or self.guild
         state, payload = ix.slash_payload(
             app_id=self.app_id,
             command=self.command(name),
             options={k: v for k, v in options.items() if v is not None},
             attachments=attachments or {},
             user=user,
-            guild=guild,
-            channel=guild.channel,
+            guild=where,
+            channel=self.dm_channel(user) if where is None else where.channel,
         )
         await self._dispatch_interaction(state, payload)
         return state

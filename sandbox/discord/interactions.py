@@ -8,9 +8,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.discord.payloads import FakeChannel, FakeGuild, FakeUser, Json, member, snowflake
+from sandbox.discord.payloads import (
+    DEFAULT_UPLOAD_LIMIT,
+    FakeChannel,
+    FakeGuild,
+    FakeUser,
+    Json,
+    member,
+    snowflake,
+)
 
 APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
+GUILD, BOT_DM = 0, 1  # interaction contexts
 BUTTON = 2
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3
 OPTION_ATTACHMENT = 11
@@ -24,7 +33,7 @@ class InteractionState:
     id: int
     token: str
     user: FakeUser
-    guild: FakeGuild
+    guild: FakeGuild | None  # None: the user's DM with the bot
     channel: FakeChannel
     dispatched_at: float = field(default_factory=time.monotonic)
     callback: Json | None = None
@@ -45,10 +54,12 @@ def _base(
     kind: int,
     app_id: int,
     user: FakeUser,
-    guild: FakeGuild,
+    guild: FakeGuild | None,
     channel: FakeChannel,
     data: Json,
 ) -> tuple[InteractionState, Json]:
+    """An interaction in `guild`'s `channel`, or (guild None) in the user's DM with the bot,
+    where Discord sends a `user` instead of a `member` and no guild at all."""
     name = data.get("name", "")
     state = InteractionState(
         id=snowflake(),
@@ -64,21 +75,37 @@ def _base(
         "type": kind,
         "token": state.token,
         "version": 1,
-        "guild_id": str(guild.id),
-        "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
         "channel_id": str(channel.id),
-        "channel": channel.payload(),
-        "member": member(user.payload(), permissions=user.permissions),
         "locale": user.locale,
-        "guild_locale": guild.locale,
         "app_permissions": str((1 << 53) - 1),
-        "attachment_size_limit": guild.filesize_limit,
         "entitlements": [],
-        "authorizing_integration_owners": {"0": str(guild.id)},
-        "context": 0,
         "data": data,
     }
+    if guild is None:
+        payload.update(
+            channel=dm_channel(channel.id, user),
+            user=user.payload(),
+            attachment_size_limit=DEFAULT_UPLOAD_LIMIT,
+            authorizing_integration_owners={"1": str(user.id)},  # installed to the user
+            context=BOT_DM,
+        )
+    else:
+        payload.update(
+            guild_id=str(guild.id),
+            guild={"id": str(guild.id), "locale": guild.locale, "features": []},
+            channel=channel.payload(),
+            member=member(user.payload(), permissions=user.permissions),
+            guild_locale=guild.locale,
+            attachment_size_limit=guild.filesize_limit,
+            authorizing_integration_owners={"0": str(guild.id)},
+            context=GUILD,
+        )
     return state, payload
+
+
+def dm_channel(channel_id: int, user: FakeUser) -> Json:
+    return {"id": str(channel_id), "type": 1, "recipients": [user.payload()], "flags": 0,
+            "last_message_id": None}  # fmt: skip
 
 
 def slash_payload(
@@ -88,7 +115,7 @@ def slash_payload(
     options: dict[str, Any],
     attachments: dict[str, Json],
     user: FakeUser,
-    guild: FakeGuild,
+    guild: FakeGuild | None,
     channel: FakeChannel,
     focused: str | None = None,
 ) -> tuple[InteractionState, Json]:

@@ -50,6 +50,7 @@ class FakeDiscord:
             for name, gid in zip(names, ids, strict=True)
         ]
         self.recorder = Recorder(keep=keep_records)
+        self._dms: dict[int, p.FakeChannel] = {}  # user id → their DM channel with the bot
         self.gateway = Gateway(
             token=self.token, ready_payload=self._ready, guild_payloads=self._guild_payloads
         )

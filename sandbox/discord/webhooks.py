@@ -126,7 +126,9 @@ def _metadata(state: ix.InteractionState) -> p.Json:
             "id": str(state.id),
             "type": ix.APPLICATION_COMMAND,
             "user": state.user.payload(),
-            "authorizing_integration_owners": {"0": str(state.guild.id)},
+            "authorizing_integration_owners": (
+                {"1": str(state.user.id)} if state.guild is None else {"0": str(state.guild.id)}
+            ),
         },
         # Deprecated by Discord but still sent; the only place that names the command.
         "interaction": {
