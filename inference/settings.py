@@ -41,6 +41,10 @@ class WorkerSettings(QueueSettings, EngineSettings):
     # `linger_ratio` of a recent batch's run time, so a fast engine never waits.
     linger_s: float = Field(default=0.03, ge=0)
     linger_ratio: float = Field(default=0.1, ge=0)
+    # Take and prepare the next batch while one generates, so the device never waits for
+    # Redis or the CPU. Off: one batch at a time (a job then waits in the shared queue,
+    # where an idle worker elsewhere could take it, rather than in this worker's hands).
+    pipeline: bool = True
     lease_s: float = Field(default=30.0, gt=0)
     # A batch on the engine longer than this means a wedged device: the worker gives its
     # leases up and exits (code 4) for its supervisor to restart it. Must exceed lease_s.

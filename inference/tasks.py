@@ -174,7 +174,9 @@ class InferenceResult:
 @dataclass(frozen=True, slots=True)
 class InferenceRequest:
     """One image and one task; the engine decodes the bytes itself so that a bad image
-    fails only its own request, never its batch neighbours."""
+    fails only its own request, never its batch neighbours. `prepared` holds what the
+    engine's `prepare` made of the bytes ahead of time (its own type; None: not yet)."""
 
     spec: TaskSpec
     image: bytes
+    prepared: object = field(default=None, compare=False, repr=False)

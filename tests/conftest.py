@@ -22,10 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from inference.queue import Delivery, QueueClient, QueueSettings, Submitted
-from inference.queue.scripts import Taken
 from inference.settings import WorkerSettings
 from inference.tasks import TaskSpec
 from inference.worker import Worker
+from inference.worker.batches import Batch
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,9 +126,9 @@ class RecordingWorker(Worker):
         super().__init__(*args, **kwargs)
         self.batches_taken: list[list[str]] = []
 
-    async def _process(self, taken: Taken) -> None:
-        self.batches_taken.append([j.job_id for j in taken.jobs])
-        await super()._process(taken)
+    async def _execute(self, batch: Batch) -> None:
+        self.batches_taken.append([j.job_id for j in batch.taken.jobs])
+        await super()._execute(batch)
 
 
 def spawn_worker(prefix: str, engine: str, *options: str, **env: str) -> subprocess.Popen[bytes]:

@@ -4,6 +4,7 @@ generation for mixed tasks."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
 from inference.detection import parse_detections
 from inference.engine.base import is_fatal_device_error, is_out_of_memory
 from inference.errors import GenerationError, ModelLoadError, PalicordError, QuantizationUnavailable
-from inference.intake import load_image
+from inference.intake import LoadedImage, load_image
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task, TaskSpec
 
@@ -187,20 +188,31 @@ class PaliGemmaEngine:
         self._run_chunk([_Prepared(0, spec, blank, blank.size)])
         log.info("warm-up done")
 
+    def prepare(self, requests: Sequence[InferenceRequest]) -> list[InferenceRequest]:
+        """Decode and resize each image ahead of generation (see `Engine.prepare`)."""
+        return [dataclasses.replace(r, prepared=self._load(r)) for r in requests]
+
+    def _load(self, request: InferenceRequest) -> LoadedImage | PalicordError:
+        if isinstance(request.prepared, LoadedImage | PalicordError):
+            return request.prepared
+        try:
+            return load_image(
+                request.image,
+                max_bytes=self._max_image_bytes,
+                max_pixels=self._max_image_pixels,
+                target_size=self.image_size,
+            )
+        except PalicordError as exc:
+            return exc
+
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         """One result per request, in order; bad images fail only their own request."""
         results: list[InferenceResult | None] = [None] * len(requests)
         prepared: list[_Prepared] = []
         for i, req in enumerate(requests):
-            try:
-                loaded = load_image(
-                    req.image,
-                    max_bytes=self._max_image_bytes,
-                    max_pixels=self._max_image_pixels,
-                    target_size=self.image_size,
-                )
-            except PalicordError as exc:
-                results[i] = _error(req.spec.task, exc)
+            loaded = self._load(req)
+            if isinstance(loaded, PalicordError):
+                results[i] = _error(req.spec.task, loaded)
                 continue
             prepared.append(_Prepared(i, req.spec, loaded.image, loaded.original_size))
         prepared.sort(key=lambda p: p.spec.token_budget)

@@ -26,15 +26,15 @@ import time
 from redis.asyncio import Redis
 
 from inference.engine import Engine
-from inference.errors import JobFailed, QueueUnavailable
+from inference.errors import QueueUnavailable
 from inference.ops import log_ids
-from inference.queue import Job, JobResult, Keys, redis_boundary
+from inference.queue import Job, JobResult, Keys
 from inference.queue.connection import Backoff, cancel_and_wait, describe
-from inference.queue.memory import Memory, picture_digest
+from inference.queue.memory import Memory
 from inference.queue.scripts import Scripts, Taken
 from inference.settings import WorkerSettings
-from inference.tasks import InferenceRequest
 from inference.worker import outcomes
+from inference.worker.batches import Batch, prepare_batch, remember
 from inference.worker.metrics import WorkerMetrics
 from inference.worker.outcomes import Outcome
 from inference.worker.presence import Presence, default_worker_id
@@ -84,6 +84,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
+        # The next batch, being taken and prepared while one runs (PIPELINE).
+        self._upcoming: asyncio.Task[Batch | None] | None = None
         self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
         # After a Redis outage every worker's heartbeat may have lapsed: judge others by
         # theirs only once they have all had a heartbeat lifetime to renew it.
@@ -134,31 +136,60 @@ class Worker:
         return EXIT_OK
 
     async def _serve(self, backoff: Backoff, *, burst: bool) -> None:
-        while not self._stopping.is_set():
-            try:
-                if await self.run_once() == 0:
-                    if burst and await self._taker.queue_empty():
-                        break
-                    await self._wait_for_work(burst=burst)
-                backoff.reset()
-            except QueueUnavailable as exc:
-                delay_s = backoff.next_delay_s()
-                log.warning("Redis unavailable (%s); retrying in %.2f s", describe(exc), delay_s)
-                await self._sleep_unless_stopped(delay_s)
+        """Batches until stop(). Pipelined (PIPELINE, the default): while one batch runs on
+        the engine, the next is taken, its pictures fetched and prepared, so the device
+        does not wait for Redis or the CPU between batches. Its leases are extended like
+        the running batch's; on stop it is handed back unstarted."""
+        try:
+            while not self._stopping.is_set():
+                try:
+                    upcoming, self._upcoming = self._upcoming, None
+                    batch = await (upcoming if upcoming is not None else self._next_batch())
+                    if batch is None:
+                        if burst and await self._taker.queue_empty():
+                            break
+                        await self._wait_for_work(burst=burst)
+                    else:
+                        if self._settings.pipeline:
+                            self._upcoming = asyncio.create_task(self._next_batch())
+                        await self._execute(batch)
+                    backoff.reset()
+                except QueueUnavailable as exc:
+                    delay_s = backoff.next_delay_s()
+                    log.warning(
+                        "Redis unavailable (%s); retrying in %.2f s", describe(exc), delay_s
+                    )
+                    await self._sleep_unless_stopped(delay_s)
+        except BaseException:
+            if self._upcoming is not None:  # its leases lapse; the reaper requeues its jobs
+                self._upcoming.cancel()
+                self._upcoming = None
+            raise
+        await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        """Stopping: the batch taken ahead goes back to the front of its lines (its
+        decided outcomes, such as expired jobs, are still published). It was taken after
+        the running batch, so it must go back before that batch's unstarted jobs do, or
+        the lines would come back out of order."""
+        upcoming, self._upcoming = self._upcoming, None
+        if upcoming is None:
+            return
+        try:
+            batch = await upcoming
+            if batch is not None:
+                await self._execute(batch)  # stopping: runs nothing, releases the rest
+        except QueueUnavailable as exc:
+            log.warning("could not hand back the next batch (%s); its leases will lapse",
+                        describe(exc))  # fmt: skip
 
     async def run_once(self) -> int:
-        """Take one batch (with a short linger) and process it; the number of jobs taken."""
-        try:
-            taken = await self._taker.take_batch(run_s_avg=self._run_s_avg, stopping=self._stopping)
-            if taken.jobs:
-                with log_ids(job_ids=",".join(j.job_id for j in taken.jobs)):
-                    await self._process(taken)
-        except BaseException:
-            # Stop extending the leases of a batch we could not finish: they lapse, and
-            # the reaper gives the jobs to whoever is healthy (this worker included).
-            self._held.clear()
-            raise
-        return len(taken.jobs)
+        """Take one batch (with a short linger) and run it; the number of jobs taken."""
+        batch = await self._next_batch()
+        if batch is None:
+            return 0
+        await self._execute(batch)
+        return len(batch.taken.jobs)
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -215,44 +246,44 @@ class Worker:
 
     # --- processing -------------------------------------------------------------------
 
-    async def _process(self, taken: Taken) -> None:
-        self.metrics.batch_size.observe(len(taken.jobs))
-        ready: list[tuple[Job, float | None]] = []
-        decided: list[Outcome] = []
-        for tj in taken.jobs:
-            wait_s = None if tj.enqueued_at is None else max(0.0, taken.now - tj.enqueued_at)
-            job = outcomes.decode(tj, self.worker_id)
-            if isinstance(job, Outcome):
-                decided.append(job)
-            elif tj.expired:
-                decided.append(
-                    outcomes.timed_out(job, worker_id=self.worker_id, queue_wait_s=wait_s)
-                )
-            else:
-                ready.append((job, wait_s))
-        unstarted: list[str] = []
-        if self._stopping.is_set():
-            unstarted = [job.job_id for job, _ in ready]
-        elif ready:
-            unstarted = await self._run(ready, decided)
-        await self._settle(decided, release=unstarted)
+    async def _next_batch(self) -> Batch | None:
+        """A fair batch, taken and made ready to run; None when there was no job."""
+        taken = await self._taker.take_batch(run_s_avg=self._run_s_avg, stopping=self._stopping)
+        if not taken.jobs:
+            return None
+        try:
+            return await self._prepare(taken)
+        except BaseException:
+            # Stop extending these leases: they lapse and whoever is healthy runs the jobs.
+            self._held.difference_update(j.job_id for j in taken.jobs)
+            raise
 
-    async def _run(
-        self, ready: list[tuple[Job, float | None]], decided: list[Outcome]
-    ) -> list[str]:
-        """Run the ready jobs on the engine; adds their outcomes, returns the unstarted ids."""
-        with redis_boundary():
-            images = await self._redis.mget([self._keys.image(job.job_id) for job, _ in ready])
-        runnable: list[tuple[Job, float | None, bytes]] = []
-        for (job, wait_s), image in zip(ready, images, strict=True):
-            if image is None:
-                gone = JobFailed("The image for this request is no longer available.")
-                decided.append(outcomes.failure(job, gone, worker_id=self.worker_id))
-            else:
-                runnable.append((job, wait_s, image))
-        if not runnable:
-            return []
-        requests = [InferenceRequest(job.spec, image) for job, _, image in runnable]
+    async def _prepare(self, taken: Taken) -> Batch:
+        self.metrics.batch_size.observe(len(taken.jobs))
+        return await prepare_batch(
+            taken, redis=self._redis, keys=self._keys, engine=self._engine, worker_id=self.worker_id
+        )
+
+    async def _execute(self, batch: Batch) -> None:
+        """Run a prepared batch (nothing, when stopping: its jobs go back) and settle it."""
+        ids = [j.job_id for j in batch.taken.jobs]
+        try:
+            with log_ids(job_ids=",".join(ids)):
+                unstarted: list[str] = []
+                if self._stopping.is_set():
+                    unstarted = [job.job_id for job, _ in batch.jobs]
+                elif batch.jobs:
+                    unstarted = await self._run(batch)
+                if self._stopping.is_set():
+                    await self._hand_back()  # first: see there
+                await self._settle(batch.decided, release=unstarted)
+        except BaseException:
+            self._held.difference_update(ids)  # as in _next_batch: let the leases lapse
+            raise
+
+    async def _run(self, batch: Batch) -> list[str]:
+        """Run the batch on the engine; adds its outcomes, returns the unstarted ids."""
+        requests = batch.requests
         started = time.perf_counter()
         self._on_engine = (len(requests), time.monotonic())
         try:
@@ -266,31 +297,17 @@ class Worker:
         self.metrics.batch_run.observe(run_s)
         unstarted: list[str] = []
         answered: list[tuple[bytes, Job, JobResult]] = []
-        for (job, wait_s, image), result in zip(runnable, results, strict=True):
+        for (job, wait_s), request, result in zip(batch.jobs, requests, results, strict=True):
             if result is None:
                 unstarted.append(job.job_id)
                 continue
             job_result = JobResult.success(
                 job, result, worker_id=self.worker_id, queue_wait_s=wait_s, run_s=run_s
             )
-            decided.append(Outcome(job.job_id, job.reply_to, job_result))
-            answered.append((image, job, job_result))
-        await self._remember(answered)
+            batch.decided.append(Outcome(job.job_id, job.reply_to, job_result))
+            answered.append((request.image, job, job_result))
+        await remember(self._memory, self._engine.model_id, answered)
         return unstarted
-
-    async def _remember(self, answered: list[tuple[bytes, Job, JobResult]]) -> None:
-        """Keep the answers for identical requests (inference.queue.memory); a cache that
-        cannot be written is only a missed saving."""
-        model_id = self._engine.model_id
-        try:
-            await asyncio.gather(
-                *(
-                    self._memory.keep_answer(picture_digest(image), job.spec, model_id, result)
-                    for image, job, result in answered
-                )
-            )
-        except QueueUnavailable as exc:
-            log.warning("could not keep answers in the cache: %s", describe(exc))
 
     async def _settle(self, decided: list[Outcome], *, release: list[str]) -> None:
         """Publish outcomes, retrying through Redis outages for about one lease: after that

@@ -52,6 +52,9 @@ class StandIn:
     def warmup(self) -> None:
         return None
 
+    def prepare(self, requests: Sequence[InferenceRequest]) -> list[InferenceRequest]:
+        return list(requests)  # nothing to decode ahead
+
     def device_memory(self) -> dict[str, int]:
         return {}
 
