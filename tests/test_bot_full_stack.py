@@ -93,9 +93,10 @@ async def test_a_flooding_guild_does_not_hold_up_another(
         done_before = [
             s for s in flood if any(r.embed_text and r.at < answered.at for r in server.sent_for(s))
         ]
-        # Round robin between guilds: the quiet guild's job is in the next batch, so at
-        # most the batch running when it arrived and one more go ahead of it.
-        assert len(done_before) <= 2 * batch_size, len(done_before)
+        # Round robin between guilds: the quiet guild's job is in the next batch taken, so
+        # at most the batch running when it arrived, the one already taken ahead of it
+        # (the pipelined worker prepares one batch ahead), and one more go before it.
+        assert len(done_before) <= 3 * batch_size, len(done_before)
         await asyncio.gather(*(answer_for(server, s, timeout_s=30) for s in flood))
 
 

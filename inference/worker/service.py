@@ -22,6 +22,9 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -42,6 +45,7 @@ from inference.worker.runner import FatalEngineError, generate_resilient
 from inference.worker.taking import Taker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FATAL_ENGINE = 3
@@ -84,6 +88,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
+        # Not shut down after run(): tests run a worker again. A hung engine keeps this
+        # thread busy; __main__ then ends the process with os._exit.
+        self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="palicord-engine")
         # The next batch, being taken and prepared while one runs (PIPELINE).
         self._upcoming: asyncio.Task[Batch | None] | None = None
         self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
@@ -103,6 +110,13 @@ class Worker:
             capabilities=tuple(sorted(t.value for t in self._capabilities)),
         )
 
+    async def _on_engine_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """Run `call` on the one thread that runs the engine. torch on the CPU gives each
+        calling thread its own OpenMP team; teams on different threads compete for the
+        cores (measured: generate in a thread pool ran at half the speed of generate on
+        one thread; see bench/pipeline.py)."""
+        return await asyncio.get_running_loop().run_in_executor(self._engine_thread, call, *args)
+
     def stop(self) -> None:
         """Finish the batch in hand, hand back unstarted jobs, then return from run()."""
         log.info("worker %s stopping", self.worker_id)
@@ -112,7 +126,7 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> int:
         """Serve until stop() (or until the queue is empty in burst mode); an exit code."""
-        await asyncio.to_thread(self._engine.warmup)
+        await self._on_engine_thread(self._engine.warmup)
         backoff = Backoff(max_s=self._settings.max_backoff_s)
         while not await self._startup():
             await self._sleep_unless_stopped(backoff.next_delay_s())
@@ -287,7 +301,7 @@ class Worker:
         started = time.perf_counter()
         self._on_engine = (len(requests), time.monotonic())
         try:
-            results = await asyncio.to_thread(
+            results = await self._on_engine_thread(
                 generate_resilient, self._engine, requests, self._stop_flag
             )
         finally:
