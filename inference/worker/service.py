@@ -34,7 +34,7 @@ from inference.ops import log_ids
 from inference.queue import Job, JobResult, Keys
 from inference.queue.connection import Backoff, cancel_and_wait, describe
 from inference.queue.memory import Memory
-from inference.queue.scripts import Scripts, Taken
+from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
 from inference.worker import outcomes
 from inference.worker.batches import Batch, prepare_batch, remember
@@ -88,8 +88,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_flag = threading.Event()  # the same signal, for the engine thread
         self._run_s_avg = 0.0  # moving average of a batch's engine time
-        # Not shut down after run(): tests run a worker again. A hung engine keeps this
-        # thread busy; __main__ then ends the process with os._exit.
+        # Kept after run() (a worker may run again); a hung engine's is left to os._exit.
         self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="palicord-engine")
         # The next batch, being taken and prepared while one runs (PIPELINE).
         self._upcoming: asyncio.Task[Batch | None] | None = None
@@ -111,10 +110,8 @@ class Worker:
         )
 
     async def _on_engine_thread(self, call: Callable[..., T], *args: Any) -> T:
-        """Run `call` on the one thread that runs the engine. torch on the CPU gives each
-        calling thread its own OpenMP team; teams on different threads compete for the
-        cores (measured: generate in a thread pool ran at half the speed of generate on
-        one thread; see bench/pipeline.py)."""
+        """Run `call` on the engine's one thread: torch on the CPU gives each calling thread
+        an OpenMP team, and teams on several threads halve its speed (bench/pipeline.py)."""
         return await asyncio.get_running_loop().run_in_executor(self._engine_thread, call, *args)
 
     def stop(self) -> None:
@@ -162,7 +159,7 @@ class Worker:
                     if batch is None:
                         if burst and await self._taker.queue_empty():
                             break
-                        await self._wait_for_work(burst=burst)
+                        await self._taker.wait_for_work(self._stopping, burst=burst)
                     else:
                         if self._settings.pipeline:
                             self._upcoming = asyncio.create_task(self._next_batch())
@@ -182,10 +179,9 @@ class Worker:
         await self._hand_back()
 
     async def _hand_back(self) -> None:
-        """Stopping: the batch taken ahead goes back to the front of its lines (its
-        decided outcomes, such as expired jobs, are still published). It was taken after
-        the running batch, so it must go back before that batch's unstarted jobs do, or
-        the lines would come back out of order."""
+        """Stopping: the batch taken ahead goes back to the front of its lines (its decided
+        outcomes are still published), before the running batch's unstarted jobs: it was
+        taken after them, and the lines must come back in order."""
         upcoming, self._upcoming = self._upcoming, None
         if upcoming is None:
             return
@@ -244,20 +240,6 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
 
-    async def _wait_for_work(self, *, burst: bool) -> None:
-        """Block until a submission wakes us, a timeout passes, or stop() is called."""
-        s = self._settings
-        timeout_s = min(s.idle_wait_s, s.reap_interval_s) if burst else s.idle_wait_s
-        pop = asyncio.create_task(self._taker.wait_for_wakeup(timeout_s))
-        stop = asyncio.create_task(self._stopping.wait())
-        done, _ = await asyncio.wait({pop, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (pop, stop):
-            if task not in done:
-                task.cancel()
-        await asyncio.gather(pop, stop, return_exceptions=True)
-        if pop in done:
-            pop.result()  # re-raise a Redis error for the backoff loop
-
     # --- processing -------------------------------------------------------------------
 
     async def _next_batch(self) -> Batch | None:
@@ -265,18 +247,18 @@ class Worker:
         taken = await self._taker.take_batch(run_s_avg=self._run_s_avg, stopping=self._stopping)
         if not taken.jobs:
             return None
+        self.metrics.batch_size.observe(len(taken.jobs))
+        ids = [j.job_id for j in taken.jobs]
         try:
-            return await self._prepare(taken)
+            with log_ids(job_ids=",".join(ids)):  # a malformed job is logged while preparing
+                return await prepare_batch(
+                    taken, redis=self._redis, keys=self._keys, engine=self._engine,
+                    worker_id=self.worker_id,
+                )  # fmt: skip
         except BaseException:
             # Stop extending these leases: they lapse and whoever is healthy runs the jobs.
-            self._held.difference_update(j.job_id for j in taken.jobs)
+            self._held.difference_update(ids)
             raise
-
-    async def _prepare(self, taken: Taken) -> Batch:
-        self.metrics.batch_size.observe(len(taken.jobs))
-        return await prepare_batch(
-            taken, redis=self._redis, keys=self._keys, engine=self._engine, worker_id=self.worker_id
-        )
 
     async def _execute(self, batch: Batch) -> None:
         """Run a prepared batch (nothing, when stopping: its jobs go back) and settle it."""

@@ -81,6 +81,20 @@ class Taker:
         self.held.update(j.job_id for j in taken.jobs)
         return taken
 
+    async def wait_for_work(self, stopping: asyncio.Event, *, burst: bool) -> None:
+        """Block until a submission wakes us, a timeout passes, or `stopping` is set."""
+        s = self._settings
+        timeout_s = min(s.idle_wait_s, s.reap_interval_s) if burst else s.idle_wait_s
+        pop = asyncio.create_task(self.wait_for_wakeup(timeout_s))
+        stop = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait({pop, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pop, stop):
+            if task not in done:
+                task.cancel()
+        await asyncio.gather(pop, stop, return_exceptions=True)
+        if pop in done:
+            pop.result()  # re-raise a Redis error for the backoff loop
+
     async def wait_for_wakeup(self, timeout_s: float) -> bool:
         """BLPOP the wakeup list (a float timeout: Redis 6+); True if a token came."""
         with redis_boundary():
