@@ -52,12 +52,8 @@ async def _timed(server: DiscordServer, data: bytes, user: str) -> float:
 
 async def _memory_per_item(redis: Redis, keys: Keys, kind: str) -> float:
     total = int(await redis.get(keys.stash_bytes(kind)) or 0)
-    pattern = keys.stash(kind, "x")[:-1].replace("{", "\\{").replace("}", "\\}") + "*"
-    usage = [
-        int(await redis.memory_usage(k) or 0)
-        async for k in redis.scan_iter(match=pattern)
-        if not k.endswith((b":index", b":sizes", b":bytes"))
-    ]
+    kept = await redis.zrange(keys.stash_index(kind), 0, -1)
+    usage = [int(await redis.memory_usage(keys.stash(kind, m.decode())) or 0) for m in kept]
     count = len(usage)
     print(f"  {kind}s kept: {count}, payload {total / max(count, 1) / 1024:.1f} KiB each, "
           f"Redis MEMORY USAGE {statistics.mean(usage or [0]) / 1024:.1f} KiB each")  # fmt: skip

@@ -226,6 +226,7 @@ class Requests:
         good = [i for i, got in enumerate(intake) if isinstance(got, bytes)]
         if not good:
             raise next(e for e in intake if isinstance(e, PalicordError))
+        models = await self._serving_models(spec)  # that may answer from the cache
         quota = config.quota(self._settings.guild_daily_quota)
         await self._limits.charge(who.guild_id, len(good), quota=quota, user_id=who.user_id)
         failures: dict[int, PalicordError] = {
@@ -239,7 +240,7 @@ class Requests:
             assert isinstance(data, bytes)
             try:
                 digest = await self._memory.keep_picture(data)
-                hit = await self._cached(spec, items[i], data, digest)
+                hit = await self._cached(spec, items[i], data, digest, models)
                 if hit is not None:
                     cached[i] = hit
                     continue
@@ -267,14 +268,17 @@ class Requests:
             statuses = [JobStatus(JobState.QUEUED, place) for _, place in submitted]
             await self._progress.show_now(request_id, progress_text(statuses))
 
+    async def _serving_models(self, spec: TaskSpec) -> set[str]:
+        """The models online now that can do `spec`'s task (none when not caching)."""
+        if not self._memory.caching:
+            return set()
+        task = spec.task.value
+        return {w.model_id for w in await self._queue.workers() if task in w.capabilities}
+
     async def _cached(
-        self, spec: TaskSpec, item: ItemContext, data: bytes, digest: str
+        self, spec: TaskSpec, item: ItemContext, data: bytes, digest: str, models: set[str]
     ) -> JobResult | None:
         """This exact request answered before by a model that is online now, if kept."""
-        if not self._memory.caching:
-            return None
-        task = spec.task.value
-        models = {w.model_id for w in await self._queue.workers() if task in w.capabilities}
         hit = await self._memory.cached_answer(digest, spec, models)
         if hit is None:
             return None

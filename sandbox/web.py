@@ -17,7 +17,6 @@ Nothing here knows how Palicord works: the sandbox stands in for Discord, not fo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import mimetypes
@@ -342,7 +341,5 @@ class Sandbox:
     async def channel(self, request: web.Request) -> list[p.Json]:
         channel_id = request.match_info["channel_id"]
         self._guild(channel_id)
-        # A snapshot: the bot edits these dicts from the same event loop, never mid-copy.
-        await asyncio.sleep(0)
         found = [m for m in self.server.messages.values() if m["channel_id"] == channel_id]
         return [message_view(m) for m in sorted(found, key=lambda m: int(m["id"]))]

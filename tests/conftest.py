@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -162,12 +161,6 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
 
 
 # --- the operations endpoints (test_*_metrics.py) ------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:

@@ -10,25 +10,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sandbox.stack import port_free
+
 MASTERS = 3
 # Each node also listens on its port + 10000 (the cluster bus).
 BUS_OFFSET = 10_000
 START_TIMEOUT_S = 20.0
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _free_ports(count: int) -> list[int]:
@@ -37,7 +29,7 @@ def _free_ports(count: int) -> list[int]:
     for port in range(21_000, 25_000):
         if len(out) == count:
             break
-        if _port_free(port) and _port_free(port + BUS_OFFSET):
+        if port_free(port) and port_free(port + BUS_OFFSET):
             out.append(port)
     if len(out) < count:
         raise RuntimeError("no free loopback ports for a Redis Cluster")

@@ -15,7 +15,7 @@ from bot.client import PalicordBot
 from inference.queue import Keys
 from inference.queue.memory import PICTURE, picture_digest
 from inference.worker.testing import ShapesOracle
-from sandbox.discord import DiscordServer, InteractionState, Recorded
+from sandbox.discord import DiscordServer, InteractionState
 from tests.conftest import RecordingWorker
 from tests.discord_server.expect import answer_for, boxes, error_for, reply_answer
 from tests.discord_server.fixtures import prefix, server
@@ -51,16 +51,10 @@ def cdn_fetches(server: DiscordServer) -> int:
     return len(server.recorder.matching(lambda r: r.route == "/cdn"))
 
 
-def message_of(server: DiscordServer, rec: Recorded, state: InteractionState) -> dict[str, object]:
+def message_of(server: DiscordServer, state: InteractionState) -> dict[str, object]:
     """The answer message as the server holds it now (with its buttons)."""
     assert state.original is not None
     return server.messages[int(state.original["id"])]
-
-
-async def describe(server: DiscordServer, seed: int, user_name: str) -> InteractionState:
-    scene = one_shape_scene(seed=seed)
-    image = server.attachment(png_bytes(scene.image), f"{seed}.png")
-    return await server.slash("describe", user=server.user(user_name), attachments={"image": image})
 
 
 async def test_each_button_answers_about_the_same_picture_without_a_new_download(
@@ -71,8 +65,8 @@ async def test_each_button_answers_about_the_same_picture_without_a_new_download
     image = server.attachment(png_bytes(scene.image), "s.png")
     user = server.user("ann")
     first = await server.slash("describe", user=user, attachments={"image": image})
-    answer = await answer_for(server, first)
-    message = message_of(server, answer, first)
+    await answer_for(server, first)
+    message = message_of(server, first)
     labels = ["Ask about this image", "Describe in detail", "Detect…", "Read text"]
     assert all(label in str(message["components"]) for label in labels)
     fetched = cdn_fetches(server)
@@ -102,8 +96,8 @@ async def test_buttons_work_after_a_restart_and_say_when_the_picture_is_gone(
     async with running_bot(settings):
         image = server.attachment(data, "r.png")
         state = await server.slash("describe", user=server.user("bo"), attachments={"image": image})
-        answer = await answer_for(server, state)
-        message = message_of(server, answer, state)
+        await answer_for(server, state)
+        message = message_of(server, state)
     async with running_bot(settings):  # a new process would hold no more than this one
         pressed = await server.press(message, "Describe in detail", user=server.user("cy"))
         assert scene.shapes[0].kind in (await answer_for(server, pressed)).text
@@ -123,7 +117,8 @@ async def test_a_reply_to_an_answer_asks_about_the_same_picture(
     shape = scene.shapes[0]
     image = server.attachment(png_bytes(scene.image), "q.png")
     state = await server.slash("describe", user=server.user("ed"), attachments={"image": image})
-    answer = message_of(server, await answer_for(server, state), state)
+    await answer_for(server, state)
+    answer = message_of(server, state)
     fetched = cdn_fetches(server)
     since = server.recorder.next_seq()
     question = await server.post_message(
@@ -169,7 +164,8 @@ async def test_a_press_counts_against_the_pressers_own_cooldown(
         image = server.attachment(png_bytes(scene.image), "c.png")
         owner, other = server.user("jo"), server.user("kim")
         state = await server.slash("describe", user=owner, attachments={"image": image})
-        message = message_of(server, await answer_for(server, state), state)
+        await answer_for(server, state)
+        message = message_of(server, state)
         # The requester is cooling down; someone else's press is theirs to spend.
         pressed = await server.press(message, "Read text", user=other)
         await answer_for(server, pressed)

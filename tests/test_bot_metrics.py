@@ -14,7 +14,8 @@ from bot.client import PalicordBot
 from inference.ops import serve_ops
 from inference.worker.service import Worker
 from sandbox.discord import DiscordServer
-from tests.conftest import ROOT, free_port, get, samples, until_ready
+from sandbox.stack import free_port
+from tests.conftest import ROOT, get, samples, until_ready
 from tests.discord_server.expect import answer_for, error_for, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import bot_env, one_shape_scene, png_bytes

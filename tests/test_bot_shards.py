@@ -20,7 +20,8 @@ from inference.queue import Keys
 from inference.worker.testing import SleepEngine
 from sandbox.discord import DiscordServer
 from sandbox.discord.payloads import shard_of
-from tests.conftest import free_port, get, samples, stop, until_ready
+from sandbox.stack import free_port
+from tests.conftest import get, samples, stop, until_ready
 from tests.discord_server.expect import answer_for
 from tests.discord_server.fixtures import prefix
 from tests.discord_server.harness import (

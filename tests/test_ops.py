@@ -24,7 +24,8 @@ from inference.ops import (
 )
 from inference.queue import QueueClient
 from inference.settings import WorkerSettings
-from tests.conftest import REDIS_URL, ROOT, free_port, get, submit
+from sandbox.stack import free_port
+from tests.conftest import REDIS_URL, ROOT, get, submit
 
 
 def test_json_lines_carry_the_bound_ids() -> None:

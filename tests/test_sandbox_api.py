@@ -13,10 +13,15 @@ import pytest
 
 from bot.client import PalicordBot
 from inference.worker.service import Worker
-from sandbox.discord import DiscordServer
 from sandbox.web import Sandbox
 from tests.discord_server.fixtures import prefix, worker
-from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot
+from tests.discord_server.harness import (
+    bot_settings,
+    one_shape_scene,
+    png_bytes,
+    running_bot,
+    running_sandbox,
+)
 
 __all__ = ["prefix", "worker"]  # fixtures, used by name
 
@@ -25,11 +30,8 @@ Json = dict[str, Any]
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    server = DiscordServer(guild_names=("Shapes Club", "Art Lounge"), keep_records=1000)
-    page = Sandbox(server, notice="demo", samples={"s.png": b"png"})
-    await server.start(more_routes=page.routes)
-    yield page
-    await server.close()
+    async with running_sandbox(notice="demo", samples={"s.png": b"png"}) as page:
+        yield page
 
 
 @pytest.fixture

@@ -26,10 +26,15 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from bot.client import PalicordBot
 from inference.worker.service import Worker
-from sandbox.discord import DiscordServer
 from sandbox.web import Sandbox
 from tests.discord_server.fixtures import prefix, worker
-from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot
+from tests.discord_server.harness import (
+    bot_settings,
+    one_shape_scene,
+    png_bytes,
+    running_bot,
+    running_sandbox,
+)
 
 __all__ = ["prefix", "worker"]  # fixtures, used by name
 
@@ -64,13 +69,10 @@ def browser() -> Iterator[WebDriver]:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    server = DiscordServer(guild_names=("Shapes Club", "Art Lounge"), keep_records=1000)
     scene = one_shape_scene(seed=5, size=(224, 224))
-    page = Sandbox(server, notice="Demo model: coloured shapes only.", samples={
-        "shapes.png": png_bytes(scene.image)})  # fmt: skip
-    await server.start(more_routes=page.routes)
-    yield page
-    await server.close()
+    samples = {"shapes.png": png_bytes(scene.image)}
+    async with running_sandbox(notice="Demo model: coloured shapes only.", samples=samples) as page:
+        yield page
 
 
 @pytest.fixture

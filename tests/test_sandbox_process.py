@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from sandbox.client import SandboxClient
-from sandbox.stack import redis_answers
-from tests.conftest import ROOT, free_port
+from sandbox.stack import free_port, redis_answers
+from tests.conftest import ROOT
 
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 START_TIMEOUT_S = 120

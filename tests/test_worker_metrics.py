@@ -18,7 +18,8 @@ from inference.worker import Worker, outcomes
 from inference.worker.metrics import WorkerMetrics
 from inference.worker.outcomes import Outcome
 from inference.worker.testing import NoopEngine
-from tests.conftest import collect, free_port, get, samples, spawn_worker, submit, until_ready
+from sandbox.stack import free_port
+from tests.conftest import collect, get, samples, spawn_worker, submit, until_ready
 
 
 async def test_a_worker_reports_its_jobs_batches_and_the_queue(

@@ -188,6 +188,9 @@ class Keys:
     def stash(self, kind: str, item_id: str) -> str:
         return self._k("stash", kind, item_id)
 
+    def stash_index(self, kind: str) -> str:
+        return self._k("stash_index", kind)
+
     def stash_bytes(self, kind: str) -> str:
         return self._k("stash_bytes", kind)
 

@@ -90,30 +90,29 @@ class InteractionResponses:
         state.followups.append(msg)
         return json_response(msg)
 
-    async def _get(self, request: web.Request, record: Recorded) -> web.Response:
+    def _found(self, record: Recorded) -> p.Json | web.Response:
+        """The interaction message `record` names, or the error Discord would answer."""
         state = self._state(record)
         if isinstance(state, web.Response):
             return state
         msg = self._message(state, record.params["message_id"])
-        return json_response(msg) if msg else error(404, 10008, "Unknown Message")
+        return error(404, 10008, "Unknown Message") if msg is None else msg
+
+    async def _get(self, request: web.Request, record: Recorded) -> web.Response:
+        msg = self._found(record)
+        return msg if isinstance(msg, web.Response) else json_response(msg)
 
     async def _edit(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self._state(record)
-        if isinstance(state, web.Response):
-            return state
-        msg = self._message(state, record.params["message_id"])
-        if msg is None:
-            return error(404, 10008, "Unknown Message")
+        msg = self._found(record)
+        if isinstance(msg, web.Response):
+            return msg
         msg["flags"] = int(msg.get("flags") or 0) & ~LOADING
         return json_response(self._messages.apply_edit(msg, record))
 
     async def _delete(self, request: web.Request, record: Recorded) -> web.Response:
-        state = self._state(record)
-        if isinstance(state, web.Response):
-            return state
-        msg = self._message(state, record.params["message_id"])
-        if msg is None:
-            return error(404, 10008, "Unknown Message")
+        msg = self._found(record)
+        if isinstance(msg, web.Response):
+            return msg
         self._messages.by_id.pop(int(msg["id"]), None)
         return web.Response(status=204)
 

@@ -28,6 +28,7 @@ from inference.queue import QueueClient, connect
 from inference.settings import WorkerSettings
 from inference.worker.service import Worker
 from sandbox.discord.actions import DiscordServer
+from sandbox.web import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_PORT = 6379
@@ -118,6 +119,18 @@ async def running_bot(settings: BotSettings) -> AsyncIterator[PalicordBot]:
                 await bot.close()
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox(*, notice: str, samples: dict[str, bytes]) -> AsyncIterator[Sandbox]:
+    """The sandbox's page and API on a Discord-compatible server of two guilds."""
+    server = DiscordServer(guild_names=("Shapes Club", "Art Lounge"), keep_records=1000)
+    page = Sandbox(server, notice=notice, samples=samples)
+    await server.start(more_routes=page.routes)
+    try:
+        yield page
+    finally:
+        await server.close()
 
 
 @contextlib.asynccontextmanager
