@@ -160,7 +160,7 @@ function renderMessage(m, byId) {
       onclick: () => interact({ channel_id: S.channel, user_id: S.user, message_id: m.id, custom_id: b.custom_id }),
     }, b.label))));
   }
-  if (m.ephemeral) item.append(el("div", { class: "ephemeral-note" }, "👁 Only you can see this"));
+  if (m.ephemeral) item.append(el("div", { class: "ephemeral-note" }, "Only you can see this"));
   item.append(el("div", { class: "actions" },
     el("button", { type: "button", class: "reply", onclick: () => setReply(m) }, "Reply"),
     el("button", { type: "button", class: "apps", onclick: (ev) => openMenu(ev.clientX, ev.clientY, m) }, "Apps ▸")));
