@@ -1,7 +1,7 @@
 """GPU check through Palicord's own engine: real-size PaliGemma 2 3B-448, random weights.
 
 Unlike `bench.gpu_throughput` (raw `generate` on token ids), this saves a checkpoint and
-loads it through `inference.engine.paligemma.load_model` exactly as a hub checkpoint is
+loads it through `inference.engine.loading.load_model` exactly as a hub checkpoint is
 loaded (bf16 on CUDA), then times `PaliGemmaEngine.generate` on PNG bytes: image intake,
 the processor, generation and decoding included. The tokenizer is the demo one (a real PaliGemma
 tokenizer cannot be downloaded here); its ids all fall inside the 257,216-entry vocab.
@@ -27,7 +27,8 @@ from inference.demo import shapes
 from inference.demo.build import build_processor, build_tokenizer
 from inference.demo.shapes import encode_png
 from inference.demo.train import corpus
-from inference.engine.paligemma import PaliGemmaEngine, load_model
+from inference.engine.loading import load_model
+from inference.engine.paligemma import PaliGemmaEngine
 from inference.intake import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, TaskSpec

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine.paligemma import PaliGemmaEngine, load_model
-from inference.errors import ModelLoadError, QuantizationUnavailable
 from inference.tasks import InferenceRequest, Task, TaskSpec
-from tests.demo import demo_engine, demo_settings
+from tests.demo import demo_engine
 
 
 def _images(n: int, seed: int = 5) -> list[bytes]:
@@ -83,15 +79,9 @@ def test_per_request_token_budget_is_respected() -> None:
     assert len(result.text.split()) <= 3 < len(full.text.split())
 
 
-def test_warmup_runs() -> None:
-    demo_engine().warmup()
-
-
-def test_quantisation_on_cpu_is_a_clear_error() -> None:
-    with pytest.raises(QuantizationUnavailable, match="needs a CUDA GPU"):
-        load_model(demo_settings(quantization="4bit", device="cpu"))
-
-
-def test_missing_checkpoint_is_a_clear_error(tmp_path: object) -> None:
-    with pytest.raises(ModelLoadError, match="Could not load model"):
-        PaliGemmaEngine.from_settings(demo_settings(model_id=f"{tmp_path}/nope", hf_offline=True))
+def test_warmup_leaves_no_picture_features_behind() -> None:
+    engine = demo_engine()
+    engine.generate(_mixed_requests()[:1])
+    assert len(engine.features.cache) >= 1
+    engine.warmup()
+    assert len(engine.features.cache) == 0

@@ -1,9 +1,12 @@
 """The model side of the worker.
 
     base.py        the Engine protocol and the accelerator-error classifiers (torch-free)
-    paligemma.py   PaliGemma 2 with transformers: loading, batched greedy generation (torch)
+    loading.py     a checkpoint onto its device: dtype, quantisation, clear load errors
+    inputs.py      model inputs made ahead of the device, joined per chunk, stopped per row
+    features.py    the image-feature cache that lets a follow-up skip the vision tower
+    paligemma.py   PaliGemma 2 behind Engine: batched greedy generation for mixed tasks
 
-Importing this package loads nothing heavy; only `inference.engine.paligemma` imports
+Importing this package loads nothing heavy; only its torch modules (all but `base`) import
 torch and transformers.
 """
 

@@ -1,6 +1,14 @@
-"""PaliGemma 2 behind `Engine`: load a checkpoint (hub id or local directory) with the
-right device, dtype and optional bitsandbytes quantisation, then run batched, greedy
-generation for mixed tasks."""
+"""PaliGemma 2 behind `Engine`: batched, greedy generation for mixed tasks, with the CPU
+work done ahead (`prepare`) and the vision tower skipped for pictures seen recently.
+
+A request goes through three steps. `prepare` (the worker's preparation thread, while the
+previous batch generates) decodes and reduces the picture, runs the processor, and hashes
+the bytes. `generate` (the engine thread) sorts the requests by token budget, then for
+each chunk gets the image features (`features.ImageFeatures`: kept ones reused, the rest
+through the vision tower), joins the token tensors (`inputs.collate`) and calls
+`generate` with the features as `mm_encoder_outputs`. Each row stops at its own budget
+(`inputs.RowBudgets`) and is decoded cut at that budget.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +16,20 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+from transformers import StoppingCriteriaList
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from inference.detection import parse_detections
 from inference.engine.base import is_fatal_device_error, is_out_of_memory
-from inference.errors import GenerationError, ModelLoadError, PalicordError, QuantizationUnavailable
+from inference.engine.features import FeatureCache, ImageFeatures
+from inference.engine.inputs import Encoder, ModelInput, RowBudgets, collate, stack_pixels
+from inference.engine.loading import LoadedModel, load_model
+from inference.errors import GenerationError, PalicordError
 from inference.intake import LoadedImage, load_image
+from inference.queue.memory import picture_digest
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task, TaskSpec
 
@@ -26,114 +37,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """A model on its device with its processor and the input resolution it expects."""
-
-    model: PaliGemmaForConditionalGeneration
-    processor: Any  # PaliGemmaProcessor; transformers ships no type stubs
-    device: torch.device
-    dtype: torch.dtype
-    image_size: int
-    model_id: str
-
-
-def pick_device(requested: str | None) -> torch.device:
-    """The requested device, else CUDA when present, else CPU."""
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def image_size_of(processor: Any) -> int:
-    """The square input side from the checkpoint's processor config (224/448/896...)."""
-    size = processor.image_processor.size
-    height = size.get("height") if hasattr(size, "get") else getattr(size, "height", None)
-    if not height:
-        raise ModelLoadError("The checkpoint's image processor does not declare an input size.")
-    return int(height)
-
-
-def _quantization_kwargs(settings: EngineSettings, device: torch.device) -> dict[str, Any]:
-    if settings.quantization == "none":
-        return {}
-    if device.type != "cuda":
-        raise QuantizationUnavailable(
-            f"QUANTIZATION={settings.quantization} needs a CUDA GPU; this worker runs on "
-            f"{device.type}. Set QUANTIZATION=none."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as exc:
-        raise QuantizationUnavailable(
-            "QUANTIZATION needs the bitsandbytes package (pip install 'palicord[worker]')."
-        ) from exc
-    if settings.quantization == "8bit":
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        )
-    # bitsandbytes places the weights itself; .to(device) on a quantised model is an error.
-    return {"quantization_config": config, "device_map": {"": device.index or 0}}
-
-
-def load_model(settings: EngineSettings) -> LoadedModel:
-    """Load processor and model; translate library failures into ModelLoadError."""
-    device = pick_device(settings.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    quant = _quantization_kwargs(settings, device)
-    token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    source = settings.model_id
-    local = Path(source).expanduser()
-    if local.is_dir():
-        source = str(local)
-    common: dict[str, Any] = {"token": token}
-    if settings.hf_offline:
-        common["local_files_only"] = True
-    try:
-        processor = AutoProcessor.from_pretrained(source, **common)
-        model = PaliGemmaForConditionalGeneration.from_pretrained(
-            source, dtype=dtype, **common, **quant
-        )
-    except (OSError, ValueError) as exc:
-        # Hub and file errors carry URLs and paths but never the token; keep the cause.
-        raise ModelLoadError(f"Could not load model {settings.model_id!r}: {exc}") from exc
-    if not quant:
-        model = model.to(device)
-    model.eval()
-    # Batched generation is only correct with left padding: right-padded rows drift from
-    # what the same request gives alone (checked on transformers 5.x).
-    processor.tokenizer.padding_side = "left"
-    size = image_size_of(processor)
-    log.info(
-        "loaded %s on %s (%s, quantization=%s, input %dpx)",
-        settings.model_id,
-        device,
-        str(dtype).removeprefix("torch."),
-        settings.quantization,
-        size,
-    )
-    return LoadedModel(model, processor, device, dtype, size, settings.model_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    index: int
+class _Row:
+    index: int  # in the request list
     spec: TaskSpec
-    image: Image.Image
-    original_size: tuple[int, int]
+    input: ModelInput
 
 
 class PaliGemmaEngine:
     """Runs PaliGemma 2 on batches of mixed requests.
 
     Greedy decoding with left padding makes each output equal to what the request gives
-    alone, so requests are batched freely. Requests are grouped by token budget, so a
-    32-token caption never waits behind a 200-token description in one generate call.
+    alone, so requests are batched freely. Requests are sorted by token budget before
+    they are cut into chunks of `max_batch_size`, so neighbours have similar budgets, and
+    each row stops at its own budget within a chunk.
     """
 
     def __init__(
@@ -143,11 +59,14 @@ class PaliGemmaEngine:
         max_batch_size: int,
         max_image_bytes: int,
         max_image_pixels: int,
+        feature_cache_max_bytes: int = 0,
     ) -> None:
         self._loaded = loaded
         self._max_batch_size = max_batch_size
         self._max_image_bytes = max_image_bytes
         self._max_image_pixels = max_image_pixels
+        self._encoder = Encoder(loaded.processor, loaded.dtype)
+        self.features = ImageFeatures(self._vision_tower, FeatureCache(feature_cache_max_bytes))
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> PaliGemmaEngine:
@@ -157,6 +76,7 @@ class PaliGemmaEngine:
             max_batch_size=settings.batch_size,
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
+            feature_cache_max_bytes=settings.feature_cache_max_bytes,
         )
 
     @property
@@ -185,18 +105,22 @@ class PaliGemmaEngine:
         """Run one tiny generation so the first user request pays no start-up costs."""
         blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
         spec = TaskSpec.build(Task.CAPTION, max_new_tokens=2)
-        self._run_chunk([_Prepared(0, spec, blank, blank.size)])
+        loaded = LoadedImage(blank, blank.size, "PNG")
+        # A digest no picture hashes to, so the blank's features are not kept as a picture's.
+        self._run_chunk([_Row(0, spec, self._encoder.encode(loaded, spec.prompt(), "warm-up"))])
+        self.features.cache.clear()
         log.info("warm-up done")
 
     def prepare(self, requests: Sequence[InferenceRequest]) -> list[InferenceRequest]:
-        """Decode and resize each image ahead of generation (see `Engine.prepare`)."""
-        return [dataclasses.replace(r, prepared=self._load(r)) for r in requests]
+        """Decode, reduce, normalise and tokenise each request ahead of generation (see
+        `Engine.prepare`)."""
+        return [dataclasses.replace(r, prepared=self._input(r)) for r in requests]
 
-    def _load(self, request: InferenceRequest) -> LoadedImage | PalicordError:
-        if isinstance(request.prepared, LoadedImage | PalicordError):
+    def _input(self, request: InferenceRequest) -> ModelInput | PalicordError:
+        if isinstance(request.prepared, ModelInput | PalicordError):
             return request.prepared
         try:
-            return load_image(
+            loaded = load_image(
                 request.image,
                 max_bytes=self._max_image_bytes,
                 max_pixels=self._max_image_pixels,
@@ -204,25 +128,26 @@ class PaliGemmaEngine:
             )
         except PalicordError as exc:
             return exc
+        return self._encoder.encode(loaded, request.spec.prompt(), picture_digest(request.image))
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         """One result per request, in order; bad images fail only their own request."""
         results: list[InferenceResult | None] = [None] * len(requests)
-        prepared: list[_Prepared] = []
+        rows: list[_Row] = []
         for i, req in enumerate(requests):
-            loaded = self._load(req)
-            if isinstance(loaded, PalicordError):
-                results[i] = _error(req.spec.task, loaded)
-                continue
-            prepared.append(_Prepared(i, req.spec, loaded.image, loaded.original_size))
-        prepared.sort(key=lambda p: p.spec.token_budget)
-        for start in range(0, len(prepared), self._max_batch_size):
-            chunk = prepared[start : start + self._max_batch_size]
-            for p, result in zip(chunk, self._run_isolated(chunk), strict=True):
-                results[p.index] = result
+            prepared = self._input(req)
+            if isinstance(prepared, PalicordError):
+                results[i] = _error(req.spec.task, prepared)
+            else:
+                rows.append(_Row(i, req.spec, prepared))
+        rows.sort(key=lambda r: r.spec.token_budget)
+        for start in range(0, len(rows), self._max_batch_size):
+            chunk = rows[start : start + self._max_batch_size]
+            for row, result in zip(chunk, self._run_isolated(chunk), strict=True):
+                results[row.index] = result
         return [r for r in results if r is not None]
 
-    def _run_isolated(self, chunk: list[_Prepared]) -> list[InferenceResult]:
+    def _run_isolated(self, chunk: list[_Row]) -> list[InferenceResult]:
         try:
             return self._run_chunk(chunk)
         except Exception as exc:
@@ -233,43 +158,48 @@ class PaliGemmaEngine:
                 log.exception("generation failed for one request")
                 return [_error(chunk[0].spec.task, GenerationError())]
             log.warning("batch of %d failed (%s); retrying one by one", len(chunk), exc)
-            return [r for p in chunk for r in self._run_isolated([p])]
+            return [r for row in chunk for r in self._run_isolated([row])]
 
     @torch.inference_mode()
-    def _run_chunk(self, chunk: list[_Prepared]) -> list[InferenceResult]:
+    def _vision_tower(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self._loaded.model.model.get_image_features(pixel_values=pixels, return_dict=True)
+        return out.pooler_output  # type: ignore[no-any-return]
+
+    @torch.inference_mode()
+    def _run_chunk(self, chunk: list[_Row]) -> list[InferenceResult]:
         lm = self._loaded
-        inputs = lm.processor(
-            images=[p.image for p in chunk],
-            text=["<image>" + p.spec.prompt() for p in chunk],
-            return_tensors="pt",
-            padding="longest",
+        inputs = [row.input for row in chunk]
+        features = self.features.of(
+            [i.digest for i in inputs],
+            lambda rows: stack_pixels([inputs[r].pixel_values for r in rows], lm.device),
         )
-        inputs.pop("labels", None)
-        inputs = inputs.to(lm.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
-        budget = max(p.spec.token_budget for p in chunk)
+        tokens = collate(inputs, pad_token_id=self._encoder.pad_token_id, device=lm.device)
+        prompt_len = tokens["input_ids"].shape[1]
+        budgets = [row.spec.token_budget for row in chunk]
         output = lm.model.generate(
-            **inputs,
-            max_new_tokens=budget,
+            **tokens,
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+            max_new_tokens=max(budgets),
+            stopping_criteria=StoppingCriteriaList([RowBudgets(prompt_len, budgets, lm.device)]),
             do_sample=False,
             num_beams=1,
-            pad_token_id=lm.processor.tokenizer.pad_token_id,
+            pad_token_id=self._encoder.pad_token_id,
         )
-        prompt_len = inputs["input_ids"].shape[1]
         results = []
-        for p, row in zip(chunk, output[:, prompt_len:], strict=True):
+        for row, generated in zip(chunk, output[:, prompt_len:], strict=True):
             # Greedy decoding: cutting a longer run at this request's own budget gives
             # exactly the tokens it would have produced alone.
-            text = lm.processor.decode(row[: p.spec.token_budget], skip_special_tokens=True)
-            results.append(_finish(p, text.strip()))
+            text = self._encoder.decode(generated[: row.spec.token_budget])
+            results.append(_finish(row, text))
         return results
 
 
-def _finish(p: _Prepared, text: str) -> InferenceResult:
-    if p.spec.task is Task.DETECT:
-        width, height = p.original_size
-        return InferenceResult(p.spec.task, text, tuple(parse_detections(text, width, height)))
-    return InferenceResult(p.spec.task, text)
+def _finish(row: _Row, text: str) -> InferenceResult:
+    if row.spec.task is Task.DETECT:
+        width, height = row.input.original_size
+        detections = tuple(parse_detections(text, width, height))
+        return InferenceResult(row.spec.task, text, detections)
+    return InferenceResult(row.spec.task, text)
 
 
 def _error(task: Task, exc: PalicordError) -> InferenceResult:

@@ -1,0 +1,107 @@
+"""Model inputs made ahead of the device, joined per chunk, and stopped per row."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import cast
+
+import torch
+
+from inference.demo import shapes
+from inference.demo.shapes import encode_png
+from inference.engine.inputs import ModelInput, RowBudgets, collate, stack_pixels
+from inference.intake import load_image
+from inference.tasks import InferenceRequest, TaskSpec
+from tests.demo import demo_engine
+
+CPU = torch.device("cpu")
+
+
+def _picture(seed: int) -> bytes:
+    return encode_png(shapes.make_scene(random.Random(seed), size=(200, 160)).image)
+
+
+def test_collated_chunk_equals_the_processors_own_batch() -> None:
+    engine = demo_engine()
+    specs = [
+        TaskSpec.build("ocr"),
+        TaskSpec.build("answer", question="what color is the circle on the left?"),
+        TaskSpec.build("detect", objects="circle ; square"),
+    ]
+    pictures = [_picture(n) for n in range(3)]
+    prepared = engine.prepare(
+        [InferenceRequest(s, p) for s, p in zip(specs, pictures, strict=True)]
+    )
+    assert all(isinstance(r.prepared, ModelInput) for r in prepared)
+    inputs = cast(list[ModelInput], [r.prepared for r in prepared])
+    joined = collate(inputs, pad_token_id=engine._encoder.pad_token_id, device=CPU)
+    processor = engine._loaded.processor
+    reference = processor(
+        images=[load_image(p, target_size=engine.image_size).image for p in pictures],
+        text=["<image>" + s.prompt() for s in specs],
+        return_tensors="pt",
+        padding="longest",
+    )
+    assert len({len(i.input_ids) for i in inputs}) == 3  # really padded, to three lengths
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(joined[name], reference[name]), name
+    pixels = stack_pixels([i.pixel_values for i in inputs], CPU)
+    assert torch.equal(pixels, reference["pixel_values"])
+
+
+def test_row_budgets_mark_each_row_done_at_its_own_length() -> None:
+    stop = RowBudgets(prompt_len=5, budgets=[1, 3, 2], device=CPU)
+    assert stop(torch.zeros((3, 6), dtype=torch.long), None).tolist() == [True, False, False]
+    assert stop(torch.zeros((3, 7), dtype=torch.long), None).tolist() == [True, False, True]
+    assert stop(torch.zeros((3, 8), dtype=torch.long), None).tolist() == [True, True, True]
+
+
+def test_a_chunk_ends_when_every_row_reached_its_own_budget_or_its_end() -> None:
+    """A 3-token description batched with a one-word answer: the call takes 3 steps,
+    not the answer's 48-token budget nor the description's natural ~38 tokens."""
+    engine = demo_engine()
+    language_model = engine._loaded.model.model.language_model
+    steps: list[int] = []
+    hook = language_model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        picture = _picture(5)
+        short = InferenceRequest(TaskSpec.build("describe", max_new_tokens=3), picture)
+        answer = InferenceRequest(
+            TaskSpec.build("answer", question="what color is the circle?"), picture
+        )
+        full = InferenceRequest(TaskSpec.build("describe"), picture)
+        alone = [engine.generate([r])[0] for r in (short, answer, full)]
+        steps.clear()
+        both = engine.generate([short, answer])
+    finally:
+        hook.remove()
+    assert both == alone[:2]
+    assert len(alone[2].text.split()) > 10  # unbounded, the description runs on
+    assert len(both[1].text.split()) <= 2
+    assert len(steps) == 3
+
+
+def test_preparing_while_generating_shares_the_tokenizer_safely() -> None:
+    """The worker prepares the next batch in one thread while the engine thread decodes."""
+    engine = demo_engine()
+    requests = [InferenceRequest(TaskSpec.build("caption"), _picture(n)) for n in range(8)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def prepare_again() -> None:
+        try:
+            while not stop.is_set():
+                engine.prepare(requests)
+        except BaseException as exc:
+            errors.append(exc)
+
+    preparer = threading.Thread(target=prepare_again)
+    preparer.start()
+    try:
+        results = [engine.generate(requests) for _ in range(3)]
+    finally:
+        stop.set()
+        preparer.join()
+    assert not errors
+    assert results[0] == results[1] == results[2] and all(r.ok for r in results[0])
