@@ -27,6 +27,11 @@ NEWLINE_ID = 108  # Gemma's "\n"
 
 def config_3b_448(tiny: bool) -> PaliGemmaConfig:
     """PaliGemma 2 3B at 448 px (2B Gemma 2 text, SigLIP So400m/14), or a toy twin."""
+    return config_3b(448, tiny)
+
+
+def config_3b(side: int, tiny: bool) -> PaliGemmaConfig:
+    """PaliGemma 2 3B at `side` px (224, 448 or 896), or a toy twin."""
     text: dict[str, Any] = {
         "model_type": "gemma2",
         "vocab_size": 257216,
@@ -49,15 +54,17 @@ def config_3b_448(tiny: bool) -> PaliGemmaConfig:
         "num_hidden_layers": 27,
         "num_attention_heads": 16,
         "patch_size": 14,
-        "image_size": 448,
-        "num_image_tokens": 1024,
+        "image_size": side,
+        "num_image_tokens": (side // 14) ** 2,
         "projection_dim": 2304,
     }
     if tiny:
         text.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
         text.update(num_attention_heads=4, num_key_value_heads=2, query_pre_attn_scalar=16)
         vision.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-        vision.update(num_attention_heads=2, image_size=56, num_image_tokens=16, projection_dim=64)
+        toy_side = side // 8
+        vision.update(num_attention_heads=2, image_size=toy_side, projection_dim=64)
+        vision.update(num_image_tokens=(toy_side // 14) ** 2)
     return PaliGemmaConfig(
         text_config=text,
         vision_config=vision,

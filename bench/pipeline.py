@@ -1,13 +1,20 @@
 """Worker throughput through the real queue against `generate` alone on ready inputs, with
 the pipelined worker and without, side by side in one run (demo model, CPU).
 
-    python -m bench.pipeline [--images 64] [--batch 8] [--rounds 3] [--size 224]
+    python -m bench.pipeline [--images 64] [--batch 8] [--rounds 3] [--size 224] [--threads N]
 
-"Raw" runs `engine.generate` on requests already prepared (decoded and resized), batch
-after batch: the device's work and nothing else. "Worker" submits the same pictures to a
-fresh queue on the local Redis and times `Worker.run(burst=True)` from start to the last
-result, with PIPELINE on and off. Prints images/s and the ratios (goal: pipelined worker
->= 0.9 of raw). Rounds interleave the three so machine noise hits them alike.
+"Raw" runs `engine.generate` on requests already prepared (decoded, resized, tokenised),
+batch after batch: the device's work and nothing else. "Worker" submits the same pictures
+to a fresh queue on the local Redis and times `Worker.run(burst=True)` from start to the
+last result: pipelined with the preparing processes (the default), pipelined with
+preparation in a thread (PREPARE_PROCESSES=0), and one batch at a time (PIPELINE=false).
+Prints images/s and the ratios (goal: pipelined worker >= 0.9 of raw). Rounds interleave
+the four so machine noise hits them alike.
+
+`--threads N` runs every measurement with N OpenMP threads (OMP_NUM_THREADS). With fewer
+threads than cores, the worker's CPU side (Redis, decoding, tokenising) has a core of its
+own, as it has next to a GPU; with all cores given to torch, that work can only take CPU
+time from generation, and the ratio measures the machine's spare CPU, not the overlap.
 
 Each measurement runs in a fresh process: torch on the CPU gives every thread that calls
 it an OpenMP team of its own, and a second team left from an earlier measurement in the
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import statistics
@@ -42,7 +50,7 @@ from inference.worker import Worker
 from tests.discord_server.harness import REDIS_URL, delete_prefix
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "palicord-tiny"
-MODES = ("raw", "pipelined", "serial")
+MODES = ("raw", "pipelined", "pipelined-thread", "serial")
 
 
 def _pictures(n: int, size: int) -> list[bytes]:
@@ -60,12 +68,17 @@ def _raw(engine: PaliGemmaEngine, pictures: list[bytes], batch: int) -> float:
 
 
 async def _through_worker(
-    engine: PaliGemmaEngine, pictures: list[bytes], batch: int, *, pipeline: bool
+    engine: PaliGemmaEngine,
+    pictures: list[bytes],
+    batch: int,
+    *,
+    pipeline: bool,
+    redis_url: str = REDIS_URL,
 ) -> float:
     prefix = "{bench-pipe-" + uuid.uuid4().hex[:8] + "}:"
     settings = WorkerSettings(
         _env_file=None,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         key_prefix=prefix,
         batch_size=batch,
         pipeline=pipeline,
@@ -73,7 +86,7 @@ async def _through_worker(
         max_pending_per_guild=100_000,
         max_pending_per_user=100_000,
     )
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(redis_url)
     try:
         client = QueueClient(redis, settings, instance_id="bench", require_worker=False)
         spec = TaskSpec.build("caption")
@@ -92,15 +105,19 @@ async def _through_worker(
 
 
 def _measure(mode: str, args: argparse.Namespace) -> float:
-    engine = PaliGemmaEngine.from_settings(
-        EngineSettings(_env_file=None, model_id=args.model, batch_size=args.batch)
-    )
+    settings = EngineSettings(_env_file=None, model_id=args.model, batch_size=args.batch)
+    if mode == "pipelined-thread":
+        settings = settings.model_copy(update={"prepare_processes": 0})
+    engine = PaliGemmaEngine.from_settings(settings)
     pictures = _pictures(args.images, args.size)
-    if mode == "raw":
-        engine.warmup()
-        return _raw(engine, pictures, args.batch)
-    pipeline = mode == "pipelined"
-    return asyncio.run(_through_worker(engine, pictures, args.batch, pipeline=pipeline))
+    engine.warmup()  # starts the preparing processes before the clock does
+    try:
+        if mode == "raw":
+            return _raw(engine, pictures, args.batch)
+        pipeline = mode != "serial"
+        return asyncio.run(_through_worker(engine, pictures, args.batch, pipeline=pipeline))
+    finally:
+        engine.close()
 
 
 def main() -> None:
@@ -110,6 +127,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=224, help="picture side, pixels")
     parser.add_argument("--model", default=str(DEMO_MODEL))
+    parser.add_argument("--threads", type=int, help="OpenMP threads (default: torch's choice)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one measurement
     args = parser.parse_args()
     if args.mode:
@@ -117,20 +135,25 @@ def main() -> None:
         return
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     passed = [a for a in sys.argv[1:] if not a.startswith("--mode")]
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     for _ in range(args.rounds):
         for mode in MODES:
             out = subprocess.run(
                 [sys.executable, "-m", "bench.pipeline", *passed, "--mode", mode],
-                check=True, capture_output=True, text=True,
+                check=True, capture_output=True, text=True, env=env,
             )  # fmt: skip
             rates[mode].append(float(out.stdout.strip().splitlines()[-1]))
-    r, p, s = (statistics.median(rates[m]) for m in MODES)
+    r, p, t, s = (statistics.median(rates[m]) for m in MODES)
     print(
-        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads or torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}; {args.images} pictures of {args.size} px, batch {args.batch}"
     )
     print(f"  raw generate on prepared inputs: {r:7.1f} images/s")
     print(f"  worker, pipelined:               {p:7.1f} images/s  ({p / r:.2f} of raw)")
+    print(f"  worker, pipelined, prep thread:  {t:7.1f} images/s  ({t / r:.2f} of raw)")
     print(f"  worker, one batch at a time:     {s:7.1f} images/s  ({s / r:.2f} of raw)")
 
 

@@ -17,7 +17,12 @@ def demo_settings(**overrides: object) -> EngineSettings:
     """Engine settings pointing at the demo checkpoint, independent of any .env file."""
     # CI runs on the CPU; PALICORD_TEST_DEVICE=cuda re-runs the same checks on a GPU (bf16).
     device = os.environ.get("PALICORD_TEST_DEVICE", "cpu")
-    base = EngineSettings(_env_file=None, model_id=str(DEMO_MODEL), device=device)
+    # In-process engines prepare in the calling thread: spawning preparing processes for
+    # each would cost the suite seconds. The processes are covered by test_engine_encoding
+    # and by every `python -m inference.worker` the tests start (the default, 2).
+    base = EngineSettings(
+        _env_file=None, model_id=str(DEMO_MODEL), device=device, prepare_processes=0
+    )
     return base.model_copy(update=overrides)
 
 

@@ -6,11 +6,20 @@ import random
 import threading
 from typing import cast
 
+import pytest
 import torch
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine.inputs import ModelInput, RowBudgets, collate, stack_pixels
+from inference.engine.inputs import (
+    ModelInput,
+    Normaliser,
+    RowBudgets,
+    check_against_processor,
+    collate,
+    stack_pixels,
+)
+from inference.errors import ModelLoadError
 from inference.intake import load_image
 from inference.tasks import InferenceRequest, TaskSpec
 from tests.demo import demo_engine
@@ -35,7 +44,7 @@ def test_collated_chunk_equals_the_processors_own_batch() -> None:
     )
     assert all(isinstance(r.prepared, ModelInput) for r in prepared)
     inputs = cast(list[ModelInput], [r.prepared for r in prepared])
-    joined = collate(inputs, pad_token_id=engine._encoder.pad_token_id, device=CPU)
+    joined = collate(inputs, pad_token_id=engine._pad_token_id, device=CPU)
     processor = engine._loaded.processor
     reference = processor(
         images=[load_image(p, target_size=engine.image_size).image for p in pictures],
@@ -46,7 +55,7 @@ def test_collated_chunk_equals_the_processors_own_batch() -> None:
     assert len({len(i.input_ids) for i in inputs}) == 3  # really padded, to three lengths
     for name in ("input_ids", "attention_mask", "token_type_ids"):
         assert torch.equal(joined[name], reference[name]), name
-    pixels = stack_pixels([i.pixel_values for i in inputs], CPU)
+    pixels = engine._normalise(stack_pixels([i.pixels for i in inputs], CPU), torch.float32)
     assert torch.equal(pixels, reference["pixel_values"])
 
 
@@ -82,8 +91,9 @@ def test_a_chunk_ends_when_every_row_reached_its_own_budget_or_its_end() -> None
     assert len(steps) == 3
 
 
-def test_preparing_while_generating_shares_the_tokenizer_safely() -> None:
-    """The worker prepares the next batch in one thread while the engine thread decodes."""
+def test_preparing_while_generating_gives_the_same_answers() -> None:
+    """The worker prepares the next batch (here in a thread: PREPARE_PROCESSES=0) while
+    the engine thread generates and decodes."""
     engine = demo_engine()
     requests = [InferenceRequest(TaskSpec.build("caption"), _picture(n)) for n in range(8)]
     errors: list[BaseException] = []
@@ -105,3 +115,13 @@ def test_preparing_while_generating_shares_the_tokenizer_safely() -> None:
         preparer.join()
     assert not errors
     assert results[0] == results[1] == results[2] and all(r.ok for r in results[0])
+
+
+def test_a_processor_this_path_does_not_reproduce_is_refused() -> None:
+    processor = demo_engine()._loaded.processor
+    encoding = demo_engine()._pool.local
+    check_against_processor(encoding, Normaliser(processor), processor)  # the demo's: fine
+    off = Normaliser(processor)
+    off._scale = 1 / 256  # one grey level in 256 off: every answer would quietly drift
+    with pytest.raises(ModelLoadError, match="image preprocessing"):
+        check_against_processor(encoding, off, processor)

@@ -106,5 +106,10 @@ def test_make_run_serves_the_sandbox_answers_and_stops_cleanly() -> None:
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         code = proc.wait(60)
     assert code == 0, "".join(output)
+    # Grandchildren (the worker's preparing processes and multiprocessing's resource
+    # tracker) see their parent's pipes close and exit a moment after it.
+    deadline = time.monotonic() + 5
+    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not [pid for pid in children if alive(pid)], "a process outlived `make run`"
     assert not redis_answers("127.0.0.1", redis_port)

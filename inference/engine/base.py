@@ -26,15 +26,20 @@ class Engine(Protocol):
     def warmup(self) -> None: ...
 
     def prepare(self, requests: Sequence[InferenceRequest]) -> list[InferenceRequest]:
-        """The CPU work of a batch done ahead of `generate` (decoding, resizing), in a
-        thread of its own while the previous batch generates. Must not raise for a bad
-        image: `generate` reports it. `generate` also accepts unprepared requests."""
+        """The CPU work of a batch done ahead of `generate` (decoding, resizing,
+        tokenising), called from a thread of its own while the previous batch generates.
+        Must not raise for a bad image: `generate` reports it. `generate` also accepts
+        unprepared requests."""
         ...
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]: ...
 
     def device_memory(self) -> dict[str, int]:
         """Accelerator bytes by kind ("allocated", "reserved"); empty off the GPU."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine started beside the model (its preparing processes)."""
         ...
 
 

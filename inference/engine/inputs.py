@@ -1,76 +1,113 @@
 """Model inputs: one request's tensors made ahead of the device, a chunk of them joined
 into one generate call, and each row stopped at its own token budget.
 
-`encode` is the CPU work of one request (the processor's normalising and tokenising, on a
-picture `load_image` already decoded and reduced); the pipelined worker runs it in its
-preparation thread while the previous batch generates, so the device never waits for it.
-`collate` joins a chunk with left padding (right-padded rows drift from what the same
-request gives alone) and stacks the pixels into pinned memory on CUDA, so the copy to the
-device is an asynchronous DMA rather than a staged, blocking one.
-`RowBudgets` ends each row at its own budget: a 32-token caption batched with a
-200-token description stops at 32, and the call ends as soon as every row has either
-reached its budget or its end-of-sequence token, rather than at the longest budget.
+The CPU work of a request (decode, reduce, square resize, tokenise) is
+`encoding.Encoding.encode`, run by `encoding.PreparePool` while the previous batch
+generates. `inputs_from_processor` derives what it needs from the checkpoint's processor
+and checks, once at start-up, that the result is exactly what the processor makes.
+`collate` joins a chunk's tokens with left padding (right-padded rows drift from what the
+same request gives alone); `stack_pixels` copies the 8-bit pictures to the device through
+pinned memory on CUDA (an asynchronous DMA, a quarter of the bytes of float32), where
+`Normaliser` turns them into the model's input. `RowBudgets` ends each row at its own
+budget: a 32-token caption batched with a 200-token description stops at 32, and the call
+ends as soon as every row has reached its budget or its end-of-sequence token.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from transformers import StoppingCriteria
 
-from inference.intake import LoadedImage
+from inference.engine.encoding import Encoded, EncodeSpec, Encoding
+from inference.errors import ModelLoadError
 
 
 @dataclass(frozen=True, slots=True)
 class ModelInput:
-    """One request's tensors as the processor makes them, and what the answer needs."""
+    """One request's tensors, and what its answer needs."""
 
     input_ids: torch.Tensor  # (prompt tokens,): image placeholders, <bos>, prompt, "\n"
-    pixel_values: torch.Tensor  # (3, side, side), already in the model's dtype
+    pixels: torch.Tensor  # uint8 (side, side, 3); `Normaliser` makes the model's input
     digest: str  # the picture's id: the image-feature cache's key
     original_size: tuple[int, int]  # detections are scaled back to this
 
-
-class Encoder:
-    """Runs the checkpoint's processor for one request at a time.
-
-    The processor's fast tokenizer can fail with "Already borrowed" when calls that
-    switch its padding or truncation settings overlap in two threads (a known
-    tokenizers issue); preparation runs in one thread and decoding on the engine thread,
-    so both go through this lock. The calls made here did not fail without it in a
-    stress test, so it is insurance: each call holds it for well under a millisecond.
-    """
-
-    def __init__(self, processor: Any, dtype: torch.dtype) -> None:
-        self._processor = processor
-        self._dtype = dtype
-        self._lock = threading.Lock()
-
-    @property
-    def pad_token_id(self) -> int:
-        return int(self._processor.tokenizer.pad_token_id)
-
-    def encode(self, loaded: LoadedImage, prompt: str, digest: str) -> ModelInput:
-        """The processor's tensors for one picture and prompt."""
-        with self._lock:
-            out = self._processor(
-                images=[loaded.image], text=["<image>" + prompt], return_tensors="pt"
-            )
-        return ModelInput(
-            input_ids=out["input_ids"][0],
-            pixel_values=out["pixel_values"][0].to(self._dtype),
-            digest=digest,
-            original_size=loaded.original_size,
+    @classmethod
+    def of(cls, encoded: Encoded) -> ModelInput:
+        # from_numpy shares the arrays: no copy, and no torch operation that would start
+        # an OpenMP team in the preparing thread (one per calling thread, competing with
+        # the engine thread's team for the cores).
+        return cls(
+            input_ids=torch.from_numpy(encoded.input_ids),
+            pixels=torch.from_numpy(encoded.pixels),
+            digest=encoded.digest,
+            original_size=encoded.original_size,
         )
 
-    def decode(self, tokens: torch.Tensor) -> str:
-        """Generated tokens as text, special tokens (loc tokens aside) dropped."""
-        with self._lock:
-            return str(self._processor.decode(tokens, skip_special_tokens=True)).strip()
+
+class Normaliser:
+    """The processor's rescale and normalise, on the device: 8-bit RGB in, the model's
+    (n, 3, side, side) input out, with the same float arithmetic as transformers'
+    NumPy path (rescale in float64, then float32), so the values are identical."""
+
+    def __init__(self, processor: Any) -> None:
+        ip = processor.image_processor
+        self._scale = float(ip.rescale_factor) if ip.do_rescale else None
+        self._mean = list(ip.image_mean) if ip.do_normalize else None
+        self._std = list(ip.image_std) if ip.do_normalize else None
+
+    def __call__(self, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        values = pixels.permute(0, 3, 1, 2)
+        if self._scale is not None:
+            values = (values.to(torch.float64) * self._scale).to(torch.float32)
+        else:
+            values = values.to(torch.float32)
+        if self._mean is not None and self._std is not None:
+            shape = (1, len(self._mean), 1, 1)
+            mean = torch.tensor(self._mean, dtype=torch.float32, device=values.device)
+            std = torch.tensor(self._std, dtype=torch.float32, device=values.device)
+            values = (values - mean.view(shape)) / std.view(shape)
+        return values.to(dtype).contiguous()
+
+
+def spec_from_processor(
+    processor: Any, *, target_size: int, max_image_bytes: int, max_image_pixels: int
+) -> EncodeSpec:
+    """What a preparing process needs to do the processor's work for one request."""
+    ip = processor.image_processor
+    side = (int(ip.size["width"]), int(ip.size["height"])) if ip.do_resize else None
+    tokenizer = processor.tokenizer
+    return EncodeSpec(
+        tokenizer_json=tokenizer.backend_tokenizer.to_str(),
+        prefix=processor.image_token * int(processor.image_seq_length) + tokenizer.bos_token,
+        side=side,
+        resample=int(ip.resample),
+        target_size=target_size,
+        max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
+    )
+
+
+def check_against_processor(encoding: Encoding, normaliser: Normaliser, processor: Any) -> None:
+    """Refuse a checkpoint whose processor this path does not reproduce value for value
+    (a crop, another tokenizer layout): its answers would quietly drift."""
+    sample = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8))
+    prompt = "answer en what is written on the sign?"
+    reference = processor(images=[sample], text=["<image>" + prompt], return_tensors="pt")
+    ids = torch.from_numpy(encoding.token_ids(prompt))
+    pixels = normaliser(torch.from_numpy(encoding.square(sample))[None], torch.float32)
+    if not torch.equal(ids, reference["input_ids"][0]):
+        raise ModelLoadError("The checkpoint's prompt layout is not PaliGemma's; cannot serve it.")
+    if not torch.equal(pixels, reference["pixel_values"]):
+        raise ModelLoadError(
+            "The checkpoint's image preprocessing is not one Palicord reproduces "
+            "(resize, rescale, normalise); cannot serve it."
+        )
 
 
 def collate(
@@ -91,7 +128,7 @@ def collate(
 
 
 def stack_pixels(pixels: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """The pictures as one batch tensor on `device`."""
+    """The 8-bit pictures as one (n, side, side, 3) tensor on `device`."""
     first = pixels[0]
     pinned = device.type == "cuda"
     out = torch.empty((len(pixels), *first.shape), dtype=first.dtype, pin_memory=pinned)

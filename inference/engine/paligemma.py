@@ -24,12 +24,19 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from inference.detection import parse_detections
 from inference.engine.base import is_fatal_device_error, is_out_of_memory
+from inference.engine.encoding import Encoded, PreparePool
 from inference.engine.features import FeatureCache, ImageFeatures
-from inference.engine.inputs import Encoder, ModelInput, RowBudgets, collate, stack_pixels
+from inference.engine.inputs import (
+    ModelInput,
+    Normaliser,
+    RowBudgets,
+    check_against_processor,
+    collate,
+    spec_from_processor,
+    stack_pixels,
+)
 from inference.engine.loading import LoadedModel, load_model
 from inference.errors import GenerationError, PalicordError
-from inference.intake import LoadedImage, load_image
-from inference.queue.memory import picture_digest
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task, TaskSpec
 
@@ -60,12 +67,20 @@ class PaliGemmaEngine:
         max_image_bytes: int,
         max_image_pixels: int,
         feature_cache_max_bytes: int = 0,
+        prepare_processes: int = 0,
     ) -> None:
         self._loaded = loaded
         self._max_batch_size = max_batch_size
-        self._max_image_bytes = max_image_bytes
-        self._max_image_pixels = max_image_pixels
-        self._encoder = Encoder(loaded.processor, loaded.dtype)
+        spec = spec_from_processor(
+            loaded.processor,
+            target_size=loaded.image_size,
+            max_image_bytes=max_image_bytes,
+            max_image_pixels=max_image_pixels,
+        )
+        self._pool = PreparePool(spec, prepare_processes)
+        self._normalise = Normaliser(loaded.processor)
+        check_against_processor(self._pool.local, self._normalise, loaded.processor)
+        self._pad_token_id = int(loaded.processor.tokenizer.pad_token_id)
         self.features = ImageFeatures(self._vision_tower, FeatureCache(feature_cache_max_bytes))
 
     @classmethod
@@ -77,6 +92,7 @@ class PaliGemmaEngine:
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
             feature_cache_max_bytes=settings.feature_cache_max_bytes,
+            prepare_processes=settings.prepare_processes,
         )
 
     @property
@@ -102,44 +118,42 @@ class PaliGemmaEngine:
         }
 
     def warmup(self) -> None:
-        """Run one tiny generation so the first user request pays no start-up costs."""
+        """Start the preparing processes and run one tiny generation, so the first user
+        request pays no start-up costs."""
+        self._pool.start()
         blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
         spec = TaskSpec.build(Task.CAPTION, max_new_tokens=2)
-        loaded = LoadedImage(blank, blank.size, "PNG")
-        # A digest no picture hashes to, so the blank's features are not kept as a picture's.
-        self._run_chunk([_Row(0, spec, self._encoder.encode(loaded, spec.prompt(), "warm-up"))])
+        local = self._pool.local
+        # A digest no picture hashes to; the blank's features are dropped afterwards.
+        encoded = Encoded(local.token_ids(spec.prompt()), local.square(blank), blank.size, "-")
+        self._run_chunk([_Row(0, spec, ModelInput.of(encoded))])
         self.features.cache.clear()
         log.info("warm-up done")
 
-    def prepare(self, requests: Sequence[InferenceRequest]) -> list[InferenceRequest]:
-        """Decode, reduce, normalise and tokenise each request ahead of generation (see
-        `Engine.prepare`)."""
-        return [dataclasses.replace(r, prepared=self._input(r)) for r in requests]
+    def close(self) -> None:
+        """Stop the preparing processes."""
+        self._pool.close()
 
-    def _input(self, request: InferenceRequest) -> ModelInput | PalicordError:
-        if isinstance(request.prepared, ModelInput | PalicordError):
-            return request.prepared
-        try:
-            loaded = load_image(
-                request.image,
-                max_bytes=self._max_image_bytes,
-                max_pixels=self._max_image_pixels,
-                target_size=self.image_size,
-            )
-        except PalicordError as exc:
-            return exc
-        return self._encoder.encode(loaded, request.spec.prompt(), picture_digest(request.image))
+    def prepare(self, requests: Sequence[InferenceRequest]) -> list[InferenceRequest]:
+        """Decode, reduce, resize and tokenise each request ahead of generation, in the
+        preparing processes (see `Engine.prepare`)."""
+        todo = [r for r in requests if r.prepared is None]
+        encoded = iter(self._pool.encode([(r.image, r.spec.prompt()) for r in todo]))
+        return [
+            r if r.prepared is not None else dataclasses.replace(r, prepared=_input(next(encoded)))
+            for r in requests
+        ]
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         """One result per request, in order; bad images fail only their own request."""
         results: list[InferenceResult | None] = [None] * len(requests)
         rows: list[_Row] = []
-        for i, req in enumerate(requests):
-            prepared = self._input(req)
-            if isinstance(prepared, PalicordError):
-                results[i] = _error(req.spec.task, prepared)
+        for i, req in enumerate(self.prepare(requests)):
+            if isinstance(req.prepared, ModelInput):
+                rows.append(_Row(i, req.spec, req.prepared))
             else:
-                rows.append(_Row(i, req.spec, prepared))
+                assert isinstance(req.prepared, PalicordError)
+                results[i] = _error(req.spec.task, req.prepared)
         rows.sort(key=lambda r: r.spec.token_budget)
         for start in range(0, len(rows), self._max_batch_size):
             chunk = rows[start : start + self._max_batch_size]
@@ -171,9 +185,11 @@ class PaliGemmaEngine:
         inputs = [row.input for row in chunk]
         features = self.features.of(
             [i.digest for i in inputs],
-            lambda rows: stack_pixels([inputs[r].pixel_values for r in rows], lm.device),
+            lambda rows: self._normalise(
+                stack_pixels([inputs[r].pixels for r in rows], lm.device), lm.dtype
+            ),
         )
-        tokens = collate(inputs, pad_token_id=self._encoder.pad_token_id, device=lm.device)
+        tokens = collate(inputs, pad_token_id=self._pad_token_id, device=lm.device)
         prompt_len = tokens["input_ids"].shape[1]
         budgets = [row.spec.token_budget for row in chunk]
         output = lm.model.generate(
@@ -183,15 +199,19 @@ class PaliGemmaEngine:
             stopping_criteria=StoppingCriteriaList([RowBudgets(prompt_len, budgets, lm.device)]),
             do_sample=False,
             num_beams=1,
-            pad_token_id=self._encoder.pad_token_id,
+            pad_token_id=self._pad_token_id,
         )
         results = []
         for row, generated in zip(chunk, output[:, prompt_len:], strict=True):
             # Greedy decoding: cutting a longer run at this request's own budget gives
             # exactly the tokens it would have produced alone.
-            text = self._encoder.decode(generated[: row.spec.token_budget])
-            results.append(_finish(row, text))
+            text = lm.processor.decode(generated[: row.spec.token_budget], skip_special_tokens=True)
+            results.append(_finish(row, text.strip()))
         return results
+
+
+def _input(encoded: Encoded | PalicordError) -> ModelInput | PalicordError:
+    return encoded if isinstance(encoded, PalicordError) else ModelInput.of(encoded)
 
 
 def _finish(row: _Row, text: str) -> InferenceResult:

@@ -123,9 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         engine = factory(settings, **options)
-        return asyncio.run(
-            serve(settings, engine, burst=args.burst, metrics=metrics, on_worker=workers.append)
-        )
+        try:
+            return asyncio.run(
+                serve(settings, engine, burst=args.burst, metrics=metrics, on_worker=workers.append)
+            )
+        finally:
+            engine.close()
     finally:
         if ops is not None:
             ops.close()

@@ -58,6 +58,9 @@ class StandIn:
     def device_memory(self) -> dict[str, int]:
         return {}
 
+    def close(self) -> None:
+        return None
+
 
 class NoopEngine(StandIn):
     """Answers instantly without a model; for queue benchmarks and queue-only tests."""

@@ -1,0 +1,170 @@
+"""A request's CPU work (decode, reduce, square resize, tokenise), in processes of its own.
+
+Torch-free on purpose: `PreparePool` runs `encode` in `PREPARE_PROCESSES` spawned
+processes that import only Pillow, NumPy and tokenizers. Measured on the CPU with the demo
+model: the same preparation in a thread of the worker slowed the generate loop beside it
+by 10-30%, because both hold the GIL for most of their Python (the convoy effect: each
+time generation releases the GIL for a kernel, the preparing thread takes it for up to
+the 5 ms switch interval); in a process of its own it slowed generation by nothing
+measurable. Next to a GPU the same holds: generation is a Python loop launching kernels.
+
+What crosses the process boundary is small: the picture's bytes in, the prompt's token
+ids and the picture as 8-bit RGB at the model's side out (448 px: 0.6 MB). Normalising
+to floats happens on the device (`inputs.Normaliser`), where it costs nothing and the
+copy is a quarter of the size. A child that dies (a decoder crash, the OOM killer)
+breaks the pool: the batch is then prepared in the calling thread and the pool rebuilt.
+With `PREPARE_PROCESSES=0`, everything runs in the calling thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from tokenizers import Tokenizer
+
+from inference.errors import PalicordError
+from inference.intake import load_image
+from inference.queue.memory import picture_digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeSpec:
+    """Everything a preparing process needs, small and picklable."""
+
+    tokenizer_json: str  # the checkpoint's tokenizer, serialised
+    prefix: str  # the image placeholders and <bos>, as PaliGemma's processor writes them
+    side: tuple[int, int] | None  # (width, height) the processor resizes to; None: no resize
+    resample: int  # PIL's filter number, from the processor config
+    target_size: int  # load_image reduces large pictures towards this first
+    max_image_bytes: int
+    max_image_pixels: int
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One request ready for the device but for normalising."""
+
+    input_ids: np.ndarray  # int64 (prompt tokens,)
+    pixels: np.ndarray  # uint8 (height, width, 3)
+    original_size: tuple[int, int]
+    digest: str  # the picture's id, as the bot's picture store names it
+
+
+class Encoding:
+    """`EncodeSpec` made ready: the tokenizer built once per process."""
+
+    def __init__(self, spec: EncodeSpec) -> None:
+        self.spec = spec
+        self._tokenizer = Tokenizer.from_str(spec.tokenizer_json)
+
+    def encode(self, image: bytes, prompt: str) -> Encoded | PalicordError:
+        """The request's token ids and square RGB picture; a bad picture is its error."""
+        spec = self.spec
+        try:
+            loaded = load_image(
+                image,
+                max_bytes=spec.max_image_bytes,
+                max_pixels=spec.max_image_pixels,
+                target_size=spec.target_size,
+            )
+        except PalicordError as exc:
+            return exc
+        return Encoded(
+            input_ids=self.token_ids(prompt),
+            pixels=self.square(loaded.image),
+            original_size=loaded.original_size,
+            digest=picture_digest(image),
+        )
+
+    def token_ids(self, prompt: str) -> np.ndarray:
+        """The prompt as PaliGemma's processor expands it: placeholders, <bos>, prompt, \\n."""
+        ids = self._tokenizer.encode(self.spec.prefix + prompt + "\n", add_special_tokens=False).ids
+        return np.asarray(ids, dtype=np.int64)
+
+    def square(self, image: Image.Image) -> np.ndarray:
+        """The picture resized as the processor resizes it, as 8-bit RGB."""
+        if self.spec.side is not None:
+            image = image.resize(self.spec.side, Image.Resampling(self.spec.resample))
+        return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only
+
+
+_CHILD: dict[str, Encoding] = {}  # the preparing process's own, set by its initializer
+
+
+def _start_child(spec: EncodeSpec) -> None:
+    if sys.platform.startswith("linux"):
+        # Exit with the worker, even when it is killed outright (SIGKILL from a supervisor).
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _CHILD["encoding"] = Encoding(spec)
+
+
+def _encode_in_child(item: tuple[bytes, str]) -> Encoded | PalicordError:
+    return _CHILD["encoding"].encode(*item)
+
+
+class PreparePool:
+    """Encodes requests in `processes` spawned processes (0: in the calling thread)."""
+
+    def __init__(self, spec: EncodeSpec, processes: int) -> None:
+        self._local = Encoding(spec)
+        self._spec = spec
+        self._processes = processes
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    @property
+    def local(self) -> Encoding:
+        """The calling process's own encoding (the engine's checks and fallbacks use it)."""
+        return self._local
+
+    def encode(self, items: Sequence[tuple[bytes, str]]) -> list[Encoded | PalicordError]:
+        """Each (picture bytes, prompt) encoded, in order."""
+        if self._processes == 0 or not items:
+            return [self._local.encode(*item) for item in items]
+        pool = self._started()
+        try:
+            # One task per process, not per picture: each task costs a round trip through
+            # the executor's Python threads, which take the GIL from generation.
+            chunk = -(-len(items) // self._processes)
+            return list(pool.map(_encode_in_child, items, chunksize=chunk))
+        except concurrent.futures.process.BrokenProcessPool:
+            log.error("a preparing process died; preparing this batch here and restarting them")
+            self.close()
+            return [self._local.encode(*item) for item in items]
+
+    def _started(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the worker holds CUDA state, OpenMP teams and threads, none
+            # of which survive a fork safely.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self._processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_child,
+                initargs=(self._spec,),
+            )
+        return self._pool
+
+    def start(self) -> None:
+        """Start the processes now (they take ~1 s to import) rather than on first use."""
+        if self._processes:
+            pool = self._started()
+            list(pool.map(_ping, range(self._processes)))
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ping(n: int) -> int:
+    return n

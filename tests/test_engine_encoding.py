@@ -1,0 +1,149 @@
+"""The preparing processes: the same encodings as in-process, a bad picture's own error,
+a dead child survived, and no child outliving the worker."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from inference.demo import shapes
+from inference.demo.shapes import encode_png
+from inference.engine.encoding import Encoded, EncodeSpec, PreparePool
+from inference.engine.inputs import spec_from_processor
+from inference.errors import CorruptImage, ImageTooLarge, PalicordError
+from inference.queue.memory import picture_digest
+from tests.demo import demo_engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _spec() -> EncodeSpec:
+    engine = demo_engine()
+    return spec_from_processor(
+        engine._loaded.processor,
+        target_size=engine.image_size,
+        max_image_bytes=200_000,
+        max_image_pixels=4_000_000,
+    )
+
+
+def _items(n: int) -> list[tuple[bytes, str]]:
+    rng = random.Random(17)
+    prompts = ["caption en", "answer en what color is the circle?", "detect square ; circle"]
+    return [
+        (
+            encode_png(shapes.make_scene(rng, size=(rng.randint(120, 400), 150)).image),
+            prompts[i % 3],
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[PreparePool]:
+    started = PreparePool(_spec(), processes=2)
+    started.start()
+    yield started
+    started.close()
+
+
+def _same(a: Encoded | PalicordError, b: Encoded | PalicordError) -> bool:
+    if isinstance(a, PalicordError) or isinstance(b, PalicordError):
+        return type(a) is type(b) and str(a) == str(b)
+    return (
+        np.array_equal(a.input_ids, b.input_ids)
+        and np.array_equal(a.pixels, b.pixels)
+        and a.original_size == b.original_size
+        and a.digest == b.digest
+    )
+
+
+def test_processes_encode_exactly_as_the_calling_process(pool: PreparePool) -> None:
+    items = _items(7)
+    remote = pool.encode(items)
+    local = [pool.local.encode(*item) for item in items]
+    assert all(_same(r, loc) for r, loc in zip(remote, local, strict=True))
+    first = remote[0]
+    assert isinstance(first, Encoded)
+    assert first.pixels.shape == (112, 112, 3) and first.pixels.dtype == np.uint8
+    assert first.digest == picture_digest(items[0][0])  # the bot's picture id
+
+
+def test_a_bad_picture_comes_back_as_its_own_error(pool: PreparePool) -> None:
+    good = _items(2)
+    cut = good[0][0][: len(good[0][0]) // 2]
+    huge = b"\x89PNG\r\n\x1a\n" + b"\0" * 200_001
+    results = pool.encode([good[0], (cut, "ocr"), (huge, "ocr"), good[1]])
+    assert isinstance(results[1], CorruptImage) and "incomplete" in str(results[1])
+    assert isinstance(results[2], ImageTooLarge)
+    assert isinstance(results[0], Encoded) and isinstance(results[3], Encoded)
+
+
+def test_a_dead_child_costs_no_request_and_the_pool_comes_back() -> None:
+    pool = PreparePool(_spec(), processes=1)
+    try:
+        pool.start()
+        executor = pool._pool
+        assert executor is not None
+        (pid,) = list(executor._processes)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        items = _items(3)
+        expected = [pool.local.encode(*item) for item in items]
+        assert all(_same(a, b) for a, b in zip(pool.encode(items), expected, strict=True))
+        again = pool.encode(items)  # a fresh pool of processes
+        assert pool._pool is not None and pool._pool is not executor
+        assert all(_same(a, b) for a, b in zip(again, expected, strict=True))
+    finally:
+        pool.close()
+
+
+CHILD_PROGRAM = """
+import sys, time
+from tests.test_engine_encoding import _spec
+from inference.engine.encoding import PreparePool
+pool = PreparePool(_spec(), processes=2)
+pool.start()
+print(" ".join(str(p) for p in pool._pool._processes), flush=True)
+time.sleep(60)
+"""
+
+
+def test_preparing_processes_die_with_a_killed_worker() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_PROGRAM], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        children = [int(p) for p in proc.stdout.readline().split()]
+        assert len(children) == 2 and all(_alive(p) for p in children)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs in the parent
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in children)
+
+
+def test_without_processes_everything_runs_in_the_calling_thread() -> None:
+    pool = PreparePool(_spec(), processes=0)
+    items = _items(2)
+    assert all(isinstance(r, Encoded) for r in pool.encode(items))
+    assert pool._pool is None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
