@@ -133,10 +133,16 @@ def _budgets(args: Any, device: torch.device, model: Any) -> None:
     own_s, own = _timed(
         lambda: model.generate(**inputs, **gen, stopping_criteria=rows), args.repeats
     )
-    same = all(
-        torch.equal(longest[n, prompt_len : prompt_len + b], own[n, prompt_len : prompt_len + b])
-        for n, b in enumerate(budgets)
-    )
+    processor = AutoProcessor.from_pretrained(args.model)
+
+    def texts(out: torch.Tensor) -> list[str]:
+        rows = out[:, prompt_len:]
+        return [
+            processor.decode(r[:b], skip_special_tokens=True)
+            for r, b in zip(rows, budgets, strict=True)
+        ]
+
+    same = texts(longest) == texts(own)
     print(
         f"  mixed budgets (8 and 48): to the longest {longest_s * 1000:.1f} ms, "
         f"{longest.shape[1] - prompt_len} steps; each row to its own {own_s * 1000:.1f} ms, "

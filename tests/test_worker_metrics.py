@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
+from inference.demo import shapes
+from inference.demo.shapes import encode_png
+from inference.engine.paligemma import PaliGemmaEngine
 from inference.ops import serve_ops
 from inference.queue import Job, JobResult, QueueClient
 from inference.queue.scripts import Scripts
@@ -20,6 +24,7 @@ from inference.worker.outcomes import Outcome
 from inference.worker.testing import NoopEngine
 from sandbox.stack import free_port
 from tests.conftest import collect, get, samples, spawn_worker, submit, until_ready
+from tests.demo import demo_settings
 
 
 async def test_a_worker_reports_its_jobs_batches_and_the_queue(
@@ -94,3 +99,43 @@ async def test_an_outcome_settled_twice_is_counted_once(
     got = samples(generate_latest(metrics.registry).decode())
     assert got[("palicord_jobs_total", (("code", ""), ("outcome", "answered")))] == 1
     assert len(await collect(queue_client, 1)) == 1
+
+
+def test_feature_cache_counts_are_sampled_by_their_increase() -> None:
+    metrics = WorkerMetrics()
+    metrics.features({"hits": 2, "misses": 5, "bytes": 4096})
+    metrics.features({"hits": 3, "misses": 5, "bytes": 8192})
+    metrics.features({"hits": 1, "misses": 0, "bytes": 0})  # the engine's cache was reset
+    metrics.features({})  # a stand-in engine has no cache
+    got = samples(generate_latest(metrics.registry).decode())
+    assert got[("palicord_feature_cache_lookups_total", (("result", "hit"),))] == 4
+    assert got[("palicord_feature_cache_lookups_total", (("result", "miss"),))] == 5
+    assert got[("palicord_feature_cache_bytes", ())] == 0
+
+
+async def test_a_follow_up_on_the_same_picture_shows_as_a_feature_cache_hit(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    engine = PaliGemmaEngine.from_settings(demo_settings())
+    metrics = WorkerMetrics()
+    worker = Worker(redis, worker_settings, engine, metrics=metrics)
+    serving = asyncio.create_task(worker.run())
+    picture = encode_png(shapes.make_scene(random.Random(8), size=(200, 150)).image)
+    try:
+        for spec in (TaskSpec.build("describe"), TaskSpec.build("answer", question="what?")):
+            await queue_client.submit(queue_client.new_job(spec, guild_id=1, user_id=1), picture)
+            (result,) = await collect(queue_client, 1)
+            assert result.result.ok
+        async with asyncio.timeout(10):  # a keep-alive tick samples the engine
+            while True:
+                got = samples(generate_latest(metrics.registry).decode())
+                if got.get(("palicord_feature_cache_lookups_total", (("result", "hit"),))):
+                    break
+                await asyncio.sleep(0.05)
+        assert got[("palicord_feature_cache_lookups_total", (("result", "hit"),))] == 1
+        assert got[("palicord_feature_cache_lookups_total", (("result", "miss"),))] == 1
+        assert got[("palicord_feature_cache_bytes", ())] > 0
+    finally:
+        worker.stop()
+        await serving
+        engine.close()

@@ -38,6 +38,10 @@ class Engine(Protocol):
         """Accelerator bytes by kind ("allocated", "reserved"); empty off the GPU."""
         ...
 
+    def feature_cache(self) -> dict[str, int]:
+        """The image-feature cache's counters ("hits", "misses", "bytes"); empty without one."""
+        ...
+
     def close(self) -> None:
         """Release what the engine started beside the model (its preparing processes)."""
         ...

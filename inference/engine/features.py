@@ -68,8 +68,10 @@ class FeatureCache:
         self._bytes += size
 
     def clear(self) -> None:
+        """Forget every item and the counts."""
         self._items.clear()
         self._bytes = 0
+        self.hits = self.misses = 0
 
 
 Tower = Callable[[torch.Tensor], torch.Tensor]  # pixels (n, 3, h, w) -> features (n, t, d)

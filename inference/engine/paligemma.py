@@ -117,6 +117,10 @@ class PaliGemmaEngine:
             "reserved": int(torch.cuda.memory_reserved(device)),
         }
 
+    def feature_cache(self) -> dict[str, int]:
+        cache = self.features.cache
+        return {"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes_used}
+
     def warmup(self) -> None:
         """Start the preparing processes and run one tiny generation, so the first user
         request pays no start-up costs."""
@@ -124,7 +128,7 @@ class PaliGemmaEngine:
         blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
         spec = TaskSpec.build(Task.CAPTION, max_new_tokens=2)
         local = self._pool.local
-        # A digest no picture hashes to; the blank's features are dropped afterwards.
+        # A digest no picture hashes to; the blank's features (and its miss) are forgotten.
         encoded = Encoded(local.token_ids(spec.prompt()), local.square(blank), blank.size, "-")
         self._run_chunk([_Row(0, spec, ModelInput.of(encoded))])
         self.features.cache.clear()

@@ -3,7 +3,8 @@
 Per job: its outcome (answered, an error code, timed out, dead-lettered, malformed) and
 how long it waited in line; per batch: its size and engine time; per keep-alive tick, a
 sample of the shared queue (depth, guilds waiting, workers alive), so that any worker's
-endpoint shows the whole queue; on CUDA, the device memory in use and reserved.
+endpoint shows the whole queue; on CUDA, the device memory in use and reserved; and the
+image-feature cache's hits, misses and size.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.feature_lookups = Counter(
+            "palicord_feature_cache_lookups",
+            "Pictures looked up in this worker's image-feature cache, by result",
+            ["result"],
+            registry=r,
+        )
+        self.feature_bytes = Gauge(
+            "palicord_feature_cache_bytes", "Image features this worker keeps", registry=r
+        )
+        self._feature_counts: dict[str, int] = {}
 
     def settled(self, outcomes: Sequence[Outcome]) -> None:
         for outcome in outcomes:
@@ -88,3 +99,16 @@ class WorkerMetrics:
     def memory(self, used: Mapping[str, int]) -> None:
         for kind, value in used.items():
             self.device_memory.labels(kind).set(value)
+
+    def features(self, stats: Mapping[str, int]) -> None:
+        """Sample the engine's cumulative cache counts into counters (by their increase)."""
+        for result, key in (("hit", "hits"), ("miss", "misses")):
+            if key not in stats:
+                continue
+            seen = self._feature_counts.get(key, 0)
+            # A count below the last one means the engine's cache was reset (warm-up).
+            increase = stats[key] - seen if stats[key] >= seen else stats[key]
+            self.feature_lookups.labels(result).inc(increase)
+            self._feature_counts[key] = stats[key]
+        if "bytes" in stats:
+            self.feature_bytes.set(stats["bytes"])

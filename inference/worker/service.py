@@ -351,6 +351,7 @@ class Worker:
                     await self.reap()
                     next_reap = time.monotonic() + s.reap_interval_s
                 self.metrics.memory(self._engine.device_memory())
+                self.metrics.features(self._engine.feature_cache())
             except QueueUnavailable as exc:
                 self.ready = False
                 log.warning("keep-alive failed: %s", describe(exc))

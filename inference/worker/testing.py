@@ -58,6 +58,9 @@ class StandIn:
     def device_memory(self) -> dict[str, int]:
         return {}
 
+    def feature_cache(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         return None
 
