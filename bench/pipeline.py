@@ -11,10 +11,11 @@ preparation in a thread (PREPARE_PROCESSES=0), and one batch at a time (PIPELINE
 Prints images/s and the ratios (goal: pipelined worker >= 0.9 of raw). Rounds interleave
 the four so machine noise hits them alike.
 
-`--threads N` runs every measurement with N OpenMP threads (OMP_NUM_THREADS). With fewer
-threads than cores, the worker's CPU side (Redis, decoding, tokenising) has a core of its
-own, as it has next to a GPU; with all cores given to torch, that work can only take CPU
-time from generation, and the ratio measures the machine's spare CPU, not the overlap.
+`--threads N` runs every measurement with N torch threads (TORCH_THREADS; the engine's
+default on the CPU is one fewer than the cores). With fewer threads than cores the
+worker's CPU side (Redis, decoding, tokenising) has a core of its own, as it has next to
+a GPU; with every core given to torch's OpenMP team, each bit of other work stalls the
+whole team, and the ratio measures the machine's spare CPU, not the overlap.
 
 Each measurement runs in a fresh process: torch on the CPU gives every thread that calls
 it an OpenMP team of its own, and a second team left from an earlier measurement in the
@@ -105,7 +106,9 @@ async def _through_worker(
 
 
 def _measure(mode: str, args: argparse.Namespace) -> float:
-    settings = EngineSettings(_env_file=None, model_id=args.model, batch_size=args.batch)
+    settings = EngineSettings(
+        _env_file=None, model_id=args.model, batch_size=args.batch, torch_threads=args.threads
+    )
     if mode == "pipelined-thread":
         settings = settings.model_copy(update={"prepare_processes": 0})
     engine = PaliGemmaEngine.from_settings(settings)
@@ -127,7 +130,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=224, help="picture side, pixels")
     parser.add_argument("--model", default=str(DEMO_MODEL))
-    parser.add_argument("--threads", type=int, help="OpenMP threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: cores - 1)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one measurement
     args = parser.parse_args()
     if args.mode:
@@ -135,20 +138,17 @@ def main() -> None:
         return
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     passed = [a for a in sys.argv[1:] if not a.startswith("--mode")]
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
     for _ in range(args.rounds):
         for mode in MODES:
             out = subprocess.run(
                 [sys.executable, "-m", "bench.pipeline", *passed, "--mode", mode],
-                check=True, capture_output=True, text=True, env=env,
+                check=True, capture_output=True, text=True,
             )  # fmt: skip
             rates[mode].append(float(out.stdout.strip().splitlines()[-1]))
     r, p, t, s = (statistics.median(rates[m]) for m in MODES)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.threads or torch.get_num_threads()} torch threads, "
+        f"{args.threads or max(1, (os.cpu_count() or 1) - 1)} torch threads, "
         f"torch {torch.__version__}; {args.images} pictures of {args.size} px, batch {args.batch}"
     )
     print(f"  raw generate on prepared inputs: {r:7.1f} images/s")

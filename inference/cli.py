@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from inference.engine.paligemma import PaliGemmaEngine
     from inference.tasks import InferenceRequest
 
+    # One picture: preparing it here beats starting processes to do it.
+    one = {"batch_size": 1, "prepare_processes": 0}
     with progress(f"Loading {settings.model_id}", sys.stderr):
-        engine = PaliGemmaEngine.from_settings(settings.model_copy(update={"batch_size": 1}))
+        engine = PaliGemmaEngine.from_settings(settings.model_copy(update=one))
     (result,) = engine.generate([InferenceRequest(spec, data)])
     if not result.ok:
         raise PalicordError(result.error_message)

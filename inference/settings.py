@@ -39,6 +39,12 @@ class EngineSettings(ImageLimits):
     # encoding): in processes of their own they do not take the GIL from generation, as
     # a thread does. 0: in a thread of the worker. A 448 px JPEG photo takes ~10-30 ms.
     prepare_processes: int = Field(default=2, ge=0, le=64)
+    # Threads torch uses on the CPU for the engine (not for CUDA). Default: one fewer than
+    # the cores, so the worker's own CPU side (Redis, the preparing processes) keeps a core:
+    # an OpenMP team spread over every core stalls whenever anything else runs (measured
+    # with the demo model on 2 cores: the pipelined worker at 0.3 of raw with 2 threads,
+    # 0.8-0.9 with 1).
+    torch_threads: int | None = Field(default=None, ge=1, le=1024)
 
 
 class WorkerSettings(QueueSettings, EngineSettings):

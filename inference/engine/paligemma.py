@@ -1,10 +1,11 @@
 """PaliGemma 2 behind `Engine`: batched, greedy generation for mixed tasks, with the CPU
 work done ahead (`prepare`) and the vision tower skipped for pictures seen recently.
 
-A request goes through three steps. `prepare` (the worker's preparation thread, while the
-previous batch generates) decodes and reduces the picture, runs the processor, and hashes
-the bytes. `generate` (the engine thread) sorts the requests by token budget, then for
-each chunk gets the image features (`features.ImageFeatures`: kept ones reused, the rest
+A request goes through two steps. `prepare` (while the previous batch generates) has the
+preparing processes (`encoding.PreparePool`) decode, reduce and square the picture,
+tokenise the prompt, and hash the bytes. `generate` (the engine thread) sorts the
+requests by token budget, then for each chunk gets the image features
+(`features.ImageFeatures`: kept ones reused, the rest normalised on the device and run
 through the vision tower), joins the token tensors (`inputs.collate`) and calls
 `generate` with the features as `mm_encoder_outputs`. Each row stops at its own budget
 (`inputs.RowBudgets`) and is decoded cut at that budget.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,8 +70,10 @@ class PaliGemmaEngine:
         max_image_pixels: int,
         feature_cache_max_bytes: int = 0,
         prepare_processes: int = 0,
+        torch_threads: int | None = None,
     ) -> None:
         self._loaded = loaded
+        self._threads = cpu_threads(loaded.device, torch_threads)
         self._max_batch_size = max_batch_size
         spec = spec_from_processor(
             loaded.processor,
@@ -93,6 +97,7 @@ class PaliGemmaEngine:
             max_image_pixels=settings.max_image_pixels,
             feature_cache_max_bytes=settings.feature_cache_max_bytes,
             prepare_processes=settings.prepare_processes,
+            torch_threads=settings.torch_threads,
         )
 
     @property
@@ -123,7 +128,10 @@ class PaliGemmaEngine:
 
     def warmup(self) -> None:
         """Start the preparing processes and run one tiny generation, so the first user
-        request pays no start-up costs."""
+        request pays no start-up costs. Call it on the thread that will generate: on the
+        CPU it sets that thread's number of torch threads (OpenMP's count is per thread)."""
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
         self._pool.start()
         blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
         spec = TaskSpec.build(Task.CAPTION, max_new_tokens=2)
@@ -212,6 +220,14 @@ class PaliGemmaEngine:
             text = lm.processor.decode(generated[: row.spec.token_budget], skip_special_tokens=True)
             results.append(_finish(row, text.strip()))
         return results
+
+
+def cpu_threads(device: torch.device, requested: int | None) -> int | None:
+    """Torch threads for generation on the CPU: as requested, else one core left free for
+    the worker's own work; None on an accelerator (its host threads only launch kernels)."""
+    if device.type != "cpu":
+        return None
+    return requested or max(1, (os.cpu_count() or 1) - 1)
 
 
 def _input(encoded: Encoded | PalicordError) -> ModelInput | PalicordError:

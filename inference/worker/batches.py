@@ -3,7 +3,8 @@
 `prepare_batch` does everything a batch needs before the device: decoding the jobs (a
 malformed or expired one is decided at once), fetching their pictures from Redis (one
 gone is a failure of its own), and the engine's CPU work (`Engine.prepare`: decoding,
-resizing) in a thread. The pipelined worker (`inference.worker.service`) calls it for the
+resizing, tokenising, in the engine's preparing processes; called from a thread, where it
+only waits). The pipelined worker (`inference.worker.service`) calls it for the
 next batch while the current one generates, so none of this delays the device.
 `remember` keeps the answers for identical requests (`inference.queue.memory`).
 """
