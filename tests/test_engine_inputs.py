@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from typing import cast
 
 import pytest
 import torch
+from PIL import Image
+from tokenizers import processors
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
+from inference.engine.encoding import Encoding
 from inference.engine.inputs import (
     ModelInput,
     Normaliser,
     RowBudgets,
     check_against_processor,
     collate,
+    spec_from_processor,
     stack_pixels,
 )
 from inference.errors import ModelLoadError
@@ -125,3 +130,25 @@ def test_a_processor_this_path_does_not_reproduce_is_refused() -> None:
     off._scale = 1 / 256  # one grey level in 256 off: every answer would quietly drift
     with pytest.raises(ModelLoadError, match="image preprocessing"):
         check_against_processor(encoding, off, processor)
+
+
+def test_a_tokenizer_that_adds_its_own_bos_is_followed_as_the_processor_does() -> None:
+    """A Gemma tokenizer's template adds <bos>; the encoding must add what the processor adds."""
+    processor = copy.deepcopy(demo_engine()._loaded.processor)
+    bos = processor.tokenizer.bos_token_id
+    template = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    processor.tokenizer.backend_tokenizer.post_processor = template
+    spec = spec_from_processor(
+        processor, target_size=112, max_image_bytes=10**6, max_image_pixels=10**7
+    )
+    prompt = TaskSpec.build("caption").prompt()
+    reference = processor(images=[Image.new("RGB", (50, 40))], text=["<image>" + prompt])
+    assert reference["input_ids"][0][0] == bos  # the template took effect
+    assert spec.add_special_tokens
+    assert Encoding(spec).token_ids(prompt).tolist() == list(reference["input_ids"][0])
+    assert not spec_from_processor(
+        demo_engine()._loaded.processor,
+        target_size=112,
+        max_image_bytes=10**6,
+        max_image_pixels=10**7,
+    ).add_special_tokens

@@ -44,6 +44,7 @@ class EncodeSpec:
 
     tokenizer_json: str  # the checkpoint's tokenizer, serialised
     prefix: str  # the image placeholders and <bos>, as PaliGemma's processor writes them
+    add_special_tokens: bool  # whether the processor lets the tokenizer add its own
     side: tuple[int, int] | None  # (width, height) the processor resizes to; None: no resize
     resample: int  # PIL's filter number, from the processor config
     target_size: int  # load_image reduces large pictures towards this first
@@ -89,7 +90,8 @@ class Encoding:
 
     def token_ids(self, prompt: str) -> np.ndarray:
         """The prompt as PaliGemma's processor expands it: placeholders, <bos>, prompt, \\n."""
-        ids = self._tokenizer.encode(self.spec.prefix + prompt + "\n", add_special_tokens=False).ids
+        text = self.spec.prefix + prompt + "\n"
+        ids = self._tokenizer.encode(text, add_special_tokens=self.spec.add_special_tokens).ids
         return np.asarray(ids, dtype=np.int64)
 
     def square(self, image: Image.Image) -> np.ndarray:

@@ -75,6 +75,9 @@ class Normaliser:
         return values.to(dtype).contiguous()
 
 
+PROBE_PROMPT = "answer en what is written on the sign?"
+
+
 def spec_from_processor(
     processor: Any, *, target_size: int, max_image_bytes: int, max_image_pixels: int
 ) -> EncodeSpec:
@@ -82,9 +85,20 @@ def spec_from_processor(
     ip = processor.image_processor
     side = (int(ip.size["width"]), int(ip.size["height"])) if ip.do_resize else None
     tokenizer = processor.tokenizer
+    prefix = processor.image_token * int(processor.image_seq_length) + tokenizer.bos_token
+    # Whether the processor's tokenizer call adds the tokenizer's own specials (a Gemma
+    # tokenizer's template adds <bos>) is read off the processor, not assumed.
+    reference = processor(images=[_probe_picture()], text=["<image>" + PROBE_PROMPT])
+    wanted = list(reference["input_ids"][0])
+    backend = tokenizer.backend_tokenizer
+    text = prefix + PROBE_PROMPT + "\n"
+    matches = [f for f in (False, True) if backend.encode(text, add_special_tokens=f).ids == wanted]
+    if not matches:
+        raise ModelLoadError("The checkpoint's prompt layout is not PaliGemma's; cannot serve it.")
     return EncodeSpec(
-        tokenizer_json=tokenizer.backend_tokenizer.to_str(),
-        prefix=processor.image_token * int(processor.image_seq_length) + tokenizer.bos_token,
+        tokenizer_json=backend.to_str(),
+        prefix=prefix,
+        add_special_tokens=matches[0],
         side=side,
         resample=int(ip.resample),
         target_size=target_size,
@@ -96,10 +110,9 @@ def spec_from_processor(
 def check_against_processor(encoding: Encoding, normaliser: Normaliser, processor: Any) -> None:
     """Refuse a checkpoint whose processor this path does not reproduce value for value
     (a crop, another tokenizer layout): its answers would quietly drift."""
-    sample = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8))
-    prompt = "answer en what is written on the sign?"
-    reference = processor(images=[sample], text=["<image>" + prompt], return_tensors="pt")
-    ids = torch.from_numpy(encoding.token_ids(prompt))
+    sample = _probe_picture()
+    reference = processor(images=[sample], text=["<image>" + PROBE_PROMPT], return_tensors="pt")
+    ids = torch.from_numpy(encoding.token_ids(PROBE_PROMPT))
     pixels = normaliser(torch.from_numpy(encoding.square(sample))[None], torch.float32)
     if not torch.equal(ids, reference["input_ids"][0]):
         raise ModelLoadError("The checkpoint's prompt layout is not PaliGemma's; cannot serve it.")
@@ -108,6 +121,11 @@ def check_against_processor(encoding: Encoding, normaliser: Normaliser, processo
             "The checkpoint's image preprocessing is not one Palicord reproduces "
             "(resize, rescale, normalise); cannot serve it."
         )
+
+
+def _probe_picture() -> Image.Image:
+    """Noise of an odd size: every resize and rounding path shows in it."""
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8))
 
 
 def collate(

@@ -89,7 +89,10 @@ def load_model(settings: EngineSettings) -> LoadedModel:
     if settings.hf_offline:
         common["local_files_only"] = True
     try:
-        processor = AutoProcessor.from_pretrained(source, **common)
+        # The PIL backend, also where torchvision is installed: the preparing processes
+        # reproduce its arithmetic exactly (inference.engine.inputs checks it at start-up),
+        # and torchvision's resize rounds differently.
+        processor = AutoProcessor.from_pretrained(source, backend="pil", **common)
         model = PaliGemmaForConditionalGeneration.from_pretrained(
             source, dtype=dtype, **common, **quant
         )
