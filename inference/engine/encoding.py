@@ -107,6 +107,8 @@ _CHILD: dict[str, Encoding] = {}  # the preparing process's own, set by its init
 def _start_child(spec: EncodeSpec) -> None:
     if sys.platform.startswith("linux"):
         # Exit with the worker, even when it is killed outright (SIGKILL from a supervisor).
+        # Linux sends it when the thread that started the process ends: `start` runs on
+        # the worker's engine thread, which lives as long as the worker.
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     _CHILD["encoding"] = Encoding(spec)
 
