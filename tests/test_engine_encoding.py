@@ -3,11 +3,13 @@ a dead child survived, and no child outliving the worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -16,7 +18,7 @@ import pytest
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine.encoding import Encoded, EncodeSpec, PreparePool
+from inference.engine.encoding import UNREADABLE, Encoded, EncodeSpec, PreparePool
 from inference.engine.inputs import spec_from_processor
 from inference.errors import CorruptImage, ImageTooLarge, PalicordError
 from inference.queue.memory import picture_digest
@@ -106,6 +108,36 @@ def test_a_dead_child_costs_no_request_and_the_pool_comes_back() -> None:
         pool.close()
 
 
+def test_pictures_that_keep_killing_their_process_are_refused_and_the_pool_recovers() -> None:
+    """Each preparing process dies as soon as it starts (as a decoder crash would kill
+    it): every request still gets an answer, a clear refusal, and the worker goes on."""
+    pool = PreparePool(_spec(), processes=1)
+    stop = threading.Event()
+
+    def kill_every_child() -> None:
+        while not stop.is_set():
+            executor = pool._pool
+            for pid in list(executor._processes) if executor is not None else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_every_child)
+    killer.start()
+    items = _items(3)
+    try:
+        refused = pool.encode(items)
+    finally:
+        stop.set()
+        killer.join()
+    try:
+        assert all(isinstance(r, CorruptImage) and r.message == UNREADABLE for r in refused)
+        expected = [pool.local.encode(*item) for item in items]
+        assert all(_same(a, b) for a, b in zip(pool.encode(items), expected, strict=True))
+    finally:
+        pool.close()
+
+
 CHILD_PROGRAM = """
 import sys, time
 from tests.test_engine_encoding import _spec
@@ -128,6 +160,8 @@ def test_preparing_processes_die_with_a_killed_worker() -> None:
     finally:
         proc.kill()  # SIGKILL: no cleanup runs in the parent
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -12,7 +12,9 @@ What crosses the process boundary is small: the picture's bytes in, the prompt's
 ids and the picture as 8-bit RGB at the model's side out (448 px: 0.6 MB). Normalising
 to floats happens on the device (`inputs.Normaliser`), where it costs nothing and the
 copy is a quarter of the size. A child that dies (a decoder crash, the OOM killer)
-breaks the pool: the batch is then prepared in the calling thread and the pool rebuilt.
+breaks the pool: the batch's pictures are then prepared one at a time in fresh
+processes, and one that breaks its process again is refused with a clear error, so a
+hostile file can never take the worker down with it.
 With `PREPARE_PROCESSES=0`, everything runs in the calling thread.
 """
 
@@ -31,11 +33,13 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
-from inference.errors import PalicordError
+from inference.errors import CorruptImage, PalicordError
 from inference.intake import load_image
 from inference.queue.memory import picture_digest
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = "That picture could not be read (it stopped the decoder). Try another file."
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +146,19 @@ class PreparePool:
             chunk = -(-len(items) // self._processes)
             return list(pool.map(_encode_in_child, items, chunksize=chunk))
         except concurrent.futures.process.BrokenProcessPool:
-            log.error("a preparing process died; preparing this batch here and restarting them")
+            log.error("a preparing process died; preparing this batch one picture at a time")
             self.close()
-            return [self._local.encode(*item) for item in items]
+            return [self._alone(item) for item in items]
+
+    def _alone(self, item: tuple[bytes, str]) -> Encoded | PalicordError:
+        """One picture in a process of its own: one that kills it again is refused, so a
+        picture that crashes a decoder costs only its own request, never the worker."""
+        try:
+            return self._started().submit(_encode_in_child, item).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            log.error("a picture killed its preparing process; refusing it")
+            self.close()
+            return CorruptImage(UNREADABLE)
 
     def _started(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
