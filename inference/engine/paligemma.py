@@ -123,6 +123,7 @@ class PaliGemmaEngine:
         }
 
     def feature_cache(self) -> dict[str, int]:
+        """The image-feature cache's counters (see `Engine.feature_cache`)."""
         cache = self.features.cache
         return {"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes_used}
 
@@ -163,9 +164,10 @@ class PaliGemmaEngine:
         for i, req in enumerate(self.prepare(requests)):
             if isinstance(req.prepared, ModelInput):
                 rows.append(_Row(i, req.spec, req.prepared))
-            else:
-                assert isinstance(req.prepared, PalicordError)
+            elif isinstance(req.prepared, PalicordError):
                 results[i] = _error(req.spec.task, req.prepared)
+            else:
+                raise TypeError(f"request prepared by another engine: {type(req.prepared)!r}")
         rows.sort(key=lambda r: r.spec.token_budget)
         for start in range(0, len(rows), self._max_batch_size):
             chunk = rows[start : start + self._max_batch_size]
