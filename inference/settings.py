@@ -37,7 +37,8 @@ class EngineSettings(ImageLimits):
     feature_cache_max_bytes: int = Field(default=256 * 2**20, ge=0)
     # Processes that decode and tokenise the next batch's pictures (inference.engine.
     # encoding): in processes of their own they do not take the GIL from generation, as
-    # a thread does. 0: in a thread of the worker. A 448 px JPEG photo takes ~10-30 ms.
+    # a thread does. 0: in a thread of the worker. A 24-megapixel JPEG takes 31-149 ms to
+    # decode and reduce (bench/intake.py); raise it for big batches of big photos.
     prepare_processes: int = Field(default=2, ge=0, le=64)
     # Threads torch uses on the CPU for the engine (not for CUDA). Default: one fewer than
     # the cores, so the worker's own CPU side (Redis, the preparing processes) keeps a core:
