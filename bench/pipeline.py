@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine.paligemma import PaliGemmaEngine
+from inference.engine.paligemma import PaliGemmaEngine, cpu_threads
 from inference.queue import QueueClient
 from inference.settings import EngineSettings, WorkerSettings
 from inference.tasks import InferenceRequest, TaskSpec
@@ -148,7 +148,7 @@ def main() -> None:
     r, p, t, s = (statistics.median(rates[m]) for m in MODES)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.threads or max(1, (os.cpu_count() or 1) - 1)} torch threads, "
+        f"{cpu_threads(torch.device('cpu'), args.threads)} torch threads, "
         f"torch {torch.__version__}; {args.images} pictures of {args.size} px, batch {args.batch}"
     )
     print(f"  raw generate on prepared inputs: {r:7.1f} images/s")

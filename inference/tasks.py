@@ -175,8 +175,11 @@ class InferenceResult:
 class InferenceRequest:
     """One image and one task; the engine decodes the bytes itself so that a bad image
     fails only its own request, never its batch neighbours. `prepared` holds what the
-    engine's `prepare` made of the bytes ahead of time (its own type; None: not yet)."""
+    engine's `prepare` made of the bytes ahead of time (its own type; None: not yet), and
+    `digest` the picture's id (`inference.queue.memory.picture_digest`) where `prepare`
+    computed it, so that the worker does not hash the bytes a second time."""
 
     spec: TaskSpec
     image: bytes
     prepared: object = field(default=None, compare=False, repr=False)
+    digest: str | None = field(default=None, compare=False, repr=False)

@@ -26,6 +26,7 @@ from inference.engine.inputs import (
 )
 from inference.errors import ModelLoadError
 from inference.intake import load_image
+from inference.queue.memory import picture_digest
 from inference.tasks import InferenceRequest, TaskSpec
 from tests.demo import demo_engine
 
@@ -48,6 +49,7 @@ def test_collated_chunk_equals_the_processors_own_batch() -> None:
         [InferenceRequest(s, p) for s, p in zip(specs, pictures, strict=True)]
     )
     assert all(isinstance(r.prepared, ModelInput) for r in prepared)
+    assert [r.digest for r in prepared] == [picture_digest(p) for p in pictures]  # hashed once
     inputs = cast(list[ModelInput], [r.prepared for r in prepared])
     joined = collate(inputs, pad_token_id=engine._pad_token_id, device=CPU)
     processor = engine._loaded.processor

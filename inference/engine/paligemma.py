@@ -152,10 +152,7 @@ class PaliGemmaEngine:
         preparing processes (see `Engine.prepare`)."""
         todo = [r for r in requests if r.prepared is None]
         encoded = iter(self._pool.encode([(r.image, r.spec.prompt()) for r in todo]))
-        return [
-            r if r.prepared is not None else dataclasses.replace(r, prepared=_input(next(encoded)))
-            for r in requests
-        ]
+        return [r if r.prepared is not None else _prepared(r, next(encoded)) for r in requests]
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         """One result per request, in order; bad images fail only their own request."""
@@ -232,8 +229,10 @@ def cpu_threads(device: torch.device, requested: int | None) -> int | None:
     return requested or max(1, (os.cpu_count() or 1) - 1)
 
 
-def _input(encoded: Encoded | PalicordError) -> ModelInput | PalicordError:
-    return encoded if isinstance(encoded, PalicordError) else ModelInput.of(encoded)
+def _prepared(request: InferenceRequest, encoded: Encoded | PalicordError) -> InferenceRequest:
+    if isinstance(encoded, PalicordError):
+        return dataclasses.replace(request, prepared=encoded)
+    return dataclasses.replace(request, prepared=ModelInput.of(encoded), digest=encoded.digest)
 
 
 def _finish(row: _Row, text: str) -> InferenceResult:

@@ -73,15 +73,18 @@ async def prepare_batch(
 
 
 async def remember(
-    memory: Memory, model_id: str, answered: list[tuple[bytes, Job, JobResult]]
+    memory: Memory, model_id: str, answered: list[tuple[InferenceRequest, JobResult]]
 ) -> None:
-    """Keep the answers for identical requests; a cache that cannot be written is only a
-    missed saving, never a failed job."""
+    """Keep the answers for identical requests (under the digest the engine computed while
+    preparing, else hashed here); a cache that cannot be written is only a missed saving,
+    never a failed job."""
     try:
         await asyncio.gather(
             *(
-                memory.keep_answer(picture_digest(image), job.spec, model_id, result)
-                for image, job, result in answered
+                memory.keep_answer(
+                    request.digest or picture_digest(request.image), request.spec, model_id, result
+                )
+                for request, result in answered
             )
         )
     except QueueUnavailable as exc:
