@@ -7,7 +7,9 @@
     │   ├── UnsupportedImageFormat
     │   ├── CorruptImage
     │   ├── ImageTooLarge           too many bytes
-    │   └── ImageTooManyPixels      decompression-bomb guard
+    │   ├── ImageTooManyPixels      decompression-bomb guard
+    │   ├── ImageTooComplex         too many scans, frames or chunks (before decoding)
+    │   └── ImageTooSlow            over the worker's decode budget
     ├── RequestError                the task's parameters are wrong
     │   ├── UnknownTask
     │   ├── UnsupportedLanguage
@@ -85,6 +87,22 @@ class ImageTooLarge(ImageError):
 class ImageTooManyPixels(ImageError):
     code = "image_too_many_pixels"
     default_message = "That image has too many pixels."
+
+
+class ImageTooComplex(ImageError):
+    code = "image_too_complex"
+    default_message = (
+        "That picture is built in a way that would take too long to read. "
+        "Save it again as an ordinary PNG or JPEG and try again."
+    )
+
+
+class ImageTooSlow(ImageError):
+    code = "image_too_slow"
+    default_message = (
+        "This picture takes too long to read. "
+        "Save it again as an ordinary PNG or JPEG and try again."
+    )
 
 
 # --- requests ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Safe image intake: sniff the format, refuse bombs before decoding, decode to upright RGB.
 
-Torch-free. The bot calls `probe_image` before queuing a job (header only, cheap); the
-worker calls `load_image`. Pillow's exceptions are translated here, once, into the typed
-errors of `inference.errors`, whose messages can be shown to a Discord user as they are.
+Torch-free. The bot calls `probe_image` before queuing a job (header and structure only,
+cheap: `inference.structure`); the worker calls `load_image`. Pillow's exceptions are
+translated here, once, into the typed errors of `inference.errors`, whose messages can be
+shown to a Discord user as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from inference.errors import (
     NotAnImage,
     UnsupportedImageFormat,
 )
+from inference.structure import walk
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +161,6 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _check_complete(data: bytes, fmt: str) -> None:
-    # Pillow refuses truncated files only while ImageFile.LOAD_TRUNCATED_IMAGES is False,
-    # a process-wide switch any imported library may flip; so check the end markers too.
-    # A JPEG's last scan (SOS, FFDA) must be followed by its end marker (EOI, FFD9): the
-    # entropy-coded data in between cannot contain FFD9, and an EXIF thumbnail's markers
-    # all come before the main image's scans. Searching back for the EOI, then forward
-    # for a later SOS, reads only the file's tail when it is whole.
-    if fmt == "JPEG" and data.find(b"\xff\xda", data.rfind(b"\xff\xd9") + 1) >= 0:
-        raise CorruptImage("That JPEG is incomplete (it was cut off before its end).")
-    if fmt == "PNG" and data.rfind(b"IEND") < 0:
-        raise CorruptImage("That PNG is incomplete (it was cut off before its end).")
-
-
 @contextmanager
 def _pillow_boundary(max_pixels: int) -> Iterator[None]:
     """Translate what Pillow raises into our errors."""
@@ -202,11 +191,12 @@ def probe_image(
 ) -> ImageInfo:
     """Check format, byte and pixel caps from the header alone, without decoding pixels."""
     fmt = _check_bytes(data, max_bytes)
-    _check_complete(data, fmt)
+    # Refuses files cut off before their picture ends, or too costly to decode; counts
+    # frames without Pillow's n_frames, which seeks through every frame of a GIF.
+    structure = walk(data, fmt)
     with _pillow_boundary(max_pixels):
         img = _open(data, fmt, max_pixels)
-        frames = int(getattr(img, "n_frames", 1))
-        return ImageInfo(format=fmt, width=img.width, height=img.height, frames=frames)
+        return ImageInfo(format=fmt, width=img.width, height=img.height, frames=structure.frames)
 
 
 def load_image(
@@ -220,7 +210,9 @@ def load_image(
     if target_size is not None and target_size < 1:
         raise ValueError(f"target_size must be positive, got {target_size}")
     fmt = _check_bytes(data, max_bytes)
-    _check_complete(data, fmt)
+    # Also here, not only in the bot: Pillow refuses truncated files only while
+    # ImageFile.LOAD_TRUNCATED_IMAGES is False, a process-wide switch any library may flip.
+    walk(data, fmt)
     with _pillow_boundary(max_pixels):
         img = _open(data, fmt, max_pixels)
         width, height = img.size

@@ -40,6 +40,13 @@ class EngineSettings(ImageLimits):
     # a thread does. 0: in a thread of the worker. A 24-megapixel JPEG takes 31-149 ms to
     # decode and reduce (bench/intake.py); raise it for big batches of big photos.
     prepare_processes: int = Field(default=2, ge=0, le=64)
+    # Wall-clock budget for preparing one picture in a preparing process (decode, reduce,
+    # resize, tokenise); a picture over it is refused and its process replaced. 0: none.
+    # Ordinary pictures take 0.03-1.2 s at the 40-megapixel cap on a busy 2-core machine
+    # (docs/operations.md); hostile ones are meant to take minutes. A thread cannot be
+    # stopped, so with PREPARE_PROCESSES=0 (and in the offline CLI) only the structural
+    # caps of inference.structure apply.
+    decode_timeout_s: float = Field(default=5.0, ge=0)
     # Threads torch uses on the CPU for the engine (not for CUDA). Default: one fewer than
     # the cores, so the worker's own CPU side (Redis, the preparing processes) keeps a core:
     # an OpenMP team spread over every core stalls whenever anything else runs (measured

@@ -16,6 +16,7 @@ from sandbox.discord import DiscordServer
 from tests.discord_server.expect import answer_for, error_for, reply_answer
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import one_shape_scene, png_bytes
+from tests.hostile import progressive_jpeg, repeated_scans, with_trailer
 
 __all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
 
@@ -40,6 +41,11 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def scan_bomb() -> bytes:
+    """A 0.1 MB progressive JPEG whose last scan repeats 2,000 times (issue 19)."""
+    return repeated_scans(progressive_jpeg((2000, 2000)), 2_000)
+
+
 def cdn_fetches(server: DiscordServer, since: int) -> int:
     return len(server.recorder.matching(lambda r: r.route == "/cdn", since=since))
 
@@ -51,6 +57,7 @@ def cdn_fetches(server: DiscordServer, since: int) -> int:
         ("cut.jpg", truncated_jpeg(), "image/jpeg", "incomplete"),
         ("notes.png", b"just some text, not a picture\n" * 4, "image/png", "not an image"),
         ("bomb.png", png_declaring(50_000, 50_000), "image/png", "too many pixels"),
+        ("scans.jpg", scan_bomb(), "image/jpeg", "more than 64 scans"),
     ],
 )
 async def test_broken_upload_gets_its_specific_error(
@@ -118,6 +125,24 @@ async def test_animated_gif_answers_its_first_frame(
     assert f"{scene.shapes[0].color} {scene.shapes[0].kind}" in answer.text
 
 
+async def test_a_motion_photo_is_answered(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    """A phone's motion photo: a JPEG with a video after its end. The marker search this
+    replaced refused about half of them as incomplete (this trailer among them)."""
+    scene = one_shape_scene(seed=26)
+    jpeg = png_bytes(scene.image, "JPEG", quality=95)
+    for seed in range(100):
+        motion = with_trailer(jpeg, 200_000, seed=seed)
+        tail = motion[motion.rfind(b"\xff\xd9") + 2 :]
+        if b"\xff\xda" in tail:  # what fooled the marker search
+            break
+    image = server.attachment(motion, "PXL_motion.jpg", "image/jpeg")
+    state = await server.slash("describe", user=server.user("xavier"), attachments={"image": image})
+    answer = await answer_for(server, state)
+    assert f"{scene.shapes[0].color} {scene.shapes[0].kind}" in answer.text
+
+
 async def test_bad_uploads_do_not_stall_good_requests(
     server: DiscordServer, bot: PalicordBot, worker: Worker
 ) -> None:
@@ -127,6 +152,7 @@ async def test_bad_uploads_do_not_stall_good_requests(
         server.attachment(b"", "e.png"),
         server.attachment(truncated_jpeg(), "t.jpg", "image/jpeg"),
         server.attachment(png_declaring(50_000, 50_000), "b.png"),
+        server.attachment(scan_bomb(), "s.jpg", "image/jpeg"),
     ]
     states = await asyncio.gather(
         *(

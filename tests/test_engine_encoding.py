@@ -20,20 +20,21 @@ from inference.demo import shapes
 from inference.demo.shapes import encode_png
 from inference.engine.encoding import UNREADABLE, Encoded, EncodeSpec, PreparePool
 from inference.engine.inputs import spec_from_processor
-from inference.errors import CorruptImage, ImageTooLarge, PalicordError
+from inference.errors import CorruptImage, ImageTooLarge, ImageTooSlow, PalicordError
 from inference.queue.memory import picture_digest
 from tests.demo import demo_engine
+from tests.hostile import progressive_jpeg, repeated_scans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _spec() -> EncodeSpec:
+def _spec(max_image_bytes: int = 200_000, max_image_pixels: int = 4_000_000) -> EncodeSpec:
     engine = demo_engine()
     return spec_from_processor(
         engine._loaded.processor,
         target_size=engine.image_size,
-        max_image_bytes=200_000,
-        max_image_pixels=4_000_000,
+        max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
     )
 
 
@@ -93,16 +94,14 @@ def test_a_dead_child_costs_no_request_and_the_pool_comes_back() -> None:
     pool = PreparePool(_spec(), processes=1)
     try:
         pool.start()
-        executor = pool._pool
-        assert executor is not None
-        (pid,) = list(executor._processes)
+        (pid,) = pool.pids()
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         items = _items(3)
         expected = [pool.local.encode(*item) for item in items]
         assert all(_same(a, b) for a, b in zip(pool.encode(items), expected, strict=True))
-        again = pool.encode(items)  # a fresh pool of processes
-        assert pool._pool is not None and pool._pool is not executor
+        again = pool.encode(items)  # a fresh process
+        assert len(pool.pids()) == 1 and pool.pids() != [pid]
         assert all(_same(a, b) for a, b in zip(again, expected, strict=True))
     finally:
         pool.close()
@@ -116,8 +115,7 @@ def test_pictures_that_keep_killing_their_process_are_refused_and_the_pool_recov
 
     def kill_every_child() -> None:
         while not stop.is_set():
-            executor = pool._pool
-            for pid in list(executor._processes) if executor is not None else []:
+            for pid in pool.pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.002)
@@ -138,13 +136,39 @@ def test_pictures_that_keep_killing_their_process_are_refused_and_the_pool_recov
         pool.close()
 
 
+def test_a_picture_over_its_budget_is_refused_while_its_neighbours_are_prepared() -> None:
+    """A 36-megapixel progressive JPEG with 63 scans passes the structural caps and takes
+    ~2 s to decode here; with a 0.5 s budget it is refused and its process replaced, while
+    the other process prepares the batch's other pictures. Fails on the executor-based
+    pool this replaced, which had no budget."""
+    bomb = repeated_scans(progressive_jpeg((6000, 6000)), 53)
+    pool = PreparePool(
+        _spec(max_image_bytes=2_000_000, max_image_pixels=40_000_000),
+        processes=2,
+        decode_timeout_s=0.5,
+    )
+    try:
+        pool.start()
+        before = set(pool.pids())
+        good = _items(4)
+        results = pool.encode([good[0], (bomb, "caption en"), *good[1:]])
+        assert isinstance(results[1], ImageTooSlow)
+        assert "takes too long to read (over 0.5 s)" in results[1].message
+        assert all(isinstance(r, Encoded) for i, r in enumerate(results) if i != 1)
+        assert len(pool.pids()) == 2 and len(before & set(pool.pids())) <= 1  # one replaced
+        again = pool.encode(good)
+        assert all(_same(a, pool.local.encode(*b)) for a, b in zip(again, good, strict=True))
+    finally:
+        pool.close()
+
+
 CHILD_PROGRAM = """
 import sys, time
 from tests.test_engine_encoding import _spec
 from inference.engine.encoding import PreparePool
 pool = PreparePool(_spec(), processes=2)
 pool.start()
-print(" ".join(str(p) for p in pool._pool._processes), flush=True)
+print(" ".join(str(p) for p in pool.pids()), flush=True)
 time.sleep(60)
 """
 
@@ -172,7 +196,7 @@ def test_without_processes_everything_runs_in_the_calling_thread() -> None:
     pool = PreparePool(_spec(), processes=0)
     items = _items(2)
     assert all(isinstance(r, Encoded) for r in pool.encode(items))
-    assert pool._pool is None
+    assert pool.pids() == []
 
 
 def _alive(pid: int) -> bool:

@@ -11,29 +11,38 @@ measurable. Next to a GPU the same holds: generation is a Python loop launching 
 What crosses the process boundary is small: the picture's bytes in, the prompt's token
 ids and the picture as 8-bit RGB at the model's side out (448 px: 0.6 MB). Normalising
 to floats happens on the device (`inputs.Normaliser`), where it costs nothing and the
-copy is a quarter of the size. A child that dies (a decoder crash, the OOM killer)
-breaks the pool: the batch's pictures are then prepared one at a time in fresh
-processes, and one that breaks its process again is refused with a clear error, so a
-hostile file can never take the worker down with it.
-With `PREPARE_PROCESSES=0`, everything runs in the calling thread.
+copy is a quarter of the size.
+
+Each process is handed one picture at a time, with a wall-clock budget
+(`DECODE_TIMEOUT_S`): a picture over it is refused and its process killed and replaced,
+while the other processes go on with the batch's other pictures. A child that dies (a
+decoder crash, the OOM killer) costs only the picture it held, which is tried once more
+in another process and refused with a clear error if it kills that one too, so a
+hostile file can never take the worker down with it, nor hold its batch for longer
+than the budget. With `PREPARE_PROCESSES=0`, everything runs in the calling thread,
+which cannot be stopped: only the structural caps (`inference.structure`) apply there.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import signal
 import sys
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 
 import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
-from inference.errors import CorruptImage, PalicordError
+from inference.errors import CorruptImage, ImageTooSlow, PalicordError
 from inference.intake import load_image
 from inference.queue.memory import picture_digest
 
@@ -105,84 +114,225 @@ class Encoding:
         return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only
 
 
-_CHILD: dict[str, Encoding] = {}  # the preparing process's own, set by its initializer
+_READY = "ready"
+# A child that has not finished importing after this long is stuck, not slow.
+START_TIMEOUT_S = 60.0
 
 
-def _start_child(spec: EncodeSpec) -> None:
+def _child_main(conn: Connection, spec: EncodeSpec) -> None:
+    """A preparing process: encode each (picture, prompt) it is sent, until told to stop."""
     if sys.platform.startswith("linux"):
         # Exit with the worker, even when it is killed outright (SIGKILL from a supervisor).
-        # Linux sends it when the thread that started the process ends: `start` runs on
-        # the worker's engine thread, which lives as long as the worker.
+        # Linux sends it when the thread that started the process ends: the first children
+        # start on the worker's engine thread, which lives as long as the worker; one that
+        # dies with a shorter-lived thread is replaced like any other dead child.
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    _CHILD["encoding"] = Encoding(spec)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    encoding = Encoding(spec)
+    conn.send(_READY)
+    while True:
+        try:
+            item = conn.recv()
+        except (EOFError, OSError):
+            return
+        if item is None:
+            return
+        try:
+            result: Encoded | PalicordError = encoding.encode(*item)
+        except Exception:  # a decoder bug must cost the picture, not the process
+            log.exception("preparing a picture failed unexpectedly")
+            result = CorruptImage()
+        conn.send(result)
 
 
-def _encode_in_child(item: tuple[bytes, str]) -> Encoded | PalicordError:
-    return _CHILD["encoding"].encode(*item)
+@dataclass(slots=True)
+class _Child:
+    """One preparing process and the picture it holds, if any."""
+
+    process: BaseProcess
+    conn: Connection
+    started_at: float
+    ready: bool = False
+    job: int | None = None  # index of the picture it was given
+    deadline: float | None = None  # when the picture's budget runs out
 
 
 class PreparePool:
-    """Encodes requests in `processes` spawned processes (0: in the calling thread)."""
+    """Encodes requests in `processes` spawned processes (0: in the calling thread), one
+    picture at a time per process, each within `decode_timeout_s` (None: no budget).
 
-    def __init__(self, spec: EncodeSpec, processes: int) -> None:
+    A picture over its budget is refused (`ImageTooSlow`) and its process killed and
+    replaced while the other processes go on with the batch's other pictures; a picture
+    whose process dies is tried once more in another one, and refused if it kills that
+    too. Either way a hostile file costs only its own request and at most its budget.
+    """
+
+    def __init__(
+        self, spec: EncodeSpec, processes: int, decode_timeout_s: float | None = None
+    ) -> None:
         self._local = Encoding(spec)
         self._spec = spec
         self._processes = processes
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._timeout_s = decode_timeout_s or None
+        self._children: list[_Child] = []
+        self._context = multiprocessing.get_context("spawn")
 
     @property
     def local(self) -> Encoding:
-        """The calling process's own encoding (the engine's checks and fallbacks use it)."""
+        """The calling process's own encoding (the engine's checks and the CLI use it)."""
         return self._local
+
+    def pids(self) -> list[int]:
+        """The preparing processes' ids (for tests and operators)."""
+        return [c.process.pid for c in self._children if c.process.pid is not None]
 
     def encode(self, items: Sequence[tuple[bytes, str]]) -> list[Encoded | PalicordError]:
         """Each (picture bytes, prompt) encoded, in order."""
         if self._processes == 0 or not items:
             return [self._local.encode(*item) for item in items]
-        pool = self._started()
-        try:
-            # One task per process, not per picture: each task costs a round trip through
-            # the executor's Python threads, which take the GIL from generation.
-            chunk = -(-len(items) // self._processes)
-            return list(pool.map(_encode_in_child, items, chunksize=chunk))
-        except concurrent.futures.process.BrokenProcessPool:
-            log.error("a preparing process died; preparing this batch one picture at a time")
-            self.close()
-            return [self._alone(item) for item in items]
-
-    def _alone(self, item: tuple[bytes, str]) -> Encoded | PalicordError:
-        """One picture in a process of its own: one that kills it again is refused, so a
-        picture that crashes a decoder costs only its own request, never the worker."""
-        try:
-            return self._started().submit(_encode_in_child, item).result()
-        except concurrent.futures.process.BrokenProcessPool:
-            log.error("a picture killed its preparing process; refusing it")
-            self.close()
-            return CorruptImage(UNREADABLE)
-
-    def _started(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:
-            # spawn, not fork: the worker holds CUDA state, OpenMP teams and threads, none
-            # of which survive a fork safely.
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_child,
-                initargs=(self._spec,),
-            )
-        return self._pool
+        return _Round(self, items).run()
 
     def start(self) -> None:
         """Start the processes now (they take ~1 s to import) rather than on first use."""
-        if self._processes:
-            pool = self._started()
-            list(pool.map(_ping, range(self._processes)))
+        if not self._processes:
+            return
+        self._fill()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        waiting = [c for c in self._children if not c.ready]
+        while waiting and time.monotonic() < deadline:
+            for conn in wait([c.conn for c in waiting], deadline - time.monotonic()):
+                child = next(c for c in waiting if c.conn is conn)
+                try:
+                    child.ready = child.conn.recv() == _READY
+                except (EOFError, OSError):
+                    self._discard(child)
+                waiting.remove(child)
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the processes, asking first and killing any that do not stop."""
+        children, self._children = self._children, []
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.conn.send(None)
+        for child in children:
+            child.process.join(timeout=2)
+            self._discard(child)
+
+    def _fill(self) -> None:
+        while len(self._children) < self._processes:
+            ours, theirs = self._context.Pipe()
+            # spawn, not fork: the worker holds CUDA state, OpenMP teams and threads,
+            # none of which survive a fork safely.
+            process = self._context.Process(
+                target=_child_main,
+                args=(theirs, self._spec),
+                name="palicord-prepare",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            self._children.append(_Child(process, ours, time.monotonic()))
+
+    def _discard(self, child: _Child) -> None:
+        """Kill (if need be) and forget a child."""
+        if child in self._children:
+            self._children.remove(child)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join(timeout=5)
+        child.conn.close()
 
 
-def _ping(n: int) -> int:
-    return n
+class _Round:
+    """One `encode` call: hands pictures to idle processes until each has its result."""
+
+    def __init__(self, pool: PreparePool, items: Sequence[tuple[bytes, str]]) -> None:
+        self.pool = pool
+        self.items = items
+        self.results: list[Encoded | PalicordError | None] = [None] * len(items)
+        self.pending = deque(range(len(items)))
+        self.strikes = [0] * len(items)
+        self.left = len(items)
+
+    def run(self) -> list[Encoded | PalicordError]:
+        pool = self.pool
+        while self.left:
+            pool._fill()
+            for child in pool._children:
+                if child.job is None and self.pending:
+                    # Given now, sent once the child is ready: a child that dies before
+                    # reading it still counts against the picture it was to prepare.
+                    child.job = self.pending.popleft()
+                    if child.ready:
+                        self._send(child)
+            waits = [c.conn for c in pool._children] + [c.process.sentinel for c in pool._children]
+            woke = set(wait(waits, self._next_deadline()))
+            now = time.monotonic()
+            for child in list(pool._children):
+                if child.conn in woke or child.process.sentinel in woke:
+                    self._hear(child)
+                elif child.deadline is not None and now >= child.deadline:
+                    self._too_slow(child)
+                elif not child.ready and now - child.started_at > START_TIMEOUT_S:
+                    self._lost(child)
+        pool._fill()  # replacements start importing while this batch generates
+        return [r for r in self.results if r is not None]
+
+    def _next_deadline(self) -> float | None:
+        now = time.monotonic()
+        times = [c.deadline for c in self.pool._children if c.deadline is not None]
+        times += [c.started_at + START_TIMEOUT_S for c in self.pool._children if not c.ready]
+        return max(0.0, min(times) - now) if times else None
+
+    def _send(self, child: _Child) -> None:
+        assert child.job is not None
+        try:
+            child.conn.send(self.items[child.job])
+        except OSError:  # it died meanwhile; its sentinel says so next round
+            return
+        timeout_s = self.pool._timeout_s
+        child.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def _hear(self, child: _Child) -> None:
+        try:
+            message = child.conn.recv() if child.conn.poll() else None
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            self._lost(child)
+        elif message == _READY:
+            child.ready = True
+            if child.job is not None:
+                self._send(child)
+        elif child.job is not None and isinstance(message, Encoded | PalicordError):
+            self._settle(child.job, message)
+            child.job = child.deadline = None
+
+    def _settle(self, index: int, result: Encoded | PalicordError) -> None:
+        self.results[index] = result
+        self.left -= 1
+
+    def _too_slow(self, child: _Child) -> None:
+        assert child.job is not None
+        log.warning("a picture took over %.1f s to prepare; refusing it", self.pool._timeout_s)
+        self._settle(
+            child.job,
+            ImageTooSlow(
+                f"This picture takes too long to read (over {self.pool._timeout_s:g} s). "
+                "Save it again as an ordinary PNG or JPEG and try again."
+            ),
+        )
+        self.pool._discard(child)
+
+    def _lost(self, child: _Child) -> None:
+        """The child died (or never started): its picture gets one more try elsewhere."""
+        self.pool._discard(child)
+        if child.job is None:
+            return
+        self.strikes[child.job] += 1
+        if self.strikes[child.job] >= 2:
+            log.error("a picture killed its preparing process twice; refusing it")
+            self._settle(child.job, CorruptImage(UNREADABLE))
+        else:
+            log.error("a preparing process died; trying its picture once more")
+            self.pending.appendleft(child.job)

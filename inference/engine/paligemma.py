@@ -70,6 +70,7 @@ class PaliGemmaEngine:
         max_image_pixels: int,
         feature_cache_max_bytes: int = 0,
         prepare_processes: int = 0,
+        decode_timeout_s: float | None = None,
         torch_threads: int | None = None,
     ) -> None:
         self._loaded = loaded
@@ -81,7 +82,7 @@ class PaliGemmaEngine:
             max_image_bytes=max_image_bytes,
             max_image_pixels=max_image_pixels,
         )
-        self._pool = PreparePool(spec, prepare_processes)
+        self._pool = PreparePool(spec, prepare_processes, decode_timeout_s)
         self._normalise = Normaliser(loaded.processor)
         check_against_processor(self._pool.local, self._normalise, loaded.processor)
         self._pad_token_id = int(loaded.processor.tokenizer.pad_token_id)
@@ -97,6 +98,7 @@ class PaliGemmaEngine:
             max_image_pixels=settings.max_image_pixels,
             feature_cache_max_bytes=settings.feature_cache_max_bytes,
             prepare_processes=settings.prepare_processes,
+            decode_timeout_s=settings.decode_timeout_s,
             torch_threads=settings.torch_threads,
         )
 
