@@ -20,6 +20,7 @@ from inference.worker import Worker
 from inference.worker.testing import SleepEngine
 from tests.conftest import REDIS_URL, collect
 from tests.demo import DEMO_MODEL, ROOT, demo_engine, demo_settings
+from tests.hostile import progressive_jpeg, repeated_scans
 
 
 async def test_the_worker_serves_the_demo_model_through_the_queue(
@@ -105,3 +106,46 @@ async def test_workers_of_different_models_share_one_queue(
     assert all(results[j].worker_id == "demo-host" and results[j].ok for j in captions)
     by_reader = [r for r in results.values() if r.worker_id == "ocr-host"]
     assert by_reader and all(r.task is Task.OCR for r in by_reader)
+
+
+async def test_a_decode_bomb_is_refused_within_its_budget_and_its_batch_answered(
+    queue_client: QueueClient, redis_prefix: str
+) -> None:
+    """Issue 19's decode bomb, kept under the structural scan cap (63 scans, ~2 s to decode
+    here) so that only the time budget can stop it: it gets its own refusal, and the other
+    requests of its batch are answered. Before the budget, the batch waited for it."""
+    bomb = repeated_scans(progressive_jpeg((6000, 6000)), 53)
+    rng = random.Random(99)
+    scenes = [shapes.make_scene(rng, size=(200, 160), min_shapes=1, max_shapes=1) for _ in range(3)]
+    kinds = [scenes[0].shapes[0].kind] + [s.shapes[0].kind for s in scenes]
+    pictures = [bomb, *(encode_png(s.image) for s in scenes)]
+    for i, (kind, picture) in enumerate(zip(kinds, pictures, strict=True)):
+        spec = TaskSpec.build("answer", question=f"what color is the {kind}?")
+        job = queue_client.new_job(spec, guild_id=f"g{i}", user_id="u", context={"i": str(i)})
+        await queue_client.submit(job, picture)
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": redis_prefix,
+        "MODEL_ID": str(DEMO_MODEL),
+        "DEVICE": demo_settings().device or "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "DECODE_TIMEOUT_S": "0.5",
+        "PREPARE_PROCESSES": "2",
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inference.worker", "--burst", "--log-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = {d.result.context["i"]: d.result for d in await collect(queue_client, 4)}
+    assert not results["0"].ok and results["0"].error == "image_too_slow"
+    assert "takes too long to read" in (results["0"].message or "")
+    for i, scene in enumerate(scenes, start=1):
+        assert results[str(i)].ok and results[str(i)].text == scene.shapes[0].color
