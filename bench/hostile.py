@@ -1,0 +1,171 @@
+"""Hostile inputs through the real bot and worker on the demo model, before and after the
+hardening of issue 19, side by side in one run.
+
+    .venv/bin/python -m bench.hostile [--bomb-scans 1000]
+
+Decode bomb: a 6000×6000 progressive JPEG whose last scan repeats `--bomb-scans` times
+(0.6 MB) is sent to `/describe` from one server, and one second later an ordinary picture
+from another. "Before" emulates the previous code: no structural cap in the bot or the
+worker (`MAX_JPEG_SCANS` lifted in both processes) and preparation without a time budget
+(`PREPARE_PROCESSES=0`, DECODE_TIMEOUT_S off). "After" is the default configuration. Both
+print the seconds from each request to its final reply (the bomb's answer or error, the
+neighbour's answer). A second row sends a bomb kept under the scan cap (63 scans, which
+only the decode budget can stop) with a budget of 1 s.
+
+The bot runs in this process against the local Discord-compatible server of the tests;
+the worker is `python -m inference.worker`, a separate process. Not a CI test: it takes a
+few minutes and its figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from inference import structure
+from inference.queue import QueueClient
+from sandbox.discord import DiscordServer
+from sandbox.discord.interactions import InteractionState
+from sandbox.discord.recorder import Recorded
+from tests.discord_server.harness import (
+    REDIS_URL,
+    bot_settings,
+    delete_prefix,
+    one_shape_scene,
+    png_bytes,
+    running_bot,
+    unique_prefix,
+    worker_settings,
+)
+from tests.hostile import progressive_jpeg, repeated_scans
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "palicord-tiny"
+REPLY_TIMEOUT_S = 600.0
+# The previous code, for the worker: the scan cap lifted in the process that prepares.
+UNCAPPED_WORKER = (
+    "import runpy, inference.structure as s; s.MAX_JPEG_SCANS = 10**9; "
+    "runpy.run_module('inference.worker', run_name='__main__')"
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    uncapped: bool
+    env: dict[str, str]
+
+
+def start_worker(prefix: str, mode: Mode) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "MODEL_ID": str(DEMO_MODEL),
+        "LINGER_S": "0",
+        "OMP_NUM_THREADS": "2",
+        "METRICS_PORT": "0",
+        **mode.env,
+    }
+    tail = ["--log-level", "ERROR"]
+    if mode.uncapped:
+        return subprocess.Popen([sys.executable, "-c", UNCAPPED_WORKER, *tail], env=env, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "inference.worker", *tail], env=env, cwd=ROOT)
+
+
+async def final_reply(server: DiscordServer, state: InteractionState) -> Recorded:
+    """The interaction's answer (an edit with embeds) or its error (an ephemeral post)."""
+    [rec] = await server.recorder.wait_for(
+        lambda r: (
+            r.params.get("token") == state.token
+            and (
+                (r.method == "PATCH" and bool(r.payload.get("embeds")))
+                or (r.method == "POST" and r.ephemeral)
+            )
+        ),
+        timeout_s=REPLY_TIMEOUT_S,
+    )
+    return rec
+
+
+async def bomb_and_neighbour(mode: Mode, bomb: bytes) -> tuple[float, float, str]:
+    """Seconds to the bomb's final reply, the neighbour's, and what the bomb's sender saw."""
+    server = DiscordServer(guild_count=2)
+    await server.start()
+    prefix = unique_prefix()
+    redis = Redis.from_url(REDIS_URL)
+    worker = start_worker(prefix, mode)
+    saved_cap = structure.MAX_JPEG_SCANS
+    if mode.uncapped:
+        structure.MAX_JPEG_SCANS = 10**9  # the bot's probe, in this process
+    try:
+        probe = QueueClient(redis, worker_settings(prefix), instance_id="probe")
+        async with asyncio.timeout(120):
+            while not await probe.workers():  # noqa: ASYNC110 (another process)
+                await asyncio.sleep(0.1)
+        hostile, quiet = server.guilds
+        settings = bot_settings(server, prefix, max_image_bytes=20 * 2**20)
+        async with running_bot(settings):
+            bad = server.attachment(bomb, "bomb.jpg", "image/jpeg")
+            good = server.attachment(png_bytes(one_shape_scene(seed=8).image), "ok.png")
+            sent_bomb = time.monotonic()
+            bomb_state = await server.slash(
+                "describe", user=server.user("mallory"), guild=hostile, attachments={"image": bad}
+            )
+            await asyncio.sleep(1.0)
+            sent_good = time.monotonic()
+            good_state = await server.slash(
+                "describe", user=server.user("alice"), guild=quiet, attachments={"image": good}
+            )
+            bomb_reply, good_reply = await asyncio.gather(
+                final_reply(server, bomb_state), final_reply(server, good_state)
+            )
+        embeds = bomb_reply.payload.get("embeds") or [{}]
+        seen = bomb_reply.content or "answered: " + str(embeds[0].get("description"))
+        return bomb_reply.at - sent_bomb, good_reply.at - sent_good, seen
+    finally:
+        structure.MAX_JPEG_SCANS = saved_cap
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 30)
+        await delete_prefix(redis, prefix)
+        await redis.aclose()
+        await server.close()
+
+
+async def run(bomb_scans: int) -> None:
+    big = progressive_jpeg((6000, 6000))
+    bomb = repeated_scans(big, bomb_scans)
+    under_cap = repeated_scans(big, structure.MAX_JPEG_SCANS - 10)
+    before = Mode("before (no cap, no budget)", True, {"PREPARE_PROCESSES": "0"})
+    after = Mode("after (defaults)", False, {})
+    budget = Mode("after, DECODE_TIMEOUT_S=1", False, {"DECODE_TIMEOUT_S": "1"})
+    rows = [
+        (f"{bomb_scans + 10:,}-scan bomb, {len(bomb) / 1e6:.2f} MB", before, bomb),
+        (f"{bomb_scans + 10:,}-scan bomb, {len(bomb) / 1e6:.2f} MB", after, bomb),
+        (f"63-scan bomb, {len(under_cap) / 1e6:.2f} MB", before, under_cap),
+        (f"63-scan bomb, {len(under_cap) / 1e6:.2f} MB", budget, under_cap),
+    ]
+    print(f"{'input':<28} {'mode':<28} {'bomb reply s':>12} {'neighbour s':>12}  bomb's sender saw")
+    for label, mode, data in rows:
+        bomb_s, good_s, seen = await bomb_and_neighbour(mode, data)
+        print(f"{label:<28} {mode.name:<28} {bomb_s:>12.1f} {good_s:>12.1f}  {seen[:70]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bomb-scans", type=int, default=1000)
+    args = parser.parse_args()
+    asyncio.run(run(args.bomb_scans))
+
+
+if __name__ == "__main__":
+    main()
