@@ -36,13 +36,13 @@ def test_settings_never_show_the_password(
 
 
 def test_an_image_must_outlive_its_jobs_deadline() -> None:
-    with pytest.raises(ValidationError, match="image_ttl_s"):
+    with pytest.raises(ValidationError, match="IMAGE_TTL_S"):
         QueueSettings(job_deadline_s=3600, image_ttl_s=1800)
     QueueSettings(job_deadline_s=600, image_ttl_s=1800)
 
 
 def test_the_idle_wait_fits_inside_the_redis_timeout() -> None:
     # The idle wait is a blocking pop; a longer one would time out as if Redis were down.
-    with pytest.raises(ValidationError, match="idle_wait_s"):
+    with pytest.raises(ValidationError, match="IDLE_WAIT_S"):
         WorkerSettings(idle_wait_s=5.0, redis_timeout_s=5.0)
     WorkerSettings(idle_wait_s=1.0, redis_timeout_s=5.0)
