@@ -149,7 +149,9 @@ def test_every_secret_setting_is_in_the_test() -> None:
 DEBUG_LOGS = """
 import logging
 from bot.__main__ import setup_logging
+from inference.ops import use_log_format
 setup_logging()
+use_log_format({log_format!r})
 logging.getLogger("discord").setLevel(logging.DEBUG)
 token = {token!r}
 webhook = f"https://discord.com/api/v10/webhooks/1234567890/{{token}}/messages/@original"
@@ -171,10 +173,11 @@ print("logged", flush=True)
 """
 
 
-def test_discord_child_loggers_at_debug_never_print_an_interaction_token() -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_discord_child_loggers_at_debug_never_print_an_interaction_token(log_format: str) -> None:
     token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5OnNlY3JldHRva2VuX2Zvcl90ZXN0cw"
     done = subprocess.run(  # noqa: PLW1510 (the exit status is what is tested)
-        [sys.executable, "-c", DEBUG_LOGS.format(token=token)],
+        [sys.executable, "-c", DEBUG_LOGS.format(token=token, log_format=log_format)],
         env=clean_env(),
         capture_output=True,
         text=True,
@@ -183,6 +186,7 @@ def test_discord_child_loggers_at_debug_never_print_an_interaction_token() -> No
     assert done.returncode == 0, done.stderr
     assert "logged" in done.stdout
     assert "discord.webhook.async_" in done.stderr and "send failed" in done.stderr
+    assert "OSError: 404" in done.stderr  # the traceback is kept, cleaned
     assert done.stderr.count(REDACTED) >= 14, done.stderr
     assert sorted(p for p in pieces(token) if p in done.stderr) == [], done.stderr
 
