@@ -89,7 +89,8 @@ def clean_env(**settings: str) -> dict[str, str]:
     """Only what Python needs, the secrets, and `settings`: no developer's settings leak in."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     env |= {"DISCORD_TOKEN": DISCORD_TOKEN, "HF_TOKEN": HF_TOKEN, "REDIS_URL": redis_url()}
-    env |= {"HF_HUB_OFFLINE": "1", "LOCAL_REDIS_PORT": "1"}  # the sandbox starts nothing
+    # Nothing is served or started: no metrics port, no Redis looked for by the sandbox.
+    env |= {"HF_HUB_OFFLINE": "1", "METRICS_PORT": "0", "LOCAL_REDIS_PORT": "1"}
     env |= settings
     return {k: v for k, v in env.items() if v}
 
@@ -130,6 +131,32 @@ def test_a_wrong_setting_is_named_and_no_value_is_shown(
     for secret in (*SECRETS, *([wrong] if wrong else [])):
         shown = sorted(p for p in pieces(secret) if p in output)
         assert shown == [], output
+
+
+@pytest.mark.slow  # imports torch: seconds per case
+@pytest.mark.parametrize(
+    "program",
+    [(*WORKER[:2], "--engine", "inference.worker.__main__:_default_engine"), CLI],
+    ids=["worker", "cli"],
+)
+@pytest.mark.parametrize("device", ["quantumchip", "cuda:99"])
+def test_a_device_torch_refuses_ends_in_one_line(
+    program: tuple[str, ...], device: str, tmp_path: Path
+) -> None:
+    """Refused when the model loads, by torch, in a traceback on the old code."""
+    done = subprocess.run(  # noqa: PLW1510 (the exit status is what is tested)
+        [sys.executable, *program],
+        env=clean_env(DEVICE=device, MODEL_ID=str(ROOT / "models" / "palicord-tiny")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output and "DEVICE" in output, output
+    for secret in (*SECRETS, device):
+        assert sorted(p for p in pieces(secret) if p in output) == [], output
 
 
 def test_every_secret_setting_is_in_the_test() -> None:

@@ -8,7 +8,8 @@ settings and `--engine-option KEY=VALUE` pairs), e.g. the stand-ins in
 
 Exit status: 0 after SIGTERM/SIGINT or a finished burst; 3 after an unrecoverable CUDA
 error and 4 when a batch runs past MAX_BATCH_RUN_S (a hung engine), so that a supervisor
-restarts the process; 2 for bad arguments.
+restarts the process; 2 for bad arguments or a wrong setting (one line that names it, never
+its value); 1 when the model cannot be loaded (one line saying why).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from inference.engine import Engine
-from inference.errors import ConfigurationError
+from inference.errors import ConfigurationError, ModelError
 from inference.ops import WORKER_METRICS_PORT, resolve_port, serve_ops, use_log_format
 from inference.queue import connect
 from inference.queue.settings import load_settings
@@ -35,6 +36,7 @@ from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 log = logging.getLogger("inference.worker")
 
 EngineFactory = Callable[..., Engine]
+EXIT_NO_MODEL = 1
 EXIT_USAGE = 2
 
 
@@ -127,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.metrics_host, port, metrics.registry, lambda: any(w.ready for w in workers)
     )
     try:
-        engine = factory(settings, **options)
+        try:
+            engine = factory(settings, **options)
+        except ModelError as exc:  # MODEL_ID, QUANTIZATION or DEVICE the libraries refuse
+            log.error("cannot load the model: %s", exc.message)
+            return EXIT_NO_MODEL
         try:
             return asyncio.run(
                 serve(settings, engine, burst=args.burst, metrics=metrics, on_worker=workers.append)
