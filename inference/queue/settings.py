@@ -18,7 +18,7 @@ import re
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from inference.errors import ConfigurationError
@@ -40,12 +40,12 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as exc:
         # `from None`: the ValidationError (inputs and all) must not ride along as a cause.
-        raise ConfigurationError(describe_errors(exc)) from None
+        raise ConfigurationError(describe_errors(exc, cls)) from None
     except SettingsError as exc:  # pydantic-settings names the field, not the value
         raise ConfigurationError(str(exc)) from None
 
 
-def describe_errors(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError, cls: type[BaseSettings]) -> str:
     """One line: `SETTING: what is wrong` for each error, from pydantic's location and
     message only (never `input`); a cross-field error names its settings itself."""
     problems = []
@@ -53,8 +53,17 @@ def describe_errors(exc: ValidationError) -> str:
         loc = error["loc"]
         message = error["msg"].removeprefix("Value error, ")
         name = loc[0] if loc and isinstance(loc[0], str) else None
-        problems.append(f"{name.upper()}: {message}" if name else message)
+        problems.append(f"{_env_names(cls, name)}: {message}" if name else message)
     return "; ".join(problems)
+
+
+def _env_names(cls: type[BaseSettings], name: str) -> str:
+    """The environment variable(s) a field is read from: HF_OFFLINE/HF_HUB_OFFLINE."""
+    field = cls.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices):
+        return "/".join(c.upper() for c in alias.choices if isinstance(c, str))
+    return name.upper()
 
 
 def _redis_url_problem(url: str, cluster: bool) -> str | None:
