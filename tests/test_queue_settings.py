@@ -64,8 +64,8 @@ def test_the_idle_wait_fits_inside_the_redis_timeout() -> None:
         ("unix:///run/redis.sock?db=1", False, None),
         ("http://cache:6379/0", False, "must start with"),
         ("redis://:pw/Xy9@cache:6379/0", False, "percent-encoded"),
-        ("redis://cache:6379/zero", False, "database number"),
-        ("redis://cache:6379/0?db=one", False, "database number"),
+        ("redis://cache:6379/zero", False, "must be a number"),
+        ("redis://cache:6379/0?db=one", False, "must be a number"),
     ],
 )
 def test_a_redis_url_redis_py_would_refuse_is_refused_by_the_settings(

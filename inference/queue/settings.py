@@ -86,7 +86,7 @@ def _redis_url_problem(url: str, cluster: bool) -> str | None:
     path = parts.path.strip("/")
     db = query["db"][0] if query.get("db") else path
     if db and not db.isdigit():
-        return "REDIS_URL's path must be a database number, such as /0"
+        return "REDIS_URL's database (its path, or ?db=) must be a number, such as /0"
     if cluster and not parts.hostname:
         return "REDIS_CLUSTER needs a REDIS_URL with the host of one of the cluster's nodes"
     if cluster and db and int(db) != 0:
