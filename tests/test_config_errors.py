@@ -4,7 +4,8 @@ run as a real process with recognisable secrets in its environment, answers each
 wrong setting (a bad number, a field's constraint, a field's own validator, a cross-field
 rule, a REDIS_URL that redis-py would refuse later) with exit status 2 and one line naming
 the setting, no traceback, and not six characters in a row of any secret or of the wrong
-value itself. The bot's log filter covers every discord.py logger, child loggers included.
+value itself; a DEVICE torch refuses, once the model loads, likewise in one line (exit 1).
+The bot's log filter covers every discord.py logger, child loggers included.
 
 Each case fails on the code before this test: pydantic's message quoted the inputs (all
 of them, secrets included, for a cross-field rule), a wrong SHARD_IDS or WORKER_ID was
@@ -136,7 +137,7 @@ def test_a_wrong_setting_is_named_and_no_value_is_shown(
 @pytest.mark.slow  # imports torch: seconds per case
 @pytest.mark.parametrize(
     "program",
-    [(*WORKER[:2], "--engine", "inference.worker.__main__:_default_engine"), CLI],
+    [WORKER[:2], CLI],  # the worker with its default engine, the model
     ids=["worker", "cli"],
 )
 @pytest.mark.parametrize("device", ["quantumchip", "cuda:99"])
