@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from inference.detection import Detection
-from inference.errors import PalicordError
+from inference.errors import ConfigurationError, PalicordError
+from inference.queue.settings import load_settings
 from inference.settings import EngineSettings
 from inference.tasks import Task, TaskSpec
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         overrides["quantization"] = args.quantization
     if args.device:
         overrides["device"] = args.device
-    settings = EngineSettings(**overrides)  # type: ignore[arg-type]
+    settings = load_settings(EngineSettings, **overrides)
 
     # Check the picture before the slow model load, so a bad file fails in a blink.
     from inference.intake import probe_image
@@ -150,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     try:
         output = run(args)
+    except ConfigurationError as exc:  # names the wrong settings, never their values
+        print(f"error: bad configuration: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     except PalicordError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
