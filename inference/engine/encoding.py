@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import json
 import logging
 import multiprocessing
 import signal
@@ -47,7 +48,7 @@ class EncodeSpec:
     """Everything a preparing process needs, small and picklable."""
 
     tokenizer_json: str  # the checkpoint's tokenizer, serialised
-    prefix: str  # the image placeholders and <bos>, as PaliGemma's processor writes them
+    prefix: str  # the image placeholders and <bos>: the only control tokens a prompt gets
     add_special_tokens: bool  # whether the processor lets the tokenizer add its own
     side: tuple[int, int] | None  # (width, height) the processor resizes to; None: no resize
     resample: int  # PIL's filter number, from the processor config
@@ -72,6 +73,14 @@ class Encoding:
     def __init__(self, spec: EncodeSpec) -> None:
         self.spec = spec
         self._tokenizer = Tokenizer.from_str(spec.tokenizer_json)
+        self._text = text_only(spec.tokenizer_json)
+        # A multi-character added token a text tokenizer still builds (merges leading to
+        # it) is replaced by its characters, tokenised one by one: none can come back.
+        self._spelled = {
+            token_id: [i for char in token.content for i in self._text.encode(char).ids]
+            for token_id, token in self._tokenizer.get_added_tokens_decoder().items()
+            if len(token.content) > 1
+        }
 
     def encode(self, image: bytes, prompt: str) -> Encoded | PalicordError:
         """The request's token ids and square RGB picture; a bad picture is its error."""
@@ -93,16 +102,42 @@ class Encoding:
         )
 
     def token_ids(self, prompt: str) -> np.ndarray:
-        """The prompt as PaliGemma's processor expands it: placeholders, <bos>, prompt, \\n."""
-        text = self.spec.prefix + prompt + "\n"
-        ids = self._tokenizer.encode(text, add_special_tokens=self.spec.add_special_tokens).ids
-        return np.asarray(ids, dtype=np.int64)
+        """The prompt as PaliGemma's processor expands it: placeholders, <bos>, prompt, \\n;
+        the prompt read as text, whatever tokens of the model's it spells."""
+        prefix = self._tokenizer.encode(
+            self.spec.prefix, add_special_tokens=self.spec.add_special_tokens
+        )
+        end = self._tokenizer.encode("\n", add_special_tokens=False)
+        return np.asarray(prefix.ids + self.text_ids(prompt) + end.ids, dtype=np.int64)
+
+    def text_ids(self, text: str) -> list[int]:
+        """`text` tokenised as plain text: no added token spelled in it becomes its token."""
+        ids = self._text.encode(text, add_special_tokens=False).ids
+        return [j for i in ids for j in self._spelled.get(i, (i,))]
 
     def square(self, image: Image.Image) -> np.ndarray:
         """The picture resized as the processor resizes it, as 8-bit RGB."""
         if self.spec.side is not None:
             image = image.resize(self.spec.side, Image.Resampling(self.spec.resample))
         return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only
+
+
+def text_only(tokenizer_json: str) -> Tokenizer:
+    """The tokenizer with none of its added tokens matched in the text it encodes.
+
+    The processor's tokenizer turns `<image>`, `<bos>`, `<eos>`, `<locNNNN>`, `<segNNN>`...
+    typed in a question into the model's control tokens (an extra `<image>` fails the whole
+    batch: "Image features and image tokens do not match"). `encode_special_tokens` stops
+    that only for tokens marked special, and a checkpoint's loc/seg tokens are not, so every
+    added token is marked special here first. Text without added tokens is split at exactly
+    the same places as before: they only ever cut a text into segments tokenised alone.
+    """
+    config = json.loads(tokenizer_json)
+    for token in config.get("added_tokens", []):
+        token["special"] = True
+    tokenizer = Tokenizer.from_str(json.dumps(config))
+    tokenizer.encode_special_tokens = True
+    return tokenizer
 
 
 _CHILD: dict[str, Encoding] = {}  # the preparing process's own, set by its initializer
