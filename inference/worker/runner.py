@@ -63,13 +63,9 @@ def generate_resilient(
             if is_fatal_device_error(exc):
                 raise FatalEngineError(str(exc)) from exc
             if len(chunk) == 1:
-                # A row's own failure is a bug to find: keep its traceback.
-                log.error(
-                    "request failed alone: %s: %s",
-                    type(exc).__name__,
-                    exc,
-                    exc_info=not is_out_of_memory(exc),
-                )
+                log.error("request failed alone: %s: %s", type(exc).__name__, exc)
+                # A row's own failure is a bug to find, but the CLI's stderr stays one line.
+                log.debug("the request's traceback", exc_info=exc)
                 results.append(_failed(chunk[0]))
                 continue
             kind = "out of memory" if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
