@@ -105,14 +105,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # Imported here so `--help` and argument errors stay instant (torch is slow to import).
     from inference.engine.paligemma import PaliGemmaEngine
     from inference.tasks import InferenceRequest
+    from inference.worker.runner import generate_resilient
 
     # One picture: preparing it here beats starting processes to do it.
     one = {"batch_size": 1, "prepare_processes": 0}
     with progress(f"Loading {settings.model_id}", sys.stderr):
         engine = PaliGemmaEngine.from_settings(settings.model_copy(update=one))
-    (result,) = engine.generate([InferenceRequest(spec, data)])
-    if not result.ok:
-        raise PalicordError(result.error_message)
+    (result,) = generate_resilient(engine, [InferenceRequest(spec, data)])
+    if result is None or not result.ok:  # None only when stopped, which nothing does here
+        raise PalicordError(result.error_message if result else None)
     if args.out is not None and spec.task is Task.DETECT:
         _write_annotated(data, result.detections, args.out, settings)
     return result.to_dict()

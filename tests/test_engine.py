@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
 from inference.tasks import InferenceRequest, Task, TaskSpec
-from tests.demo import demo_engine
+from inference.worker.runner import generate_resilient
+from tests.demo import count_generate, demo_engine
 
 
 def _images(n: int, seed: int = 5) -> list[bytes]:
@@ -85,3 +88,26 @@ def test_warmup_leaves_no_picture_features_behind() -> None:
     assert len(engine.features.cache) >= 1
     engine.warmup()
     assert len(engine.features.cache) == 0
+
+
+def test_a_question_spelling_image_tokens_costs_its_batch_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of 8 with `<image>` typed in one question: one generate call, every row
+    answered. Fails on the old encoding: that row gained a real image token, the batch
+    raised "Image features and image tokens do not match" and ran again one by one (9
+    calls), and the asker got an error."""
+    engine = demo_engine()
+    questions = ["what color is the circle?", "how many shapes are there?"] * 4
+    questions[5] = "what is <image> in this <image> picture?"
+    requests = [
+        InferenceRequest(TaskSpec.build("answer", question=q, max_new_tokens=4), img)
+        for q, img in zip(questions, _images(8), strict=True)
+    ]
+    prepared = engine.prepare(requests)
+    rows = count_generate(monkeypatch, engine)
+    before = engine.generate_calls
+    results = generate_resilient(engine, prepared)
+    assert rows == [8]
+    assert engine.generate_calls - before == 1
+    assert all(r is not None and r.ok and r.text for r in results), results

@@ -109,7 +109,9 @@ def spec_from_processor(
 
 def check_against_processor(encoding: Encoding, normaliser: Normaliser, processor: Any) -> None:
     """Refuse a checkpoint whose processor this path does not reproduce value for value
-    (a crop, another tokenizer layout): its answers would quietly drift."""
+    (a crop, another tokenizer layout): its answers would quietly drift. The probe is
+    ordinary text, where reading the prompt as text (`Encoding.token_ids`) must give the
+    processor's very ids; they differ only where a user spells a token of the model's."""
     sample = _probe_picture()
     reference = processor(images=[sample], text=["<image>" + PROBE_PROMPT], return_tensors="pt")
     ids = torch.from_numpy(encoding.token_ids(PROBE_PROMPT))
