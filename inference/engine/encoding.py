@@ -43,9 +43,11 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
+from inference.display import DisplayPicture, load_with_display
 from inference.errors import CorruptImage, ImageTooSlow, PalicordError
 from inference.intake import load_image
 from inference.queue.memory import picture_digest
+from inference.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class Encoded:
     pixels: np.ndarray  # uint8 (height, width, 3)
     original_size: tuple[int, int]
     digest: str  # the picture's id, as the bot's picture store names it
+    display: DisplayPicture | None = None  # for tasks that draw their answer on the picture
 
 
 def text_only(tokenizer_json: str) -> Tokenizer:
@@ -115,15 +118,16 @@ class Encoding:
         }
 
     def encode(self, image: bytes, prompt: str) -> Encoded | PalicordError:
-        """The request's token ids and square RGB picture; a bad picture is its error."""
+        """The request's token ids and square RGB picture, and the display copy when its
+        answer is drawn on the picture; a bad picture is its error."""
         spec = self.spec
+        limits = {"max_bytes": spec.max_image_bytes, "max_pixels": spec.max_image_pixels}
+        display = None
         try:
-            loaded = load_image(
-                image,
-                max_bytes=spec.max_image_bytes,
-                max_pixels=spec.max_image_pixels,
-                target_size=spec.target_size,
-            )
+            if _draws(prompt):
+                loaded, display = load_with_display(image, **limits, target_size=spec.target_size)
+            else:
+                loaded = load_image(image, **limits, target_size=spec.target_size)
         except PalicordError as exc:
             return exc
         return Encoded(
@@ -131,6 +135,7 @@ class Encoding:
             pixels=self.square(loaded.image),
             original_size=loaded.original_size,
             digest=picture_digest(image),
+            display=display,
         )
 
     def token_ids(self, prompt: str) -> np.ndarray:
@@ -148,6 +153,13 @@ class Encoding:
         if self.spec.side is not None:
             image = image.resize(self.spec.side, Image.Resampling(self.spec.resample))
         return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only
+
+
+def _draws(prompt: str) -> bool:
+    # A prompt starts with its task's name (`TaskSpec.prompt`): PaliGemma answers with
+    # boxes only after its fixed "detect"/"segment" prefixes.
+    name = prompt.split(" ", 1)[0]
+    return name in Task.__members__.values() and Task(name).draws
 
 
 _READY = "ready"

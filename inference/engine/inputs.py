@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria
 
+from inference.display import DisplayPicture
 from inference.engine.encoding import Encoded, EncodeSpec, Encoding
 from inference.errors import ModelLoadError
 
@@ -36,6 +37,7 @@ class ModelInput:
     pixels: torch.Tensor  # uint8 (side, side, 3); `Normaliser` makes the model's input
     digest: str  # the picture's id: the image-feature cache's key
     original_size: tuple[int, int]  # detections are scaled back to this
+    display: DisplayPicture | None = None  # sent back with answers drawn on the picture
 
     @classmethod
     def of(cls, encoded: Encoded) -> ModelInput:
@@ -47,6 +49,7 @@ class ModelInput:
             pixels=torch.from_numpy(encoded.pixels),
             digest=encoded.digest,
             original_size=encoded.original_size,
+            display=encoded.display,
         )
 
 

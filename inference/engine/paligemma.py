@@ -235,7 +235,7 @@ def _finish(row: _Row, text: str) -> InferenceResult:
     if row.spec.task is Task.DETECT:
         width, height = row.input.original_size
         detections = tuple(parse_detections(text, width, height))
-        return InferenceResult(row.spec.task, text, detections)
+        return InferenceResult(row.spec.task, text, detections, display=row.input.display)
     return InferenceResult(row.spec.task, text)
 
 
