@@ -44,8 +44,10 @@ DISPLAY_MAX_BYTES = 2 * MiB
 # The bot refuses a copy with more pixels than a DISPLAY_MAX_SIDE_PX square: a worker bug
 # or a forged result cannot make it decode more.
 DISPLAY_MAX_PIXELS = DISPLAY_MAX_SIDE_PX * DISPLAY_MAX_SIDE_PX
-# Without a copy, the bot decodes an upload only if that takes at most this many pixels
-# (about 40 MB as RGBA), after JPEG's draft reduction.
+# Without a copy, the bot decodes a JPEG only if that takes at most this many pixels
+# after its draft reduction (RGB: ~30 MB; draft steps are powers of two, so this admits
+# any JPEG whose long side is at most 16 times its short one), other formats half as
+# many (RGBA composited onto RGB: 5 megapixels of PNG raise the peak by ~65 MB).
 FALLBACK_MAX_DECODED_PIXELS = 4 * DISPLAY_MAX_PIXELS
 _JPEG_DRAFT_SCALES = (8, 4, 2, 1)
 
@@ -100,7 +102,9 @@ def fit_within(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE_PX) -> Image
     if scale >= 1:
         return image
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # A box filter first, down to twice the size, then Lanczos (as Image.thumbnail does):
+    # a Lanczos pass over 40 megapixels alone takes half a second.
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
 def display_picture(image: Image.Image, original_size: tuple[int, int]) -> DisplayPicture:
@@ -131,11 +135,15 @@ def load_with_display(
     loaded = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, target_size=target_size)
     if loaded.image.size == loaded.original_size:  # small: decoded in full, not reduced
         return loaded, display_picture(loaded.image, loaded.original_size)
-    # Draft at half the display side keeps both sides of the decode at least that long.
-    big = load_image(
-        data, max_bytes=max_bytes, max_pixels=max_pixels, target_size=DISPLAY_MAX_SIDE_PX // 2
-    )
+    target = _display_target(loaded.original_size)
+    big = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, target_size=target)
     return loaded, display_picture(big.image, loaded.original_size)
+
+
+def _display_target(size: tuple[int, int]) -> int:
+    # load_image's target_size is the short side it keeps: the short side of the picture
+    # fitted to the display keeps the long side at DISPLAY_MAX_SIDE_PX or more.
+    return max(1, -(-DISPLAY_MAX_SIDE_PX * min(size) // max(size)))
 
 
 def reduced_picture(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage | None:
@@ -143,14 +151,15 @@ def reduced_picture(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Loade
     takes at most FALLBACK_MAX_DECODED_PIXELS, None where it would take more; raises an
     ImageError for a bad picture."""
     info = probe_image(data, max_pixels=max_pixels)  # the header only
-    target = DISPLAY_MAX_SIDE_PX // 2
-    decoded = info.width * info.height
+    target = _display_target((info.width, info.height))
+    decoded, limit = info.width * info.height, FALLBACK_MAX_DECODED_PIXELS // 2
     if info.format == "JPEG":
         # The scale Pillow's JpegImageFile.draft picks for load_image(target_size=target).
         fits = min(info.width // target, info.height // target)
         scale = next(s for s in _JPEG_DRAFT_SCALES if fits >= s or s == 1)
         decoded = -(-info.width // scale) * -(-info.height // scale)
-    if decoded > FALLBACK_MAX_DECODED_PIXELS:
+        limit = FALLBACK_MAX_DECODED_PIXELS
+    if decoded > limit:
         return None
     loaded = load_image(data, max_pixels=max_pixels, target_size=target)
     return LoadedImage(fit_within(loaded.image), loaded.original_size, loaded.format)
