@@ -26,6 +26,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -108,8 +109,18 @@ def detect_result(upload: bytes, detection: Detection, *, with_display: bool) ->
     )
 
 
-def measure(upload: bytes, result: JobResult, how: str) -> dict[str, object]:
-    """Run the bot's side in a child process: {"increase_kb", "seconds", "pictures"}."""
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What the child process reports."""
+
+    increase_mb: float  # how far the peak resident set rose, in MB (10^6 bytes)
+    seconds: float  # decoding the result and composing the answer
+    pictures: list[int]  # the bytes of each picture attached to the answer
+    note: str  # the answer's text (legend, and why there is no picture if there is none)
+
+
+def measure(upload: bytes, result: JobResult, how: str) -> Measured:
+    """Run the bot's side of answering `result` in a child process (see the module doc)."""
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "upload.png").write_bytes(upload)
         (Path(folder) / "result.json").write_text(result.to_json())
@@ -120,9 +131,8 @@ def measure(upload: bytes, result: JobResult, how: str) -> dict[str, object]:
             text=True,
             check=True,
         )
-    out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    out["note"] = done.stderr.strip()
-    return out
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return Measured(out["increase_kb"] * 1024 / 1e6, out["seconds"], out["pictures"], done.stderr)
 
 
 def detect_peak_increase_mb(
@@ -132,6 +142,4 @@ def detect_peak_increase_mb(
     PNG, in MB (10^6 bytes), by path (see the module docstring)."""
     upload, detection = big_upload(width, height)
     result = detect_result(upload, detection, with_display=how == "display")
-    increase_kb = measure(upload, result, how)["increase_kb"]
-    assert isinstance(increase_kb, int)
-    return increase_kb * 1024 / 1e6
+    return measure(upload, result, how).increase_mb

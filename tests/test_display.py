@@ -42,7 +42,8 @@ def marked(size: tuple[int, int], fmt: str, orientation: int = 1) -> bytes:
 
 def reddish(pixel: object) -> bool:
     assert isinstance(pixel, tuple)
-    return pixel[0] > 200 and pixel[1] < 60 and pixel[2] < 60
+    red, green, blue = (int(c) for c in pixel[:3])
+    return red > 200 and green < 60 and blue < 60
 
 
 def test_the_copy_of_an_exif_rotated_jpeg_is_upright_and_display_sized() -> None:
