@@ -142,7 +142,7 @@ def sleep_engine(
     )
 
 
-ANALYSE_MAX_PIXELS = 1_000_000
+ANALYSE_MAX_PIXELS = 250_000
 HOSTILE_OCR = "@everyone look <@123456789012345678> **loud** ``` [x](https://evil.example) @here"
 _TOLERANCE = 40
 
