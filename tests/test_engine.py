@@ -71,6 +71,20 @@ def test_detections_are_in_original_image_pixels() -> None:
     assert 0 <= x0 < x1 <= 300 and 0 <= y0 < y1 <= 150
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     assert target.box[0] <= cx <= target.box[2] and target.box[1] <= cy <= target.box[3]
+    # The picture to draw them on comes back with them, sized and oriented like the upload.
+    assert result.display is not None and result.display.original_size == (300, 150)
+    assert result.display.open().size == (300, 150)
+
+
+def test_only_answers_drawn_on_the_picture_carry_a_copy_of_it() -> None:
+    img = _images(1)[0]
+    caption, detect = demo_engine().generate(
+        [
+            InferenceRequest(TaskSpec.build("caption"), img),
+            InferenceRequest(TaskSpec.build("detect", objects="circle"), img),
+        ]
+    )
+    assert caption.display is None and detect.display is not None
 
 
 def test_per_request_token_budget_is_respected() -> None:
