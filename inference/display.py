@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,8 +40,10 @@ MiB = 1024 * 1024
 # Discord shows a picture at most ~550 px wide in a chat column and ~1,600 px when opened
 # on a desktop screen; more only costs bytes in Redis and memory in the bot.
 DISPLAY_MAX_SIDE_PX = 1600
-# PNG when a screenshot fits (crisp text), else JPEG: a 1,600 px photo is ~0.3-0.8 MB.
-DISPLAY_MAX_BYTES = 2 * MiB
+# JPEG for photos (a 1,600 px photo at quality 90 is ~0.2-0.8 MB); PNG for other
+# uploads when it fits (crisp screenshot text), else JPEG.
+DISPLAY_MAX_BYTES = 1 * MiB
+DISPLAY_JPEG_QUALITY = 90
 # The bot refuses a copy with more pixels than a DISPLAY_MAX_SIDE_PX square: a worker bug
 # or a forged result cannot make it decode more.
 DISPLAY_MAX_PIXELS = DISPLAY_MAX_SIDE_PX * DISPLAY_MAX_SIDE_PX
@@ -107,11 +110,21 @@ def fit_within(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE_PX) -> Image
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
-def display_picture(image: Image.Image, original_size: tuple[int, int]) -> DisplayPicture:
-    """The display copy of an upright decoded picture whose upload was `original_size`."""
+def display_picture(
+    image: Image.Image, original_size: tuple[int, int], *, photo: bool = False
+) -> DisplayPicture:
+    """The display copy of an upright decoded picture whose upload was `original_size`;
+    `photo`: the upload was a JPEG, so the copy is one too."""
+    fitted = fit_within(image)
+    if photo:
+        # Encoding a photo as PNG costs several times the time and bytes, for nothing.
+        out = io.BytesIO()
+        fitted.save(out, "JPEG", quality=DISPLAY_JPEG_QUALITY, subsampling=0)
+        if out.tell() <= DISPLAY_MAX_BYTES:
+            return DisplayPicture(data=out.getvalue(), original_size=original_size)
     # annotate() with nothing to draw is the bot's own encoder: PNG when it fits, else
     # JPEG, shrunk until it is within the cap.
-    encoded = annotate(fit_within(image), (), max_bytes=DISPLAY_MAX_BYTES)
+    encoded = annotate(fitted, (), max_bytes=DISPLAY_MAX_BYTES)
     return DisplayPicture(data=encoded.data, original_size=original_size)
 
 
@@ -134,10 +147,13 @@ def load_with_display(
         return loaded, display_picture(full.image, full.original_size)
     loaded = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, target_size=target_size)
     if loaded.image.size == loaded.original_size:  # small: decoded in full, not reduced
-        return loaded, display_picture(loaded.image, loaded.original_size)
+        return loaded, display_picture(loaded.image, loaded.original_size, photo=True)
+    # A second decode, at a larger draft scale (a 40-megapixel JPEG: 1/4 against the
+    # model's 1/8): deriving the model's input from it instead would change the pixels
+    # the vision tower sees, and its features are cached by picture, whatever the task.
     target = _display_target(loaded.original_size)
     big = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, target_size=target)
-    return loaded, display_picture(big.image, loaded.original_size)
+    return loaded, display_picture(big.image, loaded.original_size, photo=True)
 
 
 def _display_target(size: tuple[int, int]) -> int:
