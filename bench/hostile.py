@@ -1,7 +1,7 @@
 """Hostile inputs through the real bot and worker on the demo model, before and after the
 hardening of issue 19, side by side in one run.
 
-    .venv/bin/python -m bench.hostile [--bomb-scans 1000]
+    .venv/bin/python -m bench.hostile [--bomb-scans 1000] [--skip-bomb]
 
 Decode bomb: a 6000×6000 progressive JPEG whose last scan repeats `--bomb-scans` times
 (0.6 MB) is sent to `/describe` from one server, and one second later an ordinary picture
@@ -12,6 +12,15 @@ print the seconds from each request to its final reply (the bomb's answer or err
 neighbour's answer). A second row sends a bomb kept under the scan cap (63 scans, which
 only the decode budget can stop) with a budget of 1 s.
 
+Bot memory: the bot's peak resident-set increase for a 40-megapixel (7900×5000) `/detect`,
+each measured in a fresh child process (`tests/bot_memory.py`): before, the upload decoded
+in full and drawn; after, drawn on the worker's display copy.
+
+`<image>` in a question: a batch of 8 on the demo engine with `<image>` typed in one
+question, counting the model's generate calls: the user's text tokenised as plain text
+(after) and, for the same batch, that row tokenised as before (the typed `<image>` a real
+image token, so its batch fails and the worker's halving isolates it).
+
 The bot runs in this process against the local Discord-compatible server of the tests;
 the worker is `python -m inference.worker`, a separate process. Not a CI test: it takes a
 few minutes and its figures depend on the machine.
@@ -21,20 +30,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
+import random
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from redis.asyncio import Redis
+from tokenizers import Tokenizer
 
 from inference import structure
+from inference.demo import shapes
+from inference.demo.shapes import encode_png
+from inference.engine.inputs import ModelInput
 from inference.queue import QueueClient
+from inference.tasks import InferenceRequest, TaskSpec
+from inference.worker.runner import generate_resilient
 from sandbox.discord import DiscordServer
 from sandbox.discord.interactions import InteractionState
 from sandbox.discord.recorder import Recorded
+from tests.bot_memory import detect_peak_increase_mb
+from tests.demo import demo_engine
 from tests.discord_server.harness import (
     REDIS_URL,
     bot_settings,
@@ -141,6 +161,48 @@ async def bomb_and_neighbour(mode: Mode, bomb: bytes) -> tuple[float, float, str
         await server.close()
 
 
+def bot_memory() -> None:
+    print(f"{'40 MP /detect, bot peak increase':<40} {'before MB':>10} {'after MB':>10}")
+    full = detect_peak_increase_mb(7900, 5000, how="full")
+    display = detect_peak_increase_mb(7900, 5000, how="display")
+    print(f"{'7900x5000 PNG':<40} {full:>10.0f} {display:>10.0f}")
+
+
+def generate_calls() -> None:
+    engine = demo_engine()
+    rng = random.Random(19)
+    scenes = [shapes.make_scene(rng, size=(160, 120)) for _ in range(8)]
+    questions = [f"what color is the {s.shapes[0].kind}?" for s in scenes]
+    questions[3] = "what is <image> this?"
+    requests = [
+        InferenceRequest(TaskSpec.build("answer", question=q), encode_png(s.image))
+        for q, s in zip(questions, scenes, strict=True)
+    ]
+    prepared = engine.prepare(requests)
+    # The tokenisation before issue 19: the whole prompt in one piece, added tokens live
+    # (the engine's own spec; private attributes, as this is a benchmark of its insides).
+    spec = engine._pool.local.spec
+    old = Tokenizer.from_str(spec.tokenizer_json)
+    ids = old.encode(
+        spec.prefix + requests[3].spec.prompt() + "\n", add_special_tokens=spec.add_special_tokens
+    ).ids
+    row = prepared[3].prepared
+    assert isinstance(row, ModelInput)
+    as_before = list(prepared)
+    as_before[3] = dataclasses.replace(
+        prepared[3], prepared=dataclasses.replace(row, input_ids=torch.tensor(ids))
+    )
+    print(f"{'batch of 8, <image> typed in one row':<40} {'generate calls':>14} {'answered':>9}")
+    for label, batch in (
+        ("as before (a real image token)", as_before),
+        ("as text (now)", prepared),
+    ):
+        start = engine.generate_calls
+        results = generate_resilient(engine, batch)
+        answered = sum(1 for r in results if r is not None and r.ok)
+        print(f"{label:<40} {engine.generate_calls - start:>14} {answered:>7}/8")
+
+
 async def run(bomb_scans: int) -> None:
     big = progressive_jpeg((6000, 6000))
     bomb = repeated_scans(big, bomb_scans)
@@ -163,8 +225,14 @@ async def run(bomb_scans: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bomb-scans", type=int, default=1000)
+    parser.add_argument("--skip-bomb", action="store_true", help="only memory and calls")
     args = parser.parse_args()
-    asyncio.run(run(args.bomb_scans))
+    if not args.skip_bomb:
+        asyncio.run(run(args.bomb_scans))
+        print()
+    bot_memory()
+    print()
+    generate_calls()
 
 
 if __name__ == "__main__":
