@@ -49,6 +49,33 @@ class DiscordServer(FakeDiscord):
             height=height,
         )
 
+    def sticker(self, data: bytes, name: str, format_type: int = p.STICKER_PNG) -> p.Json:
+        """A sticker served where Discord's CDN keeps it; returns its `sticker_items`
+        entry for `post_message`."""
+        sticker_id = p.snowflake()
+        if format_type == p.STICKER_LOTTIE:
+            self.cdn.put(f"stickers/{sticker_id}.json", data, "application/json")
+        else:
+            extension = "gif" if format_type == p.STICKER_GIF else "png"
+            self.cdn.put(f"stickers/{sticker_id}.{extension}", data, f"image/{extension}")
+        return p.sticker_item(sticker_id, name, format_type)
+
+    def emoji(self, data: bytes, name: str, *, animated: bool = False) -> str:
+        """A custom emoji served where Discord's CDN keeps it; returns its markup for a
+        message's content (`<:name:id>`, `<a:name:id>`)."""
+        emoji_id = p.snowflake()
+        extension = "gif" if animated else "png"
+        self.cdn.put(f"emojis/{emoji_id}.{extension}", data, f"image/{extension}")
+        return f"<{'a' if animated else ''}:{name}:{emoji_id}>"
+
+    async def add_preview(self, message: p.Json, embed: p.Json) -> p.Json:
+        """Discord unfurls a link a moment after the message: the embed is added and the
+        whole message sent again as MESSAGE_UPDATE."""
+        current = self.messages.get(int(message["id"]), message)
+        current["embeds"] = [*current.get("embeds", []), embed]
+        await self.gateway.dispatch("MESSAGE_UPDATE", current)
+        return current
+
     async def post_message(
         self,
         author: p.FakeUser,
@@ -58,8 +85,11 @@ class DiscordServer(FakeDiscord):
         mention_bot: bool = False,
         reply_to: p.Json | None = None,
         guild: p.FakeGuild | None = None,
+        embeds: list[p.Json] | tuple[p.Json, ...] = (),
+        stickers: list[p.Json] | tuple[p.Json, ...] = (),
     ) -> p.Json:
-        """A user posts a message; it is dispatched as MESSAGE_CREATE."""
+        """A user posts a message (with the preview `embeds` Discord already made, and
+        `stickers` from `sticker`); it is dispatched as MESSAGE_CREATE."""
         guild = guild or self.guild
         mentions = []
         if mention_bot:
@@ -74,8 +104,10 @@ class DiscordServer(FakeDiscord):
             author=author.payload(),
             content=content,
             attachments=list(attachments),
+            embeds=list(embeds),
             mentions=mentions,
             referenced=reply_to,
+            sticker_items=list(stickers),
         )
         self.messages[int(msg["id"])] = msg
         event = {
