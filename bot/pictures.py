@@ -51,9 +51,14 @@ def links_in(text: str) -> list[str]:
     return found
 
 
+def _drop_link(match: re.Match[str]) -> str:
+    url = match.group(1)
+    return " " + url[len(url.rstrip(_TRAILING)) :]  # the sentence's punctuation stays
+
+
 def question_text(text: str) -> str:
     """`text` without its links and custom emoji (they are pictures, not words)."""
-    return " ".join(_EMOJI_RE.sub(" ", _LINK_RE.sub(" ", text)).split())
+    return " ".join(_EMOJI_RE.sub(" ", _LINK_RE.sub(_drop_link, text)).split())
 
 
 def _same_link(a: str, b: str) -> bool:

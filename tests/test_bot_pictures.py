@@ -12,6 +12,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot.client import PalicordBot
+from bot.pictures import links_in, question_text
 from inference.worker.service import Worker
 from sandbox.discord import DiscordServer
 from sandbox.discord import payloads as p
@@ -22,6 +23,17 @@ from tests.discord_server.harness import bot_settings, one_shape_scene, png_byte
 __all__ = ["prefix", "server", "worker"]  # fixtures, used by name
 
 OTHER_HOST = "127.0.0.2"  # a loopback address the bot must never connect to
+
+
+def test_links_and_emoji_are_pictures_not_words() -> None:
+    text = (
+        "what's <a:party:123456789012345678> this (https://i.imgur.com/a.gif), "
+        "and <https://example.com/b.png>? https://i.imgur.com/a.gif"
+    )
+    assert links_in(text) == ["https://i.imgur.com/a.gif", "https://example.com/b.png"]
+    assert question_text(text) == "what's this ( ), and ?"
+    assert question_text("<:blob:123456789012345678> describe") == "describe"
+    assert question_text("<@99> hello") == "<@99> hello"  # mentions are left to the caller
 
 
 class Listener:
