@@ -4,7 +4,10 @@ can drive the sandbox without a browser:
 
     GET  /api/state                       servers, channels, users, commands, bot status
     POST /api/attachments                 multipart `file` → an attachment, as Discord's
-    POST /api/messages                    a user posts (mention with @Palicord or <@id>)
+    POST /api/messages                    a user posts (mention with @Palicord or <@id>),
+                                          with attachments and stickers; links to the
+                                          sandbox's own pictures get a preview a moment
+                                          later, as Discord unfurls links
     POST /api/interactions                a slash command, a context menu, a button press,
                                           or a modal submit
     POST /api/autocomplete                what the bot suggests for an option being typed
@@ -17,6 +20,7 @@ Nothing here knows how Palicord works: the sandbox stands in for Discord, not fo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import mimetypes
@@ -24,6 +28,7 @@ import re
 from collections import OrderedDict
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
@@ -34,6 +39,11 @@ from sandbox.discord import payloads as p
 from sandbox.views import message_view, modal_view
 
 CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
+# Discord adds a link's preview a moment after the message (a MESSAGE_UPDATE).
+UNFURL_DELAY_S = 0.5
+# A vector sticker, to see the bot refuse one (Lottie JSON, as Discord serves it).
+LOTTIE_STICKER = b'{"v":"5.7.4","fr":30,"ip":0,"op":30,"w":160,"h":160,"layers":[]}'
+_LINK_RE = re.compile(r"https?://[^\s<>]+")
 MAX_KEPT_ATTACHMENTS = 500
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
 _TYPE_CASTS: dict[int, Any] = {4: int, 5: bool, 10: float}  # integer, boolean, number
@@ -66,6 +76,16 @@ class Sandbox:
         self.model_ready = True  # the sandbox clears it while the worker loads its model
         # Uploaded but perhaps not yet posted; bounded, oldest dropped first.
         self.attachments: OrderedDict[str, p.Json] = OrderedDict()
+        # The first PNG sample doubles as a sticker and a custom emoji, beside a Lottie
+        # sticker (which the bot cannot read): what a guild's picker would offer.
+        first_png = next((d for n, d in self.samples.items() if n.endswith(".png")), None)
+        self.stickers: list[p.Json] = []
+        self.emojis: list[str] = []
+        if first_png is not None:
+            self.stickers.append(server.sticker(first_png, "shapes"))
+            self.emojis.append(server.emoji(first_png, "shapes"))
+        self.stickers.append(server.sticker(LOTTIE_STICKER, "wave (Lottie)", p.STICKER_LOTTIE))
+        self._unfurls: set[asyncio.Task[None]] = set()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._page)
@@ -99,10 +119,12 @@ class Sandbox:
         return web.Response(body=_static(name), content_type=_STATIC[name])
 
     async def _sample(self, request: web.Request) -> web.Response:
-        data = self.samples.get(request.match_info["name"])
+        name = request.match_info["name"]
+        data = self.samples.get(name)
         if data is None:
             raise web.HTTPNotFound()
-        return web.Response(body=data, content_type="image/png")
+        content_type = mimetypes.guess_type(name)[0] or "image/png"
+        return web.Response(body=data, content_type=content_type)
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -158,7 +180,19 @@ class Sandbox:
             ],
             "commands": commands,
             "samples": [f"/samples/{name}" for name in self.samples],
+            "stickers": [
+                {**sticker, "url": self._sticker_url(sticker)} for sticker in self.stickers
+            ],
+            "emojis": self.emojis,
+            "cdn_url": self.server.cdn.url,
         }
+
+    def _sticker_url(self, sticker: p.Json) -> str | None:
+        kind = sticker["format_type"]
+        if kind == p.STICKER_LOTTIE:
+            return None  # a browser cannot show it without a Lottie player either
+        extension = "gif" if kind == p.STICKER_GIF else "png"
+        return f"{self.server.cdn.url}/stickers/{sticker['id']}.{extension}"
 
     async def upload(self, request: web.Request) -> p.Json:
         try:
@@ -203,19 +237,60 @@ class Sandbox:
         mentions_bot = bool(mention.search(content))
         content = re.sub(r"\s+", " ", mention.sub("", content)).strip()
         attachments = [self._attachment(i) for i in body.get("attachment_ids") or []]
+        by_id = {s["id"]: s for s in self.stickers}
+        stickers = [by_id.get(str(i)) for i in body.get("sticker_ids") or []]
+        if None in stickers:
+            raise ApiError(400, "unknown sticker id (see /api/state)")
         reply_to = None
         if body.get("reply_to"):
             reply_to = self.server.messages.get(int(body["reply_to"]))
             if reply_to is None:
                 raise ApiError(400, "reply_to names no message")
-        return await self.server.post_message(
+        if not content and not attachments and not stickers:
+            raise ApiError(400, "a message needs text, an attachment or a sticker")
+        msg = await self.server.post_message(
             user,
             content,
             attachments=attachments,
             mention_bot=mentions_bot,
             reply_to=reply_to,
             guild=guild,
+            stickers=[s for s in stickers if s is not None],
         )
+        previews = self._previews(content)
+        if previews:
+            task = asyncio.create_task(self._unfurl(msg, previews))
+            self._unfurls.add(task)
+            task.add_done_callback(self._unfurls.discard)
+        return msg
+
+    def _previews(self, content: str) -> list[p.Json]:
+        """Preview embeds for the links in `content` that Discord could fetch here: the
+        sandbox's own samples and CDN files (it cannot reach the web). The picture goes on
+        the CDN, standing in for Discord's media proxy."""
+        own = {f"127.0.0.1:{self.server.port}", f"localhost:{self.server.port}"}
+        embeds: list[p.Json] = []
+        for link in _LINK_RE.findall(content):
+            parts = urlsplit(link)
+            if parts.netloc.lower() not in own:
+                continue
+            path = unquote(parts.path)
+            found: tuple[bytes, str] | None = None
+            if path.startswith("/samples/") and path[9:] in self.samples:
+                name = path[9:]
+                found = self.samples[name], mimetypes.guess_type(name)[0] or "image/png"
+            elif path.startswith("/cdn/"):
+                found = self.server.cdn.files.get(path[5:])
+            if found is not None:
+                name = path.rsplit("/", 1)[-1]
+                proxied = self.server.cdn.put(f"external/{p.snowflake()}/{name}", *found)
+                embeds.append(p.preview_embed(link, proxied))
+        return embeds
+
+    async def _unfurl(self, msg: p.Json, embeds: list[p.Json]) -> None:
+        await asyncio.sleep(UNFURL_DELAY_S)
+        for embed in embeds:
+            await self.server.add_preview(msg, embed)
 
     def _options(self, command: p.Json, given: object) -> tuple[p.Json, dict[str, p.Json]]:
         if not isinstance(given, dict):
