@@ -5,6 +5,7 @@ fetched), animations (answered about one frame, named), stickers and custom emoj
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +17,7 @@ from bot.pictures import links_in, question_text
 from inference.worker.service import Worker
 from sandbox.discord import DiscordServer
 from sandbox.discord import payloads as p
-from tests.discord_server.expect import boxes, reply_answer
+from tests.discord_server.expect import answer_for, boxes, reply_answer, sent_file
 from tests.discord_server.fixtures import prefix, server, worker
 from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot
 
@@ -191,8 +192,22 @@ async def test_an_animated_gif_is_answered_about_its_middle_frame(
     gif = png_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80)
     image = server.attachment(gif, "anim.gif", "image/gif")
     kind = scene.shapes[0].kind
-    text = await mention(server, f"detect {kind}", attachments=[image])
-    assert "frame 3 of 5" in text.lower()
+    since = server.recorder.next_seq()
+    msg = await server.post_message(
+        server.user("wu"), f"detect {kind}", attachments=[image], mention_bot=True
+    )
+    answer = await reply_answer(server, msg, since=since)
+    assert "frame 3 of 5" in answer.text.lower()
+    # The shape is on frame 3 only: the worker found it there, and the boxes are drawn
+    # on that frame (the shape's colour inside the box, not the blank frames' background).
+    [box] = boxes(answer)
+    drawn = Image.open(io.BytesIO(sent_file(answer, ".png").data)).convert("RGB")
+    x1, y1, x2, y2 = box["box"]
+    scale = drawn.width / scene.image.width
+    centre = drawn.getpixel((int((x1 + x2) / 2 * scale), int((y1 + y2) / 2 * scale)))
+    want = scene.image.getpixel((int((x1 + x2) / 2), int((y1 + y2) / 2)))
+    assert isinstance(centre, tuple) and isinstance(want, tuple)
+    assert all(abs(a - b) <= 8 for a, b in zip(centre, want, strict=True)), (centre, want)
     text = await mention(server, "", attachments=[image])
     colour, _ = scene_words(44)
     assert f"{colour} {kind}" in text and "frame 3 of 5" in text.lower()
@@ -216,3 +231,18 @@ async def test_a_lottie_sticker_is_refused_clearly(
     sticker = server.sticker(b'{"v": "5.5.7", "layers": []}', "wave", p.STICKER_LOTTIE)
     text = await mention(server, "", stickers=[sticker])
     assert "⚠️" in text and "vector stickers" in text
+
+
+async def test_a_context_menu_reads_a_messages_link_preview(
+    server: DiscordServer, bot: PalicordBot, worker: Worker, elsewhere: Listener
+) -> None:
+    scene = one_shape_scene(seed=47)
+    link = elsewhere.url("/menu")
+    proxied = server.add_cdn_file(png_bytes(scene.image), "menu.png", "image/png")
+    target = await server.post_message(
+        server.user("vic"), f"look {link}", embeds=[p.preview_embed(link, proxied)]
+    )
+    state = await server.message_command("Describe image", target, user=server.user("uli"))
+    answer = await answer_for(server, state)
+    assert "{} {}".format(*scene_words(47)) in answer.text
+    assert elsewhere.hits == 0
