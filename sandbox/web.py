@@ -4,10 +4,8 @@ can drive the sandbox without a browser:
 
     GET  /api/state                       servers, channels, users, commands, bot status
     POST /api/attachments                 multipart `file` → an attachment, as Discord's
-    POST /api/messages                    a user posts (mention with @Palicord or <@id>),
-                                          with attachments and stickers; links to the
-                                          sandbox's own pictures get a preview a moment
-                                          later, as Discord unfurls links
+    POST /api/messages                    a user posts (mention with @Palicord or <@id>);
+                                          links to its pictures get previews, as on Discord
     POST /api/interactions                a slash command, a context menu, a button press,
                                           or a modal submit
     POST /api/autocomplete                what the bot suggests for an option being typed
@@ -20,7 +18,6 @@ Nothing here knows how Palicord works: the sandbox stands in for Discord, not fo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import mimetypes
@@ -39,8 +36,6 @@ from sandbox.discord import payloads as p
 from sandbox.views import message_view, modal_view
 
 CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
-# Discord adds a link's preview a moment after the message (a MESSAGE_UPDATE).
-UNFURL_DELAY_S = 0.5
 # A vector sticker, to see the bot refuse one (Lottie JSON, as Discord serves it).
 LOTTIE_STICKER = b'{"v":"5.7.4","fr":30,"ip":0,"op":30,"w":160,"h":160,"layers":[]}'
 _LINK_RE = re.compile(r"https?://[^\s<>]+")
@@ -85,7 +80,6 @@ class Sandbox:
             self.stickers.append(server.sticker(first_png, "shapes"))
             self.emojis.append(server.emoji(first_png, "shapes"))
         self.stickers.append(server.sticker(LOTTIE_STICKER, "wave (Lottie)", p.STICKER_LOTTIE))
-        self._unfurls: set[asyncio.Task[None]] = set()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._page)
@@ -257,40 +251,25 @@ class Sandbox:
             guild=guild,
             stickers=[s for s in stickers if s is not None],
         )
-        previews = self._previews(content)
+        # Discord previews links; the sandbox can only reach its own pictures.
+        found = [(link, self._own_picture(link)) for link in _LINK_RE.findall(content)]
+        previews = [self.server.link_preview(link, *got) for link, got in found if got]
         if previews:
-            task = asyncio.create_task(self._unfurl(msg, previews))
-            self._unfurls.add(task)
-            task.add_done_callback(self._unfurls.discard)
+            self.server.add_previews_later(msg, previews)
         return msg
 
-    def _previews(self, content: str) -> list[p.Json]:
-        """Preview embeds for the links in `content` that Discord could fetch here: the
-        sandbox's own samples and CDN files (it cannot reach the web). The picture goes on
-        the CDN, standing in for Discord's media proxy."""
-        own = {f"127.0.0.1:{self.server.port}", f"localhost:{self.server.port}"}
-        embeds: list[p.Json] = []
-        for link in _LINK_RE.findall(content):
-            parts = urlsplit(link)
-            if parts.netloc.lower() not in own:
-                continue
-            path = unquote(parts.path)
-            found: tuple[bytes, str] | None = None
-            if path.startswith("/samples/") and path[9:] in self.samples:
-                name = path[9:]
-                found = self.samples[name], mimetypes.guess_type(name)[0] or "image/png"
-            elif path.startswith("/cdn/"):
-                found = self.server.cdn.files.get(path[5:])
-            if found is not None:
-                name = path.rsplit("/", 1)[-1]
-                proxied = self.server.cdn.put(f"external/{p.snowflake()}/{name}", *found)
-                embeds.append(p.preview_embed(link, proxied))
-        return embeds
-
-    async def _unfurl(self, msg: p.Json, embeds: list[p.Json]) -> None:
-        await asyncio.sleep(UNFURL_DELAY_S)
-        for embed in embeds:
-            await self.server.add_preview(msg, embed)
+    def _own_picture(self, link: str) -> tuple[bytes, str] | None:
+        """(bytes, content type) of a sample or CDN file `link` points to, if it does."""
+        parts = urlsplit(link)
+        if parts.netloc.lower() not in {
+            f"{h}:{self.server.port}" for h in ("127.0.0.1", "localhost")
+        }:
+            return None
+        path = unquote(parts.path)
+        name = path.removeprefix("/samples/")
+        if name in self.samples:
+            return self.samples[name], mimetypes.guess_type(name)[0] or "image/png"
+        return self.server.cdn.files.get(path.removeprefix("/cdn/"))
 
     def _options(self, command: p.Json, given: object) -> tuple[p.Json, dict[str, p.Json]]:
         if not isinstance(given, dict):

@@ -3,16 +3,25 @@ submit modals. Each action goes to the bot over the gateway exactly as Discord s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandbox.discord import interactions as ix
 from sandbox.discord import payloads as p
 from sandbox.discord.recorder import Recorded
 from sandbox.discord.server import FakeDiscord
 
+# Discord adds a link's preview a moment after the message (a MESSAGE_UPDATE).
+UNFURL_DELAY_S = 0.5
+
 
 class DiscordServer(FakeDiscord):
     """FakeDiscord plus the user-side actions tests drive it with."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._unfurls: set[asyncio.Task[None]] = set()
 
     def user(
         self, name: str, *, locale: str = "en-US", admin: bool = False, user_id: int | None = None
@@ -68,6 +77,13 @@ class DiscordServer(FakeDiscord):
         self.cdn.put(f"emojis/{emoji_id}.{extension}", data, f"image/{extension}")
         return f"<{'a' if animated else ''}:{name}:{emoji_id}>"
 
+    def link_preview(self, link: str, data: bytes, content_type: str) -> p.Json:
+        """The preview embed Discord makes for a link to this picture: a copy of it on
+        Discord's media proxy (here, the CDN's `external/`)."""
+        name = urlsplit(link).path.rsplit("/", 1)[-1] or "picture"
+        proxied = self.cdn.put(f"external/{p.snowflake()}/{name}", data, content_type)
+        return p.preview_embed(link, proxied)
+
     async def add_preview(self, message: p.Json, embed: p.Json) -> p.Json:
         """Discord unfurls a link a moment after the message: the embed is added and the
         whole message sent again as MESSAGE_UPDATE."""
@@ -75,6 +91,18 @@ class DiscordServer(FakeDiscord):
         current["embeds"] = [*current.get("embeds", []), embed]
         await self.gateway.dispatch("MESSAGE_UPDATE", current)
         return current
+
+    def add_previews_later(self, message: p.Json, embeds: list[p.Json]) -> None:
+        """`add_preview` for each embed after UNFURL_DELAY_S, as Discord does."""
+
+        async def later() -> None:
+            await asyncio.sleep(UNFURL_DELAY_S)
+            for embed in embeds:
+                await self.add_preview(message, embed)
+
+        task = asyncio.create_task(later())
+        self._unfurls.add(task)
+        task.add_done_callback(self._unfurls.discard)
 
     async def post_message(
         self,
