@@ -51,6 +51,11 @@ def links_in(text: str) -> list[str]:
     return found
 
 
+def _unpreviewed(text: str) -> set[str]:
+    """Links written `<like this>`: Discord makes no preview of them."""
+    return {m.group(1) for m in _LINK_RE.finditer(text) if m.group(0)[0] + m.group(0)[-1] == "<>"}
+
+
 def _drop_link(match: re.Match[str]) -> str:
     url = match.group(1)
     return " " + url[len(url.rstrip(_TRAILING)) :]  # the sentence's punctuation stays
@@ -150,12 +155,14 @@ class Pictures:
                 found = url if embed is None else self._preview(url, embed)
                 items.append((text.find(url), found))
         awaiting = False
+        # No preview will come for these: nothing to wait for.
+        never = _unpreviewed(text) if not message.flags.suppress_embeds else set(links_in(text))
         for _, item in sorted(items, key=lambda pair: pair[0]):
             if isinstance(item, str):
                 if unmatched:  # a preview whose URL Discord rewrote: paired in order
                     refs.append(self._preview(item, unmatched.pop(0)))
                     continue
-                awaiting = True
+                awaiting = awaiting or item not in never
                 refs.append(ImageRef.refused(_name_of(item), self._downloader.link_refusal()))
             else:
                 refs.append(item)

@@ -140,6 +140,17 @@ async def test_a_link_elsewhere_is_never_fetched_and_the_reply_names_the_hosts(
     assert elsewhere.hits == 0
 
 
+async def test_a_link_without_a_preview_to_come_is_refused_at_once(
+    server: DiscordServer, bot: PalicordBot, worker: Worker, elsewhere: Listener
+) -> None:
+    # <link> asks Discord for no preview: no wait for one (LINK_PREVIEW_WAIT_S is 1.5 s).
+    started = asyncio.get_running_loop().time()
+    text = await mention(server, f"<{elsewhere.url('/no-preview.png')}>")
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert "⚠️" in text and "127.0.0.1" in text
+    assert elsewhere.hits == 0
+
+
 async def test_a_redirect_off_the_allowed_hosts_is_not_followed(
     server: DiscordServer, bot: PalicordBot, worker: Worker, elsewhere: Listener
 ) -> None:
