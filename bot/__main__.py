@@ -7,7 +7,11 @@ DEV_GUILD_ID, INSTANCE_ID, ...
 Logs never carry interaction tokens: discord.py logs every REST URL at DEBUG, and
 interaction follow-ups travel in the URL (`/webhooks/{app}/{token}`,
 `/interactions/{id}/{token}/callback`). An interaction token lets anyone answer as the
-bot for 15 minutes, so it is a secret like the bot token, and is redacted here.
+bot for 15 minutes, so it is a secret like the bot token, and is redacted here: by a
+filter on the root logger's handlers, which every discord.py logger (`discord.http`,
+`discord.webhook.async_`, `discord.gateway`, ...) reaches, with the bot token and the
+Redis password as well once the settings are read. A wrong setting ends the program
+with one line naming it, never its value, and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,44 +21,81 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import discord
-from pydantic import ValidationError
 
 from bot.client import PalicordBot
 from bot.metrics import BotMetrics
 from bot.settings import BotSettings
+from inference.errors import ConfigurationError
 from inference.ops import BOT_METRICS_PORT, resolve_port, serve_ops, use_log_format
 from inference.queue import QueueClient, connect
+from inference.queue.settings import load_settings
 
 log = logging.getLogger("bot")
 
 _TOKEN_IN_PATH = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.\-]{20,}")
+# discord.gateway logs every event at DEBUG, as a dict: an interaction's carries its token.
+_TOKEN_IN_PAYLOAD = re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+""")
 REDACTED = "[redacted]"
+EXIT_BAD_CONFIGURATION = 2
+MIN_SECRET_CHARS = 4
 
 
-def redact(text: str) -> str:
-    """Replace interaction/webhook tokens in URL paths."""
-    return _TOKEN_IN_PATH.sub(rf"\g<1>{REDACTED}", text)
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace interaction/webhook tokens in URL paths, and each of `secrets`."""
+    text = _TOKEN_IN_PATH.sub(rf"\g<1>{REDACTED}", text)
+    text = _TOKEN_IN_PAYLOAD.sub(rf"\g<1>{REDACTED}", text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 class RedactTokens(logging.Filter):
-    """A logging filter that redacts tokens from the formatted message."""
+    """A handler filter that redacts tokens from the message and any traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = redact(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info is not None:
+            # An aiohttp error's text quotes its URL; formatters print exc_text when set.
+            trace = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            cleaned = redact(trace, self.secrets)
+            if cleaned != trace:
+                record.exc_info, record.exc_text = None, cleaned
         return True
 
 
-def install_redaction(logger_names: tuple[str, ...] = ("discord.http", "discord.webhook")) -> None:
-    """Attach the filter to the loggers that print REST URLs."""
-    for name in logger_names:
-        logging.getLogger(name).addFilter(RedactTokens())
+def install_redaction(secrets: Iterable[str] = ()) -> RedactTokens:
+    """Attach the filter to every handler of the root logger (once), so that it sees the
+    records of every logger below it; `secrets` are redacted too, wherever they appear."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    found = [f for h in root.handlers for f in h.filters if isinstance(f, RedactTokens)]
+    redactor = found[0] if found else RedactTokens()
+    for handler in root.handlers:
+        if redactor not in handler.filters:
+            handler.addFilter(redactor)
+    # Longest first, so that a secret containing another is replaced whole. A value of a
+    # few characters would blank out every word that holds it, and guards nothing anyway.
+    wanted = {*redactor.secrets, *(s for s in secrets if len(s) >= MIN_SECRET_CHARS)}
+    redactor.secrets = tuple(sorted(wanted, key=len, reverse=True))
+    return redactor
+
+
+def setup_logging() -> None:
+    """discord.py's handler on the root logger, with the token filter on it."""
+    discord.utils.setup_logging(level=logging.INFO, root=True)
+    install_redaction()
 
 
 async def run(
@@ -83,14 +124,13 @@ async def run(
 
 
 def main() -> int:
-    discord.utils.setup_logging(level=logging.INFO, root=True)
-    install_redaction()
+    setup_logging()
     try:
-        settings = BotSettings()  # fields come from the environment
-    except ValidationError as exc:
-        # Names the missing/invalid fields only; pydantic never echoes SecretStr values.
+        settings = load_settings(BotSettings)  # fields come from the environment
+    except ConfigurationError as exc:
         log.error("bad configuration: %s", exc)
-        return 2
+        return EXIT_BAD_CONFIGURATION
+    install_redaction(settings.secrets())
     use_log_format(settings.log_format)
     metrics = BotMetrics()
     bots: list[PalicordBot] = []

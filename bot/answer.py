@@ -2,7 +2,9 @@
 piece of untrusted text (model output, file names, worker error text) made safe to post.
 
 One message always: long text is cut to fit its embed and attached in full as a .txt,
-detections come as an annotated picture plus the raw boxes as JSON.
+detections come as an annotated picture plus the raw boxes as JSON. Boxes are drawn on
+the display-sized copy the worker sends with the result (`inference.display`), never on
+the full-size upload.
 
 Safe means: it cannot ping anyone even if `allowed_mentions` were misconfigured, it
 cannot change the formatting around it (no bold/links/headings/code-block breakouts),
@@ -23,8 +25,9 @@ import discord
 
 from inference.annotate import annotate
 from inference.detection import Detection
+from inference.display import reduced_picture, scale_detections
 from inference.errors import PalicordError
-from inference.intake import load_image
+from inference.intake import LoadedImage
 from inference.queue import JobResult
 from inference.queue.memory import FROM_CACHE, age_s
 from inference.tasks import Task
@@ -164,7 +167,13 @@ class ItemAnswer:
 
     label: str
     result: JobResult
-    image: bytes | None = None  # for drawing detection boxes
+    image: bytes | None = None  # the upload: boxes for a result without a display copy
+
+    @property
+    def drawable(self) -> bool:
+        """Whether there are boxes and a picture to draw them on."""
+        has_picture = self.result.display is not None or self.image is not None
+        return self.result.ok and bool(self.result.detections) and has_picture
 
 
 def _text_body(result: JobResult, budget: int) -> tuple[str, OutFile | None, str]:
@@ -187,34 +196,59 @@ def _boxes_json(detections: Sequence[Detection]) -> bytes:
     return json.dumps([d.to_dict() for d in detections], indent=2).encode()
 
 
-def draw_boxes(image: bytes, detections: Sequence[Detection], max_bytes: int) -> tuple[bytes, str]:
-    """The engine's own drawing code on the upright original: (encoded picture, file
-    extension), PNG when it fits, else JPEG ("jpg"), shrunk as far as still useful.
-    Raises ValueError when nothing fits `max_bytes`, PalicordError for an unreadable image."""
-    drawn = annotate(load_image(image).image, detections, max_bytes=max_bytes)
+def picture_for(item: ItemAnswer) -> LoadedImage | None:
+    """The upright picture to draw `item`'s answer on, at display size: the worker's copy,
+    else (a worker that sends none) the upload where a bounded reduced decode can read it;
+    None when neither is at hand. Raises PalicordError for an unreadable picture."""
+    display = item.result.display
+    if display is not None:
+        return LoadedImage(display.open(), display.original_size, "display")
+    return None if item.image is None else reduced_picture(item.image)
+
+
+def draw_boxes(
+    picture: LoadedImage, detections: Sequence[Detection], max_bytes: int
+) -> tuple[bytes, str]:
+    """The engine's own drawing code on `picture` (boxes in its original's pixels):
+    (encoded picture, file extension), PNG when it fits, else JPEG ("jpg"), shrunk as far
+    as still useful. Raises ValueError when nothing fits `max_bytes`."""
+    image = picture.image
+    boxes = scale_detections(detections, picture.original_size, image.size)
+    drawn = annotate(image, boxes, max_bytes=max_bytes)
     return drawn.data, drawn.extension
+
+
+def _draw(item: ItemAnswer, n: int, max_bytes: int) -> tuple[OutFile | None, str]:
+    """The marked-up picture, or None and a note saying why there is none."""
+    try:
+        picture = picture_for(item)
+        if picture is None:
+            return (
+                None,
+                f"The picture is too large to draw on here; the boxes are in boxes-{n}.json.",
+            )
+        data, extension = draw_boxes(picture, item.result.detections, max_bytes)
+    except ValueError:
+        return None, (
+            f"The picture with its boxes would not fit the {_mib(max_bytes)} upload "
+            f"limit here; the boxes are in boxes-{n}.json."
+        )
+    except PalicordError as exc:
+        log.info("could not draw detections: %s", exc.code)
+        return None, f"I couldn't draw the boxes; they are in boxes-{n}.json."
+    return OutFile(f"detections-{n}.{extension}", data), ""
 
 
 def _detection(
     item: ItemAnswer, n: int, title: str | None, max_bytes: int
 ) -> tuple[discord.Embed, OutFile | None]:
     """The legend embed and, when it can be drawn within `max_bytes`, the marked-up picture."""
-    detections = item.result.detections
-    description = legend(detections)
+    description = legend(item.result.detections)
     drawn: OutFile | None = None
-    if item.image is not None and detections:
-        try:
-            data, extension = draw_boxes(item.image, detections, max_bytes)
-        except ValueError:
-            description += (
-                f"\n\nThe picture with its boxes would not fit the {_mib(max_bytes)} upload "
-                f"limit here; the boxes are in boxes-{n}.json."
-            )
-        except PalicordError as exc:
-            log.info("could not draw detections: %s", exc.code)
-            description += f"\n\nI couldn't draw the boxes; they are in boxes-{n}.json."
-        else:
-            drawn = OutFile(f"detections-{n}.{extension}", data)
+    if item.drawable:
+        drawn, note = _draw(item, n, max_bytes)
+        if note:
+            description += "\n\n" + note
     embed = discord.Embed(title=title, description=description, colour=COLOUR_OK)
     if drawn is not None:
         embed.set_image(url=f"attachment://{drawn.filename}")
@@ -225,7 +259,7 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
     """The final message for `items` (one per image, in order); attached pictures together
     stay within `max_file_bytes`, the destination's upload limit."""
     multi = len(items) > 1
-    drawable = sum(1 for i in items if i.result.ok and i.result.detections and i.image)
+    drawable = sum(1 for i in items if i.drawable)
     # Discord states its limit per file; sharing it between a message's pictures keeps the
     # whole upload within it as well, and annotated pictures are rarely near the limit.
     pictures_bytes = max_file_bytes - max_file_bytes // _TEXT_FILES_SHARE

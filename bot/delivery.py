@@ -3,9 +3,12 @@ request's one answer.
 
 A request of N images is answered once all N have an outcome (a result, or an error
 recorded when it could not be queued). Outcomes are collected in Redis (`RequestStore`),
-so results that arrive after a restart still complete their request; images queued for
-detection are kept in a bounded memory cache (`ImageCache`) for drawing the boxes, and
-downloaded again on a miss.
+so results that arrive after a restart still complete their request. Results are handled
+concurrently (up to MAX_HANDLING at once) and answers with pictures are drawn a few at a
+time (MAX_DRAWING), so one slow drawing or a slow Discord never holds up the other
+answers. Boxes are drawn on the display copy the worker sends with the result; for a
+result without one (an older worker), images queued for detection are kept in a bounded
+memory cache (`ImageCache`), and downloaded again on a miss.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from bot.metrics import BotMetrics
 from bot.replies import ItemContext, ProgressBoard, Replies
 from inference.errors import MalformedMessage, PalicordError
 from inference.ops import log_ids
-from inference.queue import JobResult, JobState, Keys, QueueClient, redis_boundary
-from inference.queue.connection import Backoff, atomic_pipeline, awaited, describe
+from inference.queue import Delivery, JobResult, JobState, Keys, QueueClient, redis_boundary
+from inference.queue.connection import Backoff, atomic_pipeline, awaited, cancel_and_wait, describe
 from inference.queue.memory import PICTURE_FIELD
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,15 @@ log = logging.getLogger(__name__)
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 15.0
 DELIVERY_TIMEOUT_S = 60.0
+# Results handled at once; reading the stream waits while all are busy. Most of them wait
+# on Discord or Redis, not on this process.
+MAX_HANDLING = 64
+# Answers with pictures composed at once: each holds a display-sized picture or two
+# (~10-30 MB) while it is drawn and encoded in a thread.
+MAX_DRAWING = 2
+# A result whose handling fails this often for a reason other than Redis (a bug) is left
+# unacknowledged, for the next run of the bot to try again.
+MAX_HANDLE_ATTEMPTS = 3
 RECENT_WAITS = 200
 DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
 # Entries are bounded too: many tiny pictures would otherwise cost dictionary overhead
@@ -72,31 +84,75 @@ class Deliverer:
         self._recent_waits: deque[float] = deque(maxlen=RECENT_WAITS)
         self._started_at = time.time()
         self._swept = False
+        self._handling: dict[str, asyncio.Task[None]] = {}  # by stream entry id
+        self._slots = asyncio.Semaphore(MAX_HANDLING)
+        self._drawing = asyncio.Semaphore(MAX_DRAWING)
 
     def typical_wait_s(self) -> float | None:
         """Median time from queued to answered over recent results, if any."""
         return statistics.median(self._recent_waits) if self._recent_waits else None
 
     async def run(self) -> None:
-        """Read results forever, riding out Redis outages (cancel to stop)."""
+        """Read results forever, each handled in a task of its own, riding out Redis
+        outages (cancel to stop: the results being handled stop too)."""
         backoff = Backoff(max_s=RETRY_MAX_S, first_s=RETRY_FIRST_S)
+        try:
+            while True:
+                try:
+                    if not self._swept:
+                        await self.answer_orphans()
+                        self._swept = True
+                    async for delivery in self._queue.results():
+                        backoff.reset()
+                        # Read again after an outage while still being handled: leave it.
+                        if delivery.entry_id not in self._handling:
+                            await self._slots.acquire()
+                            self._start(delivery)
+                except PalicordError as exc:
+                    delay_s = backoff.next_delay_s()
+                    log.warning(
+                        "results stream unavailable (%s); retrying in %.1fs",
+                        describe(exc),
+                        delay_s,
+                    )
+                except Exception:  # a bug in reading must not stop all deliveries
+                    delay_s = backoff.next_delay_s()
+                    log.exception("results loop failed; retrying in %.1fs", delay_s)
+                await asyncio.sleep(delay_s)
+        finally:
+            await cancel_and_wait(list(self._handling.values()))
+
+    def _start(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._handle_and_ack(delivery))
+        self._handling[delivery.entry_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._handling.pop(delivery.entry_id, None)
+            self._slots.release()
+
+        task.add_done_callback(done)
+
+    async def _handle_and_ack(self, delivery: Delivery) -> None:
+        """Handle one result and acknowledge it, waiting out Redis outages (handling
+        again is safe: only one answer is ever sent)."""
+        backoff = Backoff(max_s=RETRY_MAX_S, first_s=RETRY_FIRST_S)
+        failures = 0
         while True:
             try:
-                if not self._swept:
-                    await self.answer_orphans()
-                    self._swept = True
-                async for delivery in self._queue.results():
-                    backoff.reset()
-                    await self.handle(delivery.result)
-                    await self._queue.ack(delivery)
+                await self.handle(delivery.result)
+                await self._queue.ack(delivery)
+                return
             except PalicordError as exc:
                 delay_s = backoff.next_delay_s()
                 log.warning(
                     "results stream unavailable (%s); retrying in %.1fs", describe(exc), delay_s
                 )
-            except Exception:  # a bug in one result must not stop all deliveries
+            except Exception:  # a bug in one result must not stop the others
+                failures += 1
+                log.exception("handling result %s failed", delivery.result.job_id)
+                if failures >= MAX_HANDLE_ATTEMPTS:
+                    return
                 delay_s = backoff.next_delay_s()
-                log.exception("results loop failed; retrying in %.1fs", delay_s)
             await asyncio.sleep(delay_s)
 
     async def handle(self, result: JobResult) -> None:
@@ -148,9 +204,12 @@ class Deliverer:
         answers = await asyncio.gather(
             *(self._item_answer(item.request_id, i, outcomes.get(i)) for i in range(item.count))
         )
-        answer = await asyncio.to_thread(
-            compose, answers, max_file_bytes=item.address.upload_limit_bytes
-        )
+        limit = item.address.upload_limit_bytes
+        if any(a.drawable for a in answers):
+            async with self._drawing:
+                answer = await asyncio.to_thread(compose, answers, max_file_bytes=limit)
+        else:
+            answer = await asyncio.to_thread(compose, answers, max_file_bytes=limit)
         pictures = [a.result.context.get(PICTURE_FIELD) if a.result.ok else None for a in answers]
         answer = dataclasses.replace(answer, view=follow_up_view(pictures))
         # Claimed only with the answer ready: whatever fails before this (Redis, drawing)
@@ -176,7 +235,9 @@ class Deliverer:
             result = JobResult(job_id="lost", context={}, error=PalicordError.code)
         label = result.context.get("label", "")
         image = self._images.pop(request_id, index)
-        if image is None and result.ok and result.detections:
+        if result.display is not None:
+            image = None  # drawn on the worker's copy: the upload is not needed
+        elif image is None and result.ok and result.detections:
             image = await self._refetch(result.context.get("url", ""), label)
         return ItemAnswer(label=label, result=result, image=image)
 

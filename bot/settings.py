@@ -83,6 +83,10 @@ class BotSettings(QueueSettings):
     # Interaction tokens live 15 minutes; past this age results go to the channel instead.
     interaction_token_ttl_s: float = Field(default=14 * 60.0, gt=0)
 
+    def secrets(self) -> tuple[str, ...]:
+        """The bot token and the Redis password, for the log filter."""
+        return (self.discord_token.get_secret_value(), *super().secrets())
+
     @field_validator("attachment_hosts", "attachment_http_hosts", "image_link_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -123,7 +127,7 @@ class BotSettings(QueueSettings):
                 continue
             first, dash, last = part.partition("-")
             if not (first.isdigit() and (not dash or last.isdigit())):
-                raise ValueError(f"not a shard id or range: {part!r} (use e.g. 0,1 or 0-3)")
+                raise ValueError("must be shard ids or ranges, such as 0,1 or 0-3")
             ids.extend(range(int(first), int(last if dash else first) + 1))
         return tuple(ids)
 
@@ -135,9 +139,7 @@ class BotSettings(QueueSettings):
             raise ValueError("SHARD_IDS needs SHARD_COUNT (the bot's total number of shards)")
         ids = self.shard_ids
         if not ids or len(set(ids)) != len(ids) or not all(0 <= i < self.shard_count for i in ids):
-            raise ValueError(
-                f"SHARD_IDS must be distinct ids below SHARD_COUNT ({self.shard_count})"
-            )
+            raise ValueError("SHARD_IDS must be distinct ids below SHARD_COUNT")
         if "instance_id" not in self.model_fields_set:
             # Stable per range, so a restarted shard process reads its own results again.
             self.instance_id = f"bot-shards-{'.'.join(map(str, ids))}-of-{self.shard_count}"

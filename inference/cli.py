@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from inference.detection import Detection
-from inference.errors import PalicordError
+from inference.errors import ConfigurationError, PalicordError
+from inference.queue.settings import load_settings
 from inference.settings import EngineSettings
 from inference.tasks import Task, TaskSpec
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         overrides["quantization"] = args.quantization
     if args.device:
         overrides["device"] = args.device
-    settings = EngineSettings(**overrides)  # type: ignore[arg-type]
+    settings = load_settings(EngineSettings, **overrides)
 
     # Check the picture before the slow model load, so a bad file fails in a blink.
     from inference.intake import probe_image
@@ -104,14 +105,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # Imported here so `--help` and argument errors stay instant (torch is slow to import).
     from inference.engine.paligemma import PaliGemmaEngine
     from inference.tasks import InferenceRequest
+    from inference.worker.runner import generate_resilient
 
     # One picture: preparing it here beats starting processes to do it.
     one = {"batch_size": 1, "prepare_processes": 0}
     with progress(f"Loading {settings.model_id}", sys.stderr):
         engine = PaliGemmaEngine.from_settings(settings.model_copy(update=one))
-    (result,) = engine.generate([InferenceRequest(spec, data)])
-    if not result.ok:
-        raise PalicordError(result.error_message)
+    (result,) = generate_resilient(engine, [InferenceRequest(spec, data)])
+    if result is None or not result.ok:  # None only when stopped, which nothing does here
+        raise PalicordError(result.error_message if result else None)
     if args.out is not None and spec.task is Task.DETECT:
         _write_annotated(data, result.detections, args.out, settings)
     return result.to_dict()
@@ -150,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     try:
         output = run(args)
+    except ConfigurationError as exc:  # names the wrong settings, never their values
+        print(f"error: bad configuration: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     except PalicordError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED

@@ -18,15 +18,16 @@
     │   ├── ModelLoadError
     │   ├── QuantizationUnavailable
     │   └── GenerationError
-    └── QueueError                  the job queue refused or lost the request
-        ├── QueueFull
-        ├── GuildOverCap
-        ├── UserOverCap
-        ├── NoWorkerAlive
-        ├── QueueUnavailable
-        ├── JobTimedOut
-        ├── JobFailed
-        └── MalformedMessage
+    ├── QueueError                  the job queue refused or lost the request
+    │   ├── QueueFull
+    │   ├── GuildOverCap
+    │   ├── UserOverCap
+    │   ├── NoWorkerAlive
+    │   ├── QueueUnavailable
+    │   ├── JobTimedOut
+    │   ├── JobFailed
+    │   └── MalformedMessage
+    └── ConfigurationError          a setting is wrong (for the operator, at start-up)
 
 `code` is a stable, machine-readable name that crosses the queue, so the bot can map a
 worker-side failure back to the same class without matching strings.
@@ -197,6 +198,17 @@ class JobFailed(QueueError):
 class MalformedMessage(QueueError):
     code = "malformed"
     default_message = "A queue message could not be read."
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+class ConfigurationError(PalicordError):
+    """Raised by `inference.queue.settings.load_settings`; the message names each wrong
+    setting and what is wrong with it, and never quotes a value (secrets included)."""
+
+    code = "configuration"
+    default_message = "A setting is wrong."
 
 
 def error_types(root: type[PalicordError] = PalicordError) -> list[type[PalicordError]]:

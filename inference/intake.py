@@ -259,7 +259,7 @@ def load_image(
             width, height = height, width
         rgb = to_rgb(img)
     if target_size is not None:
-        rgb = _reduce(rgb, target_size)
+        rgb = reduce_towards(rgb, target_size)
     return LoadedImage(
         image=rgb, original_size=(width, height), format=fmt, frame=frame, frames=frames
     )
@@ -298,7 +298,8 @@ def _max_sample(img: Image.Image) -> float:
     return high if isinstance(high, int | float) else 0
 
 
-def _reduce(img: Image.Image, target_size: int) -> Image.Image:
+def reduce_towards(img: Image.Image, target_size: int) -> Image.Image:
+    """`img` reduced as `load_image` reduces it for a model input of `target_size`."""
     width, height = img.size
     # Fit the long side in DOWNSCALE_MARGIN * target, but never take the short side below
     # target: a panorama still gets target_size rows of real detail.

@@ -189,6 +189,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and cleaned) by a log filter
+            line["exception"] = record.exc_text
         return json.dumps(line, ensure_ascii=False)
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from inference.queue.keys import check_part
+from inference.queue.keys import is_key_part
 from inference.queue.settings import ImageLimits, QueueSettings
 
 Quantization = Literal["none", "8bit", "4bit"]
@@ -80,19 +80,21 @@ class WorkerSettings(QueueSettings, EngineSettings):
     @classmethod
     def _worker_id_fits_in_a_key(cls, value: str | None) -> str | None:
         # It names the worker's heartbeat key and its leases: letters, digits, - _ . only.
-        return None if not value else check_part(value)
+        if value and not is_key_part(value):
+            raise ValueError("may hold only letters, digits, - _ and . (at most 100)")
+        return value or None
 
     @model_validator(mode="after")
     def _batch_limit_outlasts_a_lease(self) -> WorkerSettings:
         # Leases are extended so that a batch may outlive one; a limit inside a lease
         # would give up batches the lease alone covers.
         if self.max_batch_run_s <= self.lease_s:
-            raise ValueError("max_batch_run_s must be longer than lease_s")
+            raise ValueError("MAX_BATCH_RUN_S must be longer than LEASE_S")
         return self
 
     @model_validator(mode="after")
     def _idle_wait_inside_the_redis_timeout(self) -> WorkerSettings:
         # The idle wait is a blocking pop: past the socket timeout it would read as an outage.
         if self.idle_wait_s >= self.redis_timeout_s:
-            raise ValueError("idle_wait_s must be shorter than redis_timeout_s")
+            raise ValueError("IDLE_WAIT_S must be shorter than REDIS_TIMEOUT_S")
         return self

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 from inference.detection import Detection
+from inference.display import DisplayPicture
 from inference.errors import InvalidParameter, UnknownTask, UnsupportedLanguage
 
 # The 35 languages PaliGemma 2's multilingual captioning/VQA mixture was trained on.
@@ -31,6 +32,11 @@ class Task(enum.StrEnum):
     ANSWER = "answer"
     OCR = "ocr"
     DETECT = "detect"
+
+    @property
+    def draws(self) -> bool:
+        """Whether the answer is drawn on the picture (the worker sends a display copy)."""
+        return self is Task.DETECT
 
     @classmethod
     def parse(cls, value: str) -> Task:
@@ -149,13 +155,15 @@ class TaskSpec:
 
 @dataclass(frozen=True, slots=True)
 class InferenceResult:
-    """What one request produced: text, and pixel boxes for detect."""
+    """What one request produced: text, pixel boxes for detect, and the picture to draw
+    them on (for tasks that draw)."""
 
     task: Task
     text: str
     detections: tuple[Detection, ...] = field(default_factory=tuple)
     error: str | None = None  # an errors.PalicordError code when this request failed
     error_message: str | None = None
+    display: DisplayPicture | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -6,7 +6,8 @@ that plays Discord. Ctrl-C (or SIGTERM) stops everything it started, bot first.
 Settings, from the environment: SANDBOX_PORT (default 8080, else any free port),
 REDIS_URL, LOCAL_REDIS_PORT (where an already running Redis is looked for, default 6379),
 MODEL_ID, and anything the worker or the bot reads (USER_COOLDOWN_S, ...), which they get
-unchanged.
+unchanged. All of them are checked before anything starts: a wrong one ends the sandbox
+with one line naming it (never its value) and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.settings import BotSettings
 from inference.demo.shapes import encode_png, make_scene
+from inference.errors import ConfigurationError
+from inference.queue.settings import load_settings
+from inference.settings import WorkerSettings
 from sandbox.discord import DiscordServer
 from sandbox.stack import (
     ROOT,
@@ -57,6 +64,29 @@ DEMO_NOTICE = (
 )
 
 
+class SandboxSettings(BaseSettings):
+    """The sandbox's own settings, from the environment only (its children read `.env`)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    sandbox_port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: any free port
+    local_redis_port: int = Field(default=6379, ge=1, le=65535)
+
+
+def check_children(configured_redis_url: str | None, local_redis_port: int) -> None:
+    """Build the worker's and the bot's settings as they will start (the environment and
+    `.env`, with what the sandbox sets for them), so that a wrong setting ends the sandbox
+    at once, in one line, rather than in a child's log after Redis and the server started."""
+    common = {
+        "_env_file": ROOT / ".env",
+        "redis_url": configured_redis_url or f"redis://127.0.0.1:{local_redis_port}/0",
+        "key_prefix": KEY_PREFIX,
+        "metrics_port": 0,
+    }
+    load_settings(WorkerSettings, **common)
+    load_settings(BotSettings, discord_token="sandbox", instance_id="sandbox", **common)
+
+
 def _samples() -> dict[str, bytes]:
     out = {"shapes.png": (ROOT / "samples" / "shapes.png").read_bytes()}
     for seed in (3, 11, 29):
@@ -79,8 +109,7 @@ def _animated_sample() -> bytes:
     return buf.getvalue()
 
 
-def _port() -> int:
-    wanted = int(os.environ.get("SANDBOX_PORT") or DEFAULT_PORT)
+def _port(wanted: int) -> int:
     if wanted and port_free(wanted):
         return wanted
     port = free_port()
@@ -107,7 +136,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 class Stack:
     """Everything one sandbox run started, stopped in reverse order."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
         self.stop_requested = asyncio.Event()
         self.redis: RedisChoice | None = None
         self.server: DiscordServer | None = None
@@ -154,7 +184,7 @@ class Stack:
         self.redis = choose_redis(
             os.environ.get("REDIS_URL"),
             DATA_DIR / "redis",
-            local_port=int(os.environ.get("LOCAL_REDIS_PORT") or 6379),
+            local_port=self.settings.local_redis_port,
         )
         log.info("Redis: %s", self.redis.description)
         await _clear_prefix(self.redis.url)
@@ -169,7 +199,7 @@ class Stack:
         )
         page = Sandbox(self.server, notice=notice, samples=_samples())
         page.model_ready = False
-        self.port = _port()
+        self.port = _port(self.settings.sandbox_port)
         await self.server.start(port=self.port, more_routes=page.routes)
 
         base = {**os.environ, "REDIS_URL": self.redis.url, "KEY_PREFIX": KEY_PREFIX}
@@ -235,8 +265,8 @@ class Stack:
                 log.info("the private redis-server stopped")
 
 
-async def run() -> int:
-    stack = Stack()
+async def run(settings: SandboxSettings) -> int:
+    stack = Stack(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stack.request_stop)
@@ -262,7 +292,13 @@ async def run() -> int:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per poll
-    return asyncio.run(run())
+    try:
+        settings = load_settings(SandboxSettings)
+        check_children(os.environ.get("REDIS_URL"), settings.local_redis_port)
+    except ConfigurationError as exc:  # names the wrong settings, never their values
+        log.error("bad configuration: %s", exc)
+        return 2
+    return asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

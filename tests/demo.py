@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from inference.engine.paligemma import PaliGemmaEngine
 from inference.settings import EngineSettings
@@ -30,3 +33,18 @@ def demo_settings(**overrides: object) -> EngineSettings:
 def demo_engine(batch_size: int = 8) -> PaliGemmaEngine:
     """The demo model behind the real engine, shared by the tests of one process."""
     return PaliGemmaEngine.from_settings(demo_settings(batch_size=batch_size))
+
+
+def count_generate(monkeypatch: pytest.MonkeyPatch, engine: PaliGemmaEngine) -> list[int]:
+    """The rows of each call to the engine's model.generate from now on (the model itself
+    is wrapped, so the engine's own bookkeeping is not what is counted)."""
+    model = engine._loaded.model
+    real = model.generate
+    rows: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counted)
+    return rows

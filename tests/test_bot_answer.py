@@ -3,16 +3,21 @@ safety: model text can neither ping nor break formatting, and always fits."""
 
 from __future__ import annotations
 
+import io
+
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
 from bot import answer
 from bot.answer import ItemAnswer, compose
 from bot.replies import ItemContext, ReplyAddress
-from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
+from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES, label_color
 from inference.detection import Detection
+from inference.display import DISPLAY_MAX_BYTES, DISPLAY_MAX_SIDE_PX
 from inference.queue.messages import JobResult
 from inference.tasks import Task
+from tests.bot_memory import big_upload, detect_result, measure
 from tests.discord_server.harness import noisy_png
 from tests.discord_server.render_checks import LIVE_MENTION
 
@@ -122,3 +127,44 @@ def test_legend_counts_labels() -> None:
     assert legend.startswith("cat × 2, ")
     assert not LIVE_MENTION.search(legend)
     assert answer.legend([]) == "Nothing found."
+
+
+def test_a_40_megapixel_detect_raises_the_bots_peak_memory_by_at_most_150_mb() -> None:
+    # Measured in a fresh process (tests/bot_memory.py). Before issue 19 the bot decoded
+    # the upload in full to draw on it: +500 MB for this 7,900 x 5,000 RGBA PNG here
+    # (`how="full"`), against ~15 MB drawing on the worker's display copy.
+    upload, detection = big_upload(7900, 5000)
+    result = detect_result(upload, detection, with_display=True)
+    measured = measure(upload, result, "display")
+    assert measured.increase_mb <= 150
+    [size] = measured.pictures
+    assert 0 < size <= DISPLAY_MAX_BYTES * 4  # the drawn copy, not a full-size picture
+
+
+def test_a_result_from_an_older_worker_costs_bounded_memory_too() -> None:
+    # No display copy: a 40-megapixel PNG cannot be decoded small, so the answer is the
+    # legend and the boxes without a picture; a 5-megapixel one is drawn within bounds.
+    # (Passes before issue 19 only in the sense that nothing there was bounded.)
+    upload, detection = big_upload(7900, 5000)
+    measured = measure(upload, detect_result(upload, detection, with_display=False), "fallback")
+    assert measured.pictures == []
+    assert "too large to draw on here" in measured.note
+    assert measured.increase_mb <= 20
+    upload, detection = big_upload(2500, 2000)
+    measured = measure(upload, detect_result(upload, detection, with_display=False), "fallback")
+    assert len(measured.pictures) == 1
+    assert measured.increase_mb <= 100
+
+
+def test_boxes_are_drawn_on_the_display_copy_where_the_upload_had_them() -> None:
+    upload, detection = big_upload(4000, 2000)
+    item = ItemAnswer("big.png", detect_result(upload, detection, with_display=True))
+    answer = compose([item], max_file_bytes=DISCORD_UPLOAD_LIMIT_BYTES)
+    drawn = Image.open(io.BytesIO(answer.files[0].data))
+    assert drawn.size == (DISPLAY_MAX_SIDE_PX, 800)
+    # The square is at (1000, 500)-(2000, 1000) in the upload: (400, 200)-(800, 400) here,
+    # its outline drawn just inside that box in the label's colour.
+    colour = label_color("square")
+    edge = drawn.convert("RGB").getpixel((600, 203))
+    assert isinstance(edge, tuple)
+    assert sum(abs(a - b) for a, b in zip(edge, colour, strict=True)) < 60

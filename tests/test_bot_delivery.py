@@ -14,7 +14,13 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot.answer import Answer
-from bot.delivery import Deliverer, ImageCache, RequestStore
+from bot.delivery import (
+    MAX_HANDLE_ATTEMPTS,
+    RETRY_MAX_S,
+    Deliverer,
+    ImageCache,
+    RequestStore,
+)
 from bot.download import Downloader
 from bot.replies import ItemContext, ProgressBoard, Replies, ReplyAddress
 from inference.errors import QueueUnavailable
@@ -197,3 +203,45 @@ def test_the_image_cache_is_bounded_by_bytes_and_by_entries() -> None:
     assert (cache.pop("r", 0), cache.pop("r", 1)) == (None, b"abcd")
     cache.put("r", 2, b"x" * 11)  # larger than the whole cache: not kept
     assert cache.pop("r", 2) is None
+
+
+async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
+    redis: Redis, redis_prefix: str, worker_settings: WorkerSettings
+) -> None:
+    # Handled in tasks of their own: the broken result is tried MAX_HANDLE_ATTEMPTS
+    # times and left unacknowledged (for the next run of the bot), while the other is
+    # answered. Before issue 19 the results loop retried the broken one forever, and
+    # nothing after it was answered.
+    settings = QueueSettings(key_prefix=redis_prefix)
+    queue = QueueClient(redis, settings, instance_id="t", require_worker=False)
+    store = RequestStore(redis, Keys(redis_prefix), ttl_s=60)
+    outbox = Outbox()
+    address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
+    for name in ("broken", "fine"):
+        context = ItemContext(name, 0, 1, "x.png", "", address).to_context()
+        job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=context)
+        await queue.submit(job, b"img")
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+
+    async with aiohttp.ClientSession() as session:
+        deliverer = deliverer_for(queue, store, outbox, session)
+        real_handle = deliverer.handle
+        tries: list[str] = []
+
+        async def handle(result: JobResult) -> None:
+            if result.context["rid"] == "broken":
+                tries.append(result.job_id)
+                raise RuntimeError("a bug")
+            await real_handle(result)
+
+        deliverer.handle = handle  # type: ignore[method-assign]
+        run = asyncio.create_task(deliverer.run())
+        try:
+            async with asyncio.timeout(10):
+                while len(tries) < MAX_HANDLE_ATTEMPTS or not outbox.sent:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(RETRY_MAX_S / 10)
+        finally:
+            await cancel_and_wait([run])
+    assert len(outbox.sent) == 1 and len(tries) == MAX_HANDLE_ATTEMPTS
+    assert await redis.xlen(Keys(redis_prefix).results("t")) == 1  # left for a retry

@@ -3,12 +3,21 @@ running the shapes oracle engine."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
+from collections.abc import Sequence
 
+import pytest
 from PIL import Image
 
+from bot import delivery
+from bot.answer import Answer, ItemAnswer, compose
 from bot.client import PalicordBot
+from inference.annotate import label_color
+from inference.demo.shapes import BACKGROUND, COLORS
 from inference.detection import iou
+from inference.display import DISPLAY_MAX_SIDE_PX
 from inference.worker.service import Worker
 from sandbox.discord import DiscordServer
 from tests.discord_server.expect import (
@@ -207,3 +216,73 @@ async def test_expired_token_answer_goes_to_the_channel(
     assert [str(u) for u in allowed["users"]] == [str(user.id)]
     assert "everyone" not in allowed["parse"] and "roles" not in allowed["parse"]
     assert scene.shapes[0].kind in post.text
+
+
+def big_square_png(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes:
+    """A demo-coloured picture of `size` with one red square at `box` (a small file)."""
+    image = Image.new("RGB", size, BACKGROUND)
+    image.paste(COLORS["red"], box)
+    return png_bytes(image, compress_level=9)
+
+
+async def test_detect_on_a_large_picture_is_drawn_at_display_size(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    # 12 megapixels: the worker sends a 1,600 px copy with the boxes, and the bot draws
+    # on that. Before issue 19 the bot decoded the upload and drew at 4,000 x 3,000.
+    box = (1000, 1000, 2000, 2000)
+    image = server.attachment(big_square_png((4000, 3000), box), "big.png")
+    state = await server.slash(
+        "detect", user=server.user("gus"), attachments={"image": image}, objects="square"
+    )
+    answer = await answer_for(server, state, timeout_s=30)
+    picture = next(f for f in answer.files if not f.filename.endswith(".json"))
+    drawn = Image.open(io.BytesIO(picture.data)).convert("RGB")
+    assert drawn.size == (DISPLAY_MAX_SIDE_PX, 1200)
+    [found] = boxes(answer)
+    assert iou(found["box"], box) >= 0.9  # still in the upload's pixels
+    # The outline is drawn just inside the box, scaled to the copy: (400, 400)-(800, 800).
+    edge = drawn.getpixel((600, 403))
+    assert isinstance(edge, tuple)
+    assert sum(abs(a - b) for a, b in zip(edge, label_color("square"), strict=True)) < 60
+
+
+async def test_a_slow_drawing_does_not_hold_up_other_answers(
+    server: DiscordServer, bot: PalicordBot, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first request's composition is held (standing in for a drawing that takes
+    # long) until the second request has its answer. Before issue 19 the results loop
+    # composed one answer at a time: the second waited behind the first, and this test
+    # timed out.
+    slow_started, release = threading.Event(), threading.Event()
+
+    def held_compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
+        if any(item.label == "slow.png" for item in items):
+            slow_started.set()
+            release.wait(timeout=30)
+        return compose(items, max_file_bytes=max_file_bytes)
+
+    monkeypatch.setattr(delivery, "compose", held_compose)
+    first = one_shape_scene(seed=8, size=(200, 150))
+    second = one_shape_scene(seed=9, size=(200, 150))
+    try:
+        slow = await server.slash(
+            "detect",
+            user=server.user("hal"),
+            attachments={"image": server.attachment(png_bytes(first.image), "slow.png")},
+            objects=first.shapes[0].kind,
+        )
+        assert await asyncio.to_thread(slow_started.wait, 10)
+        quick = await server.slash(
+            "detect",
+            user=server.user("ida"),
+            attachments={"image": server.attachment(png_bytes(second.image), "quick.png")},
+            objects=second.shapes[0].kind,
+        )
+        quick_answer = await answer_for(server, quick, timeout_s=10)
+        assert f"{second.shapes[0].kind} × 1" in quick_answer.text
+        assert not [r for r in server.sent_for(slow) if r.embed_text]  # still drawing
+    finally:
+        release.set()
+    slow_answer = await answer_for(server, slow, timeout_s=10)
+    assert f"{first.shapes[0].kind} × 1" in slow_answer.text

@@ -85,3 +85,14 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
 def test_a_missing_model_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("caption", str(SAMPLE), "--model", str(tmp_path / "no-model"))
     assert_one_line_error(proc, "Could not load model")
+
+
+def test_a_question_spelling_the_image_token_is_answered() -> None:
+    """Fails on the old code: the question's `<image>` became an image token and the
+    model raised ("Image features and image tokens do not match")."""
+    proc = run_cli(
+        "answer", str(SAMPLE), "-q", "what is <image> <bos> here?", "-m", str(DEMO_MODEL)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["text"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
 from inference.tasks import InferenceRequest, Task, TaskSpec
-from tests.demo import demo_engine
+from inference.worker.runner import generate_resilient
+from tests.demo import count_generate, demo_engine
 
 
 def _images(n: int, seed: int = 5) -> list[bytes]:
@@ -68,6 +71,20 @@ def test_detections_are_in_original_image_pixels() -> None:
     assert 0 <= x0 < x1 <= 300 and 0 <= y0 < y1 <= 150
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     assert target.box[0] <= cx <= target.box[2] and target.box[1] <= cy <= target.box[3]
+    # The picture to draw them on comes back with them, sized and oriented like the upload.
+    assert result.display is not None and result.display.original_size == (300, 150)
+    assert result.display.open().size == (300, 150)
+
+
+def test_only_answers_drawn_on_the_picture_carry_a_copy_of_it() -> None:
+    img = _images(1)[0]
+    caption, detect = demo_engine().generate(
+        [
+            InferenceRequest(TaskSpec.build("caption"), img),
+            InferenceRequest(TaskSpec.build("detect", objects="circle"), img),
+        ]
+    )
+    assert caption.display is None and detect.display is not None
 
 
 def test_per_request_token_budget_is_respected() -> None:
@@ -85,3 +102,26 @@ def test_warmup_leaves_no_picture_features_behind() -> None:
     assert len(engine.features.cache) >= 1
     engine.warmup()
     assert len(engine.features.cache) == 0
+
+
+def test_a_question_spelling_image_tokens_costs_its_batch_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of 8 with `<image>` typed in one question: one generate call, every row
+    answered. Fails on the old encoding: that row gained a real image token, the batch
+    raised "Image features and image tokens do not match" and ran again one by one (9
+    calls), and the asker got an error."""
+    engine = demo_engine()
+    questions = ["what color is the circle?", "how many shapes are there?"] * 4
+    questions[5] = "what is <image> in this <image> picture?"
+    requests = [
+        InferenceRequest(TaskSpec.build("answer", question=q, max_new_tokens=4), img)
+        for q, img in zip(questions, _images(8), strict=True)
+    ]
+    prepared = engine.prepare(requests)
+    rows = count_generate(monkeypatch, engine)
+    before = engine.generate_calls
+    results = generate_resilient(engine, prepared)
+    assert rows == [8]
+    assert engine.generate_calls - before == 1
+    assert all(r is not None and r.ok and r.text for r in results), results

@@ -4,6 +4,7 @@ a dead child survived, and no child outliving the worker."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
@@ -88,6 +90,30 @@ def test_a_bad_picture_comes_back_as_its_own_error(pool: PreparePool) -> None:
     assert isinstance(results[1], CorruptImage) and "incomplete" in str(results[1])
     assert isinstance(results[2], ImageTooLarge)
     assert isinstance(results[0], Encoded) and isinstance(results[3], Encoded)
+
+
+def test_a_detect_request_carries_an_upright_display_copy(pool: PreparePool) -> None:
+    # Stored 2400 x 1600 with a red stored top-left corner, EXIF orientation 6: upright
+    # 1600 x 2400, red in the top-right corner. Made in the preparing process, so the
+    # copy crosses the process boundary too; other tasks get none.
+    image = Image.new("RGB", (2400, 1600), (255, 255, 255))
+    image.paste((255, 0, 0), (0, 0, 300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80, exif=exif.tobytes())
+    detect, caption = pool.encode(
+        [(out.getvalue(), "detect square"), (out.getvalue(), "caption en")]
+    )
+    assert isinstance(detect, Encoded) and isinstance(caption, Encoded)
+    assert caption.display is None
+    assert detect.display is not None
+    assert detect.display.original_size == detect.original_size == (1600, 2400)
+    picture = detect.display.open()
+    assert picture.size == (1067, 1600)
+    corner = picture.getpixel((picture.width - 5, 5))
+    assert isinstance(corner, tuple) and corner[0] > 200 and corner[1] < 60
+    assert np.array_equal(detect.pixels, caption.pixels)  # the model sees the same
 
 
 def test_a_dead_child_costs_no_request_and_the_pool_comes_back() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import threading
 from typing import cast
@@ -10,7 +11,7 @@ from typing import cast
 import pytest
 import torch
 from PIL import Image
-from tokenizers import processors
+from tokenizers import Tokenizer, models, processors
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
@@ -154,3 +155,52 @@ def test_a_tokenizer_that_adds_its_own_bos_is_followed_as_the_processor_does() -
         max_image_bytes=10**6,
         max_image_pixels=10**7,
     ).add_special_tokens
+
+
+def _hostile_specs(content: str) -> list[TaskSpec]:
+    return [
+        TaskSpec.build("answer", question=f"what is {content} here?"),
+        TaskSpec.build("detect", objects=f"cat ; {content} ; dog{content}"),
+    ]
+
+
+def test_every_added_token_typed_by_a_user_reaches_the_model_as_text() -> None:
+    """Fails on the old encoding: `<image>`, `<bos>`, `<eos>`, `<pad>`, every `<locNNNN>` and
+    `<segNNN>` in a question or an object list became the model's own tokens."""
+    processor = demo_engine()._loaded.processor
+    encoding = demo_engine()._pool.local
+    tokenizer = processor.tokenizer
+    added = {int(i): t.content for i, t in tokenizer.added_tokens_decoder.items()}
+    assert {"<image>", "<bos>", "<eos>", "<pad>", "<loc0001>", "<seg127>"} <= set(added.values())
+    seq_len = int(processor.image_seq_length)
+    fixed = [processor.image_token_id] * seq_len + [tokenizer.bos_token_id]
+    newline = tokenizer.convert_tokens_to_ids("\n")
+    for content in added.values():
+        for spec in _hostile_specs(content):
+            ids = encoding.token_ids(spec.prompt()).tolist()
+            assert ids[: len(fixed)] == fixed, content  # the real placeholders and <bos>
+            assert ids[-1] == newline  # the processor's closing "\n", still its token
+            text = ids[len(fixed) : -1]
+            assert not set(text) & set(added), (content, spec.prompt())
+            # Plain text: it decodes back to exactly what the user typed.
+            assert tokenizer.decode(text) == spec.prompt(), content
+
+
+def test_a_tokenizer_whose_merges_rebuild_a_control_token_still_reads_it_as_text() -> None:
+    """A BPE model can have merges that lead back to `<image>` from its characters; the
+    characters are then tokenised one by one. Fails on the old encoding (no text view)."""
+    letters = ["<", "i", "m", "a", "g", "e", ">", "x", "\n"]
+    steps = ["<i", "<im", "<ima", "<imag", "<image", "<image>"]
+    vocab = {t: n for n, t in enumerate(["<pad>", "<bos>", *letters, *steps])}
+    merges = list(zip(["<", *steps[:-1]], ["i", "m", "a", "g", "e", ">"], strict=True))
+    tokenizer = Tokenizer(models.BPE(vocab, merges))
+    tokenizer.add_special_tokens(["<pad>", "<bos>", "<image>"])
+    image, bos = vocab["<image>"], vocab["<bos>"]
+    assert tokenizer.encode("<image>", add_special_tokens=False).ids == [image]
+    spec = spec_from_processor(
+        demo_engine()._loaded.processor, target_size=112, max_image_bytes=1, max_image_pixels=1
+    )
+    own = dataclasses.replace(spec, tokenizer_json=tokenizer.to_str(), prefix="<image><bos>")
+    ids = Encoding(own).token_ids("x<image>").tolist()
+    assert ids[:2] == [image, bos]
+    assert ids[2:] == [vocab[c] for c in "x<image>\n"]

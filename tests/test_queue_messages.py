@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inference.detection import Detection
+from inference.display import DisplayPicture
 from inference.errors import (
     InvalidParameter,
     JobTimedOut,
@@ -132,6 +133,23 @@ def test_result_round_trip_with_detections() -> None:
     assert json.loads(result.to_json())["task"] == "detect"  # the wire form is unchanged
     assert again.ok and again.exception() is None
     assert again.context == job.context
+
+
+def test_a_detect_result_carries_its_display_copy_and_older_results_still_read() -> None:
+    job = make_job()
+    display = DisplayPicture(b"\xff\xd8\xff display copy", (7900, 5000))
+    inference = InferenceResult(Task.DETECT, "", (Detection("cat", (1, 2, 3, 4)),), display=display)
+    result = JobResult.success(job, inference, worker_id="w1")
+    again = JobResult.from_json(result.to_json())
+    assert again == result and again.display == display
+    # A worker from before the display copy sends no such field: the same version reads.
+    older = json.loads(result.to_json())
+    del older["display"]
+    assert older["v"] == 1 and JobResult.from_json(json.dumps(older)).display is None
+    # A copy that does not decode is a malformed message, like any other field.
+    older["display"] = {"data": "not base64!", "original_size": [1, 1]}
+    with pytest.raises(MalformedMessage):
+        JobResult.from_json(json.dumps(older))
 
 
 def test_failure_result_maps_back_to_its_error_class() -> None:

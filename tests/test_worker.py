@@ -172,7 +172,7 @@ async def test_hung_engine_gives_up_its_leases_and_returns_a_distinct_code(
 
 def test_max_batch_run_s_must_exceed_the_lease(worker_settings: WorkerSettings) -> None:
     fields = worker_settings.model_dump() | {"lease_s": 5.0, "max_batch_run_s": 5.0}
-    with pytest.raises(ValueError, match="max_batch_run_s"):
+    with pytest.raises(ValueError, match="MAX_BATCH_RUN_S"):
         WorkerSettings(**fields)
 
 

@@ -14,8 +14,9 @@ from inference.tasks import InferenceRequest, InferenceResult, Task
 
 
 class Engine(Protocol):
-    """Runs batches of requests; one result per request, in order, never raising for a
-    single bad request (that request gets an error result instead)."""
+    """Runs batches of requests; one result per request, in order. A bad picture gets an
+    error result; a generation that fails raises for the whole call, and
+    `inference.worker.runner.generate_resilient` isolates the row behind it."""
 
     @property
     def model_id(self) -> str: ...

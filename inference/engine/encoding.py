@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import multiprocessing
 import signal
@@ -42,9 +43,11 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
+from inference.display import DisplayPicture, load_with_display
 from inference.errors import CorruptImage, ImageTooSlow, PalicordError
 from inference.intake import load_image
 from inference.queue.memory import picture_digest
+from inference.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class EncodeSpec:
     """Everything a preparing process needs, small and picklable."""
 
     tokenizer_json: str  # the checkpoint's tokenizer, serialised
-    prefix: str  # the image placeholders and <bos>, as PaliGemma's processor writes them
+    prefix: str  # the image placeholders and <bos>: the only control tokens a prompt gets
     add_special_tokens: bool  # whether the processor lets the tokenizer add its own
     side: tuple[int, int] | None  # (width, height) the processor resizes to; None: no resize
     resample: int  # PIL's filter number, from the processor config
@@ -73,25 +76,58 @@ class Encoded:
     pixels: np.ndarray  # uint8 (height, width, 3)
     original_size: tuple[int, int]
     digest: str  # the picture's id, as the bot's picture store names it
+    display: DisplayPicture | None = None  # for tasks that draw their answer on the picture
+
+
+def text_only(tokenizer_json: str) -> Tokenizer:
+    """The tokenizer with none of its added tokens matched in the text it encodes.
+
+    The processor's tokenizer turns `<image>`, `<bos>`, `<eos>`, `<locNNNN>`, `<segNNN>`...
+    typed in a question into the model's control tokens (an extra `<image>` fails the whole
+    batch: "Image features and image tokens do not match"). `encode_special_tokens` stops
+    that only for tokens marked special, and a checkpoint's loc/seg tokens are not, so every
+    added token is marked special here first. Text without added tokens is split at exactly
+    the same places as before: they only ever cut a text into segments tokenised alone.
+    """
+    config = json.loads(tokenizer_json)
+    for token in config.get("added_tokens", []):
+        token["special"] = True
+    tokenizer = Tokenizer.from_str(json.dumps(config))
+    tokenizer.encode_special_tokens = True
+    return tokenizer
 
 
 class Encoding:
-    """`EncodeSpec` made ready: the tokenizer built once per process."""
+    """`EncodeSpec` made ready once per process: the prompt's fixed ids and a tokenizer
+    that reads the rest as text."""
 
     def __init__(self, spec: EncodeSpec) -> None:
         self.spec = spec
-        self._tokenizer = Tokenizer.from_str(spec.tokenizer_json)
+        tokenizer = Tokenizer.from_str(spec.tokenizer_json)
+        # The control tokens a prompt gets are fixed: the same ids for every request.
+        head = tokenizer.encode(spec.prefix, add_special_tokens=spec.add_special_tokens)
+        self._head = list(head.ids)
+        self._tail = list(tokenizer.encode("\n", add_special_tokens=False).ids)
+        self._text = text_only(spec.tokenizer_json)
+        # A multi-character added token a text tokenizer still builds (merges leading to
+        # it) is replaced by its characters, tokenised one by one: none can come back.
+        self._spelled = {
+            token_id: [i for char in token.content for i in self._text.encode(char).ids]
+            for token_id, token in tokenizer.get_added_tokens_decoder().items()
+            if len(token.content) > 1
+        }
 
     def encode(self, image: bytes, prompt: str) -> Encoded | PalicordError:
-        """The request's token ids and square RGB picture; a bad picture is its error."""
+        """The request's token ids and square RGB picture, and the display copy when its
+        answer is drawn on the picture; a bad picture is its error."""
         spec = self.spec
+        limits = {"max_bytes": spec.max_image_bytes, "max_pixels": spec.max_image_pixels}
+        display = None
         try:
-            loaded = load_image(
-                image,
-                max_bytes=spec.max_image_bytes,
-                max_pixels=spec.max_image_pixels,
-                target_size=spec.target_size,
-            )
+            if _draws(prompt):
+                loaded, display = load_with_display(image, **limits, target_size=spec.target_size)
+            else:
+                loaded = load_image(image, **limits, target_size=spec.target_size)
         except PalicordError as exc:
             return exc
         return Encoded(
@@ -99,19 +135,31 @@ class Encoding:
             pixels=self.square(loaded.image),
             original_size=loaded.original_size,
             digest=picture_digest(image),
+            display=display,
         )
 
     def token_ids(self, prompt: str) -> np.ndarray:
-        """The prompt as PaliGemma's processor expands it: placeholders, <bos>, prompt, \\n."""
-        text = self.spec.prefix + prompt + "\n"
-        ids = self._tokenizer.encode(text, add_special_tokens=self.spec.add_special_tokens).ids
-        return np.asarray(ids, dtype=np.int64)
+        """The prompt as PaliGemma's processor expands it: placeholders, <bos>, prompt, \\n;
+        the prompt read as text, whatever tokens of the model's it spells."""
+        return np.asarray(self._head + self.text_ids(prompt) + self._tail, dtype=np.int64)
+
+    def text_ids(self, text: str) -> list[int]:
+        """`text` tokenised as plain text: no added token spelled in it becomes its token."""
+        ids = self._text.encode(text, add_special_tokens=False).ids
+        return [j for i in ids for j in self._spelled.get(i, (i,))]
 
     def square(self, image: Image.Image) -> np.ndarray:
         """The picture resized as the processor resizes it, as 8-bit RGB."""
         if self.spec.side is not None:
             image = image.resize(self.spec.side, Image.Resampling(self.spec.resample))
         return np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only
+
+
+def _draws(prompt: str) -> bool:
+    # A prompt starts with its task's name (`TaskSpec.prompt`): PaliGemma answers with
+    # boxes only after its fixed "detect"/"segment" prefixes.
+    name = prompt.split(" ", 1)[0]
+    return name in Task.__members__.values() and Task(name).draws
 
 
 _READY = "ready"

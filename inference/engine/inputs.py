@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria
 
+from inference.display import DisplayPicture
 from inference.engine.encoding import Encoded, EncodeSpec, Encoding
 from inference.errors import ModelLoadError
 
@@ -36,6 +37,7 @@ class ModelInput:
     pixels: torch.Tensor  # uint8 (side, side, 3); `Normaliser` makes the model's input
     digest: str  # the picture's id: the image-feature cache's key
     original_size: tuple[int, int]  # detections are scaled back to this
+    display: DisplayPicture | None = None  # sent back with answers drawn on the picture
 
     @classmethod
     def of(cls, encoded: Encoded) -> ModelInput:
@@ -47,6 +49,7 @@ class ModelInput:
             pixels=torch.from_numpy(encoded.pixels),
             digest=encoded.digest,
             original_size=encoded.original_size,
+            display=encoded.display,
         )
 
 
@@ -109,7 +112,9 @@ def spec_from_processor(
 
 def check_against_processor(encoding: Encoding, normaliser: Normaliser, processor: Any) -> None:
     """Refuse a checkpoint whose processor this path does not reproduce value for value
-    (a crop, another tokenizer layout): its answers would quietly drift."""
+    (a crop, another tokenizer layout): its answers would quietly drift. The probe is
+    ordinary text, where reading the prompt as text (`Encoding.token_ids`) must give the
+    processor's very ids; they differ only where a user spells a token of the model's."""
     sample = _probe_picture()
     reference = processor(images=[sample], text=["<image>" + PROBE_PROMPT], return_tensors="pt")
     ids = torch.from_numpy(encoding.token_ids(PROBE_PROMPT))

@@ -32,10 +32,17 @@ class LoadedModel:
 
 
 def pick_device(requested: str | None) -> torch.device:
-    """The requested device, else CUDA when present, else CPU."""
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, else CUDA when present, else CPU. A DEVICE this machine
+    cannot use is refused here, in words, not by torch at the model's first move."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ModelLoadError("DEVICE must be a torch device, such as cpu, cuda or cuda:1") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError("DEVICE names a CUDA GPU that this machine does not have")
+    return device
 
 
 def image_size_of(processor: Any) -> int:

@@ -3,12 +3,14 @@ work done ahead (`prepare`) and the vision tower skipped for pictures seen recen
 
 A request goes through two steps. `prepare` (while the previous batch generates) has the
 preparing processes (`encoding.PreparePool`) decode, reduce and square the picture,
-tokenise the prompt, and hash the bytes. `generate` (the engine thread) sorts the
-requests by token budget, then for each chunk gets the image features
-(`features.ImageFeatures`: kept ones reused, the rest normalised on the device and run
-through the vision tower), joins the token tensors (`inputs.collate`) and calls
-`generate` with the features as `mm_encoder_outputs`. Each row stops at its own budget
-(`inputs.RowBudgets`) and is decoded cut at that budget.
+tokenise the prompt (the user's words as text: never control tokens), and hash the bytes.
+`generate` (the engine thread) sorts the requests by token budget, then for each chunk
+gets the image features (`features.ImageFeatures`: kept ones reused, the rest normalised
+on the device and run through the vision tower), joins the token tensors
+(`inputs.collate`) and calls `generate` with the features as `mm_encoder_outputs`. Each
+row stops at its own budget (`inputs.RowBudgets`) and is decoded cut at that budget. A
+chunk whose generation fails raises; the worker's runner retries it in halves until the
+failing row stands alone.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from transformers import StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from inference.detection import parse_detections
-from inference.engine.base import is_fatal_device_error, is_out_of_memory
 from inference.engine.encoding import Encoded, PreparePool
 from inference.engine.features import FeatureCache, ImageFeatures
 from inference.engine.inputs import (
@@ -38,7 +39,7 @@ from inference.engine.inputs import (
     stack_pixels,
 )
 from inference.engine.loading import LoadedModel, load_model
-from inference.errors import GenerationError, PalicordError
+from inference.errors import PalicordError
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task, TaskSpec
 
@@ -87,6 +88,9 @@ class PaliGemmaEngine:
         check_against_processor(self._pool.local, self._normalise, loaded.processor)
         self._pad_token_id = int(loaded.processor.tokenizer.pad_token_id)
         self.features = ImageFeatures(self._vision_tower, FeatureCache(feature_cache_max_bytes))
+        # The model's generate calls so far, warm-up included: what a failing row costs its
+        # batch shows here (bench/hostile.py reads it before and after a batch).
+        self.generate_calls = 0
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> PaliGemmaEngine:
@@ -157,7 +161,9 @@ class PaliGemmaEngine:
         return [r if r.prepared is not None else _prepared(r, next(encoded)) for r in requests]
 
     def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
-        """One result per request, in order; bad images fail only their own request."""
+        """One result per request, in order; bad images fail only their own request. A
+        failing generation raises: `inference.worker.runner.generate_resilient` is the one
+        policy that isolates the row behind it."""
         results: list[InferenceResult | None] = [None] * len(requests)
         rows: list[_Row] = []
         for i, req in enumerate(self.prepare(requests)):
@@ -170,22 +176,9 @@ class PaliGemmaEngine:
         rows.sort(key=lambda r: r.spec.token_budget)
         for start in range(0, len(rows), self._max_batch_size):
             chunk = rows[start : start + self._max_batch_size]
-            for row, result in zip(chunk, self._run_isolated(chunk), strict=True):
+            for row, result in zip(chunk, self._run_chunk(chunk), strict=True):
                 results[row.index] = result
         return [r for r in results if r is not None]
-
-    def _run_isolated(self, chunk: list[_Row]) -> list[InferenceResult]:
-        try:
-            return self._run_chunk(chunk)
-        except Exception as exc:
-            # Out-of-memory: the worker owns the retry-smaller policy; fatal: it exits.
-            if is_out_of_memory(exc) or is_fatal_device_error(exc):
-                raise
-            if len(chunk) == 1:
-                log.exception("generation failed for one request")
-                return [_error(chunk[0].spec.task, GenerationError())]
-            log.warning("batch of %d failed (%s); retrying one by one", len(chunk), exc)
-            return [r for row in chunk for r in self._run_isolated([row])]
 
     @torch.inference_mode()
     def _vision_tower(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -205,6 +198,7 @@ class PaliGemmaEngine:
         tokens = collate(inputs, pad_token_id=self._pad_token_id, device=lm.device)
         prompt_len = tokens["input_ids"].shape[1]
         budgets = [row.spec.token_budget for row in chunk]
+        self.generate_calls += 1
         output = lm.model.generate(
             **tokens,
             mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
@@ -241,7 +235,7 @@ def _finish(row: _Row, text: str) -> InferenceResult:
     if row.spec.task is Task.DETECT:
         width, height = row.input.original_size
         detections = tuple(parse_detections(text, width, height))
-        return InferenceResult(row.spec.task, text, detections)
+        return InferenceResult(row.spec.task, text, detections, display=row.input.display)
     return InferenceResult(row.spec.task, text)
 
 

@@ -8,7 +8,8 @@ decoding never uses pickle, checks every field's type, and turns any problem int
 
 The image is not part of the job message: the client stores it in its own key with a
 TTL (see `inference.queue.client`), so a job message stays small and Lua can move it
-cheaply.
+cheaply. A result may carry a display-sized copy of it (`inference.display`), a field
+older bots ignore and older workers leave out: it needs no new schema version.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.detection import Detection
+from inference.display import DisplayPicture
 from inference.errors import MalformedMessage, PalicordError, error_from_code
 from inference.queue.keys import DM_GUILD, check_part
 from inference.tasks import InferenceResult, Task, TaskSpec
@@ -189,19 +191,13 @@ class Job:
         objects = _get(data, "objects", list)
         if not all(isinstance(o, str) for o in objects):
             raise MalformedMessage("Field 'objects' must be a list of strings.")
-        spec_fields = {
-            "task": _get(data, "task", str),
-            "language": _get(data, "language", str),
-            "question": _get_opt(data, "question", str),
-            "max_new_tokens": _get_opt(data, "max_new_tokens", int),
-        }
         # Re-validate through TaskSpec.build: the sender's checks do not count here.
         spec = TaskSpec.build(
-            spec_fields["task"],
-            language=spec_fields["language"],
-            question=spec_fields["question"],
+            _get(data, "task", str),
+            language=_get(data, "language", str),
+            question=_get_opt(data, "question", str),
             objects=objects or None,
-            max_new_tokens=spec_fields["max_new_tokens"],
+            max_new_tokens=_get_opt(data, "max_new_tokens", int),
         )
         return cls(
             job_id=_get(data, "job_id", str),
@@ -248,6 +244,7 @@ class JobResult:
     queue_wait_s: float | None = None
     run_s: float | None = None
     finished_at: float = 0.0
+    display: DisplayPicture | None = field(default=None, repr=False)
     v: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -282,6 +279,7 @@ class JobResult:
             queue_wait_s=queue_wait_s,
             run_s=run_s,
             finished_at=time.time(),
+            display=result.display if result.ok else None,
         )
 
     @classmethod
@@ -326,6 +324,7 @@ class JobResult:
                 "queue_wait_s": self.queue_wait_s,
                 "run_s": self.run_s,
                 "finished_at": self.finished_at,
+                "display": None if self.display is None else self.display.to_dict(),
             },
             separators=(",", ":"),
         )
@@ -351,6 +350,7 @@ class JobResult:
             queue_wait_s=_opt_float(data, "queue_wait_s"),
             run_s=_opt_float(data, "run_s"),
             finished_at=_get_float(data, "finished_at"),
+            display=DisplayPicture.from_json_value(data.get("display")),
         )
 
 

@@ -5,23 +5,96 @@ Each program builds exactly one settings object at its entry point (`BotSettings
 offline CLI) from the environment and `.env`; all of them extend the classes here, so a
 variable such as MAX_IMAGE_BYTES means one setting with one default everywhere.
 `REDIS_URL` may hold a password, so it is a SecretStr and only `redacted_url()` is logged.
+
+Entry points build their settings with `load_settings()`: a wrong setting then ends in one
+`ConfigurationError` naming each wrong setting and what is wrong with it, never its value
+(pydantic's own message quotes the inputs, and a cross-field error quotes all of them,
+secrets included).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from inference.errors import ConfigurationError
 from inference.intake import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from inference.queue.keys import DEFAULT_PREFIX
 
 _QUERY_PASSWORD_RE = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 # Redis Cluster hashes only the part between the first "{" and the next "}" (if not empty).
 _HASH_TAG_RE = re.compile(r"^[^{]*\{[^}]+\}")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """`cls` built from the environment, `.env` and `overrides`, or a ConfigurationError
+    that names each wrong setting and what is wrong with it, never its value."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        # `from None`: the ValidationError (inputs and all) must not ride along as a cause.
+        raise ConfigurationError(describe_errors(exc, cls)) from None
+    except SettingsError as exc:  # pydantic-settings names the field, not the value
+        raise ConfigurationError(str(exc)) from None
+
+
+def describe_errors(exc: ValidationError, cls: type[BaseSettings]) -> str:
+    """One line: `SETTING: what is wrong` for each error, from pydantic's location and
+    message only (never `input`); a cross-field error names its settings itself."""
+    problems = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = error["loc"]
+        message = error["msg"].removeprefix("Value error, ")
+        name = loc[0] if loc and isinstance(loc[0], str) else None
+        problems.append(f"{_env_names(cls, name)}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def _env_names(cls: type[BaseSettings], name: str) -> str:
+    """The environment variable(s) a field is read from: HF_OFFLINE/HF_HUB_OFFLINE."""
+    field = cls.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices):
+        return "/".join(c.upper() for c in alias.choices if isinstance(c, str))
+    return name.upper()
+
+
+def _redis_url_problem(url: str, cluster: bool) -> str | None:
+    """What redis-py would refuse later in REDIS_URL (or what it would misread), in words
+    that never quote the URL: a password with `/` or `@` in it ends up in the host or
+    port, and the URL parser's own messages quote those."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError:
+        return (
+            "REDIS_URL is not a valid URL (characters such as / @ : # ? % in the password "
+            "must be percent-encoded)"
+        )
+    if parts.scheme not in _REDIS_SCHEMES:
+        return "REDIS_URL must start with redis://, rediss:// or unix://"
+    query = parse_qs(parts.query)
+    if parts.scheme == "unix":
+        return "REDIS_CLUSTER cannot use a unix:// REDIS_URL" if cluster else None
+    path = parts.path.strip("/")
+    db = query["db"][0] if query.get("db") else path
+    if db and not db.isdigit():
+        return "REDIS_URL's database (its path, or ?db=) must be a number, such as /0"
+    if cluster and not parts.hostname:
+        return "REDIS_CLUSTER needs a REDIS_URL with the host of one of the cluster's nodes"
+    if cluster and db and int(db) != 0:
+        return (
+            "REDIS_URL must not name a database other than 0 when REDIS_CLUSTER is true "
+            "(a Redis Cluster has database 0 only)"
+        )
+    return None
 
 
 def redact_url(url: str) -> str:
@@ -91,6 +164,8 @@ class QueueSettings(ImageLimits):
     # "json": one JSON object per log line, with the job and request ids (inference.ops).
     log_format: Literal["text", "json"] = "text"
 
+    # Cross-field errors have no location, so their messages name the settings (as
+    # environment variables) themselves, and never quote a value.
     @model_validator(mode="after")
     def _one_slot_on_a_cluster(self) -> QueueSettings:
         if self.redis_cluster and not _HASH_TAG_RE.search(self.key_prefix):
@@ -101,11 +176,26 @@ class QueueSettings(ImageLimits):
         return self
 
     @model_validator(mode="after")
+    def _url_redis_py_accepts(self) -> QueueSettings:
+        # Refused here, in words, rather than by redis-py at the first connection, in a
+        # traceback (RedisClusterException for a database number on a cluster).
+        problem = _redis_url_problem(self.redis_url.get_secret_value(), self.redis_cluster)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _image_outlives_its_job(self) -> QueueSettings:
         # A job may start up to its deadline; an image gone by then fails the job.
         if self.image_ttl_s <= self.job_deadline_s:
-            raise ValueError("image_ttl_s must be longer than job_deadline_s")
+            raise ValueError("IMAGE_TTL_S must be longer than JOB_DEADLINE_S")
         return self
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values these settings hold (the Redis password), for log filters."""
+        parts = urlsplit(self.redis_url.get_secret_value())
+        found = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+        return tuple({v for p in found if p for v in (p, unquote(p))})
 
     def redacted_url(self) -> str:
         """The Redis URL with its password hidden."""

@@ -2,7 +2,7 @@
 
 service.py    the loop: take a fair batch, run it, publish; keep-alive and watchdog
 taking.py     taking batches from the queue (linger, suspects alone) and waiting for work
-runner.py     one batch on the engine: split on out-of-memory, stop on fatal errors
+runner.py     one batch on the engine: failing rows isolated by halving; fatal errors stop
 outcomes.py   each taken job's one outcome, published idempotently
 presence.py   the heartbeat that makes the bot count this worker
 metrics.py    what the worker reports to Prometheus

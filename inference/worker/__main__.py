@@ -8,7 +8,8 @@ settings and `--engine-option KEY=VALUE` pairs), e.g. the stand-ins in
 
 Exit status: 0 after SIGTERM/SIGINT or a finished burst; 3 after an unrecoverable CUDA
 error and 4 when a batch runs past MAX_BATCH_RUN_S (a hung engine), so that a supervisor
-restarts the process; 2 for bad arguments.
+restarts the process; 2 for bad arguments or a wrong setting (one line that names it, never
+its value); 1 when the model cannot be loaded (one line saying why).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from inference.engine import Engine
+from inference.errors import ConfigurationError, ModelError
 from inference.ops import WORKER_METRICS_PORT, resolve_port, serve_ops, use_log_format
 from inference.queue import connect
-from inference.queue.keys import check_part
+from inference.queue.settings import load_settings
 from inference.settings import WorkerSettings
 from inference.worker.metrics import WorkerMetrics
 from inference.worker.service import EXIT_ENGINE_HUNG, Worker
@@ -34,6 +36,8 @@ from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 log = logging.getLogger("inference.worker")
 
 EngineFactory = Callable[..., Engine]
+EXIT_NO_MODEL = 1
+EXIT_USAGE = 2
 
 
 def _default_engine(settings: WorkerSettings) -> Engine:
@@ -104,15 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = WorkerSettings()
-        if args.worker_id:
-            settings = settings.model_copy(update={"worker_id": check_part(args.worker_id)})
-        use_log_format(settings.log_format)
+        overrides = {"worker_id": args.worker_id} if args.worker_id else {}
+        settings = load_settings(WorkerSettings, **overrides)
+    except ConfigurationError as exc:  # names the wrong settings, never their values
+        log.error("bad configuration: %s", exc)
+        return EXIT_USAGE
+    use_log_format(settings.log_format)
+    try:
         options = dict(opt.split("=", 1) for opt in args.engine_option)
         factory = load_factory(args.engine)
-    except ValueError as exc:  # pydantic's ValidationError included: names, never values
-        log.error("bad configuration: %s", exc)
-        return 2
+    except (ValueError, ImportError, AttributeError) as exc:
+        log.error("bad arguments: %s", exc)
+        return EXIT_USAGE
     # Served from before the model loads: /healthz answers at once, /readyz once the worker
     # has warmed up and reached Redis.
     metrics = WorkerMetrics()
@@ -122,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.metrics_host, port, metrics.registry, lambda: any(w.ready for w in workers)
     )
     try:
-        engine = factory(settings, **options)
+        try:
+            engine = factory(settings, **options)
+        except ModelError as exc:  # MODEL_ID, QUANTIZATION or DEVICE the libraries refuse
+            log.error("cannot load the model: %s", exc.message)
+            return EXIT_NO_MODEL
         try:
             return asyncio.run(
                 serve(settings, engine, burst=args.burst, metrics=metrics, on_worker=workers.append)

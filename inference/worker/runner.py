@@ -1,4 +1,10 @@
-"""Running one batch on the engine: split it on GPU out-of-memory, stop on fatal CUDA errors.
+"""Running one batch on the engine: the one policy for failing rows.
+
+A batch that fails (GPU out-of-memory, or any error one row brings on its batch) is
+retried as halves; a half that succeeds is answered, and a single request that still
+fails gets its own error. One bad row among n costs at most 2*ceil(log2 n) + 1 generate
+calls, and everyone else is answered in batches, never one by one. Fatal CUDA errors stop
+the process (`FatalEngineError`).
 
 Blocking; the worker calls it in a thread (`asyncio.to_thread`) so that its event loop
 keeps extending leases while the GPU works. torch is never imported here: errors are
@@ -37,7 +43,7 @@ def generate_resilient(
     requests: Sequence[InferenceRequest],
     stop: threading.Event | None = None,
 ) -> list[InferenceResult | None]:
-    """Run `requests`; on OOM (or any batch-wide error) retry as halves, down to single
+    """Run `requests`; on OOM (or any other error) retry as halves, down to single
     requests, which then fail alone. A result is None for a request not started because
     `stop` was set between halves. Raises FatalEngineError."""
     results: list[InferenceResult | None] = []
@@ -58,6 +64,8 @@ def generate_resilient(
                 raise FatalEngineError(str(exc)) from exc
             if len(chunk) == 1:
                 log.error("request failed alone: %s: %s", type(exc).__name__, exc)
+                # A row's own failure is a bug to find, but the CLI's stderr stays one line.
+                log.debug("the request's traceback", exc_info=exc)
                 results.append(_failed(chunk[0]))
                 continue
             kind = "out of memory" if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"

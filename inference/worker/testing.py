@@ -16,6 +16,7 @@ A factory takes the WorkerSettings and the `--engine-option` values as keyword s
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -25,6 +26,7 @@ from PIL import Image
 
 from inference.demo.shapes import BACKGROUND, COLORS
 from inference.detection import Detection
+from inference.display import display_picture
 from inference.intake import load_image
 from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task
@@ -140,6 +142,7 @@ def sleep_engine(
     )
 
 
+ANALYSE_MAX_PIXELS = 250_000
 HOSTILE_OCR = "@everyone look <@123456789012345678> **loud** ``` [x](https://evil.example) @here"
 _TOLERANCE = 40
 
@@ -179,6 +182,21 @@ def analyse(image: Image.Image) -> tuple[str, str, tuple[int, int, int, int]] | 
     return colour, shape, box
 
 
+def _analyse_any_size(image: Image.Image) -> tuple[str, str, tuple[int, int, int, int]] | None:
+    """`analyse`, on a nearest-neighbour copy of a large picture (its colours stay exact),
+    with the box scaled back: looking at every pixel in Python takes seconds per megapixel."""
+    step = math.ceil(math.sqrt(image.width * image.height / ANALYSE_MAX_PIXELS))
+    if step <= 1:
+        return analyse(image)
+    small = image.resize((image.width // step, image.height // step), Image.Resampling.NEAREST)
+    found = analyse(small)
+    if found is None:
+        return None
+    colour, shape, (x0, y0, x1, y1) = found
+    fx, fy = image.width / small.width, image.height / small.height
+    return colour, shape, (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy))
+
+
 class ShapesOracle(StandIn):
     """Really looks at one-shape demo pictures and answers like the demo model would, in
     milliseconds. Its OCR answer is hostile on purpose (mass mentions, markdown, a
@@ -192,7 +210,7 @@ class ShapesOracle(StandIn):
     def _one(self, request: InferenceRequest) -> InferenceResult:
         task = request.spec.task
         loaded = load_image(request.image, target_size=None)
-        found = analyse(loaded.image)
+        found = _analyse_any_size(loaded.image)
         if task is Task.OCR:
             return InferenceResult(task=task, text=HOSTILE_OCR)
         if found is None:
@@ -202,7 +220,9 @@ class ShapesOracle(StandIn):
             hits = tuple(
                 Detection(label=shape, box=box) for obj in request.spec.objects if obj == shape
             )
-            return InferenceResult(task=task, text="", detections=hits)
+            # Like the real engine: the picture to draw on comes back with the boxes.
+            display = display_picture(loaded.image, loaded.original_size)
+            return InferenceResult(task=task, text="", detections=hits, display=display)
         if task is Task.ANSWER:
             return InferenceResult(task=task, text=colour)
         if task is Task.DESCRIBE:
