@@ -55,6 +55,8 @@ _TITLE_RESERVE = 300
 # 1/16 of the upload limit is left for the small JSON and text files beside the pictures.
 _TEXT_FILES_SHARE = 16
 _NO_TEXT = {Task.OCR: "No text found.", Task.DETECT: "Nothing found."}
+# The job context's "k/n": an animation was answered about its frame k of n.
+FRAME_FIELD = "frame"
 COLOUR_OK = discord.Colour.blurple()
 COLOUR_ERROR = discord.Colour.red()
 
@@ -290,9 +292,20 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
             files.append(OutFile(f"{task}-{n}.txt" if multi else overflow.filename, overflow.data))
         embeds.append(discord.Embed(title=title, description=body, colour=COLOUR_OK))
     for embed, item in zip(embeds, items, strict=False):
+        notes = [_frame_note(item.result.context.get(FRAME_FIELD, ""))]
         if item.result.ok and item.result.context.get(FROM_CACHE):
-            embed.set_footer(text=f"⚡ From the cache · answered {_ago(age_s(item.result))}")
+            notes.append(f"⚡ From the cache · answered {_ago(age_s(item.result))}")
+        if any(notes):
+            embed.set_footer(text=" · ".join(n for n in notes if n))
     return Answer(embeds=tuple(embeds), files=tuple(files[:MAX_FILES]))
+
+
+def _frame_note(value: str) -> str:
+    """ "Animation: frame 12 of 24" from "12/24"; "" for anything else."""
+    shown, _, frames = value.partition("/")
+    if not (shown.isdigit() and frames.isdigit()):
+        return ""
+    return f"Animation: frame {int(shown)} of {int(frames)}"
 
 
 def _ago(seconds: float) -> str:

@@ -30,6 +30,7 @@ from bot.followups import FollowUp
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
+from bot.pictures import Pictures
 from bot.replies import ProgressBoard, Replies
 from bot.requests import Ask, Requests
 from bot.settings import BotSettings
@@ -147,8 +148,14 @@ class PalicordBot(commands.AutoShardedBot):
             http_session,
             allowed_hosts=settings.attachment_hosts,
             http_hosts=settings.attachment_http_hosts,
+            link_hosts=settings.image_link_hosts,
             max_bytes=settings.max_image_bytes,
             timeout_s=settings.download_timeout_s,
+        )
+        self.pictures = Pictures(
+            self.downloader,
+            cdn_url=settings.discord_cdn_url,
+            preview_wait_s=settings.link_preview_wait_s,
         )
         self.replies = Replies(self, token_ttl_s=settings.interaction_token_ttl_s)
         self.progress = ProgressBoard(queue, self.replies, interval_s=settings.progress_interval_s)

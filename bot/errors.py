@@ -3,6 +3,9 @@
     PalicordError
     ├── ImageError
     │   ├── AttachmentHostNotAllowed   the URL is not on an allowed attachment host
+    │   ├── LinkHostNotAllowed         a link off IMAGE_LINK_HOSTS, and no preview of it
+    │   ├── LinkAddressNotPublic       a link's host resolves to a private address
+    │   ├── VectorSticker              a Lottie sticker: no picture to read
     │   ├── DownloadFailed             the host did not give us the file
     │   └── PictureExpired             a follow-up on a picture no longer kept
     ├── RequestError
@@ -30,6 +33,38 @@ log = logging.getLogger(__name__)
 class AttachmentHostNotAllowed(ImageError):
     code = "image_host"
     default_message = "I only read images uploaded to Discord itself, not links to other sites."
+
+
+class LinkHostNotAllowed(ImageError):
+    code = "link_host"
+    default_message = (
+        "I can't open that link, and Discord showed no preview picture for it. "
+        "Attach the picture instead."
+    )
+
+    @classmethod
+    def naming(cls, hosts: tuple[str, ...]) -> LinkHostNotAllowed:
+        """The refusal that lists the hosts links may point to (IMAGE_LINK_HOSTS)."""
+        if not hosts:
+            return cls()
+        return cls(
+            "I only open picture links to "
+            + ", ".join(hosts)
+            + "; for other sites I use Discord's preview picture, and that link has none. "
+            "Attach the picture instead."
+        )
+
+
+class LinkAddressNotPublic(ImageError):
+    code = "link_address"
+    default_message = "That link points to a private network address; I don't open those."
+
+
+class VectorSticker(ImageError):
+    code = "vector_sticker"
+    default_message = (
+        "I can't read vector stickers (Lottie animations); PNG, APNG and GIF stickers work."
+    )
 
 
 class DownloadFailed(ImageError):

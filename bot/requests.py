@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import discord
 
+from bot.answer import FRAME_FIELD
 from bot.delivery import Deliverer, ImageCache, RequestStore
 from bot.download import Downloader, ImageRef
 from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired
@@ -37,7 +38,7 @@ from bot.replies import (
 )
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
-from inference.intake import probe_image
+from inference.intake import ImageInfo, probe_image
 from inference.queue import JobResult, JobState, JobStatus, QueueClient
 from inference.queue.memory import PICTURE_FIELD, Memory, from_cache
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
@@ -85,6 +86,24 @@ def choose_language(explicit: str | None, *candidates: str | None) -> str:
         except UnsupportedLanguage:
             continue
     return DEFAULT_LANGUAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A picture downloaded (or kept) and probed, ready to queue."""
+
+    data: bytes
+    info: ImageInfo
+
+
+def _job_context(item: ItemContext, digest: str, info: ImageInfo) -> dict[str, str]:
+    """What comes back with the result: where to reply, the picture's digest (its
+    follow-up buttons) and, for an animation, the frame the worker reads (the same
+    `representative_frame` rule on the same structure), which the answer names."""
+    context = {**item.to_context(), PICTURE_FIELD: digest}
+    if info.frames > 1:
+        context[FRAME_FIELD] = f"{info.shown_frame}/{info.frames}"
+    return context
 
 
 # --- the path of one request ------------------------------------------------------------
@@ -161,26 +180,28 @@ class Requests:
             ask.task, language=language, question=ask.question, objects=ask.objects
         )
 
-    async def _intake(self, ref: ImageRef) -> bytes:
+    async def _intake(self, ref: ImageRef) -> Picture:
         if ref.stored is not None:  # a follow-up: the picture was checked when first queued
             kept = await self._memory.picture(ref.stored)
             if kept is None:
                 raise PictureExpired()
-            return kept
-        data = await self._downloader.fetch(ref)
-        # Header parsing is quick, but a hostile file should not stall the event loop.
-        await asyncio.to_thread(
+            data = kept
+        else:
+            data = await self._downloader.fetch(ref)
+        # Header parsing is quick, but a hostile file should not stall the event loop. A
+        # kept picture is probed again for its frames, which the answer names.
+        info = await asyncio.to_thread(
             probe_image,
             data,
             max_bytes=self._settings.max_image_bytes,
             max_pixels=self._settings.max_image_pixels,
         )
-        return data
+        return Picture(data, info)
 
-    async def _intake_all(self, refs: Sequence[ImageRef]) -> list[bytes | PalicordError]:
-        out: list[bytes | PalicordError] = []
+    async def _intake_all(self, refs: Sequence[ImageRef]) -> list[Picture | PalicordError]:
+        out: list[Picture | PalicordError] = []
         for got in await asyncio.gather(*(self._intake(r) for r in refs), return_exceptions=True):
-            if isinstance(got, bytes | PalicordError):
+            if isinstance(got, Picture | PalicordError):
                 out.append(got)
             elif isinstance(got, Exception):
                 log.exception("image intake failed unexpectedly", exc_info=got)
@@ -223,7 +244,7 @@ class Requests:
         become part of the answer."""
         request_id, address = items[0].request_id, items[0].address
         intake = await self._intake_all(refs)
-        good = [i for i, got in enumerate(intake) if isinstance(got, bytes)]
+        good = [i for i, got in enumerate(intake) if isinstance(got, Picture)]
         if not good:
             raise next(e for e in intake if isinstance(e, PalicordError))
         models = await self._serving_models(spec)  # that may answer from the cache
@@ -236,15 +257,17 @@ class Requests:
         submitted: list[tuple[str, int]] = []
         cached: dict[int, JobResult] = {}
         for i in good:
-            data = intake[i]
-            assert isinstance(data, bytes)
+            picture = intake[i]
+            assert isinstance(picture, Picture)
+            data = picture.data
             try:
                 digest = await self._memory.keep_picture(data)
-                hit = await self._cached(spec, items[i], data, digest, models)
+                context = _job_context(items[i], digest, picture.info)
+                hit = await self._cached(spec, items[i], data, context, models)
                 if hit is not None:
                     cached[i] = hit
                     continue
-                place = await self._queue_one(who, spec, items[i], data, digest)
+                place = await self._queue_one(who, spec, items[i], data, context)
             except PalicordError as exc:
                 failures[i] = exc
                 if submitted:
@@ -276,28 +299,31 @@ class Requests:
         return {w.model_id for w in await self._queue.workers() if task in w.capabilities}
 
     async def _cached(
-        self, spec: TaskSpec, item: ItemContext, data: bytes, digest: str, models: set[str]
+        self,
+        spec: TaskSpec,
+        item: ItemContext,
+        data: bytes,
+        context: dict[str, str],
+        models: set[str],
     ) -> JobResult | None:
         """This exact request answered before by a model that is online now, if kept."""
-        hit = await self._memory.cached_answer(digest, spec, models)
+        hit = await self._memory.cached_answer(context[PICTURE_FIELD], spec, models)
         if hit is None:
             return None
         self._metrics.cache_hits.inc()
         if spec.task is Task.DETECT:
             self._images.put(item.request_id, item.index, data)
-        context = {**item.to_context(), PICTURE_FIELD: digest}
         return from_cache(hit, job_id=item.job_id, context=context)
 
     async def _queue_one(
-        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, digest: str
+        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, context: dict[str, str]
     ) -> tuple[str, int]:
         job = self._queue.new_job(
             spec,
             guild_id=who.guild_id,
             user_id=who.user_id,
             channel_id=who.channel_id,
-            # The picture's digest comes back with the result: its follow-up buttons.
-            context={**item.to_context(), PICTURE_FIELD: digest},
+            context=context,
             job_id=item.job_id,
         )
         if spec.task is Task.DETECT:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -15,6 +16,17 @@ from pydantic_settings import NoDecode
 from inference.queue import QueueSettings
 
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+# Where pasted links are fetched from directly by default: Discord's own CDN and the image
+# hosts most pictures pasted in chats come from (their direct-image hostnames, which serve
+# the file itself, not a web page). Any other site is read through Discord's preview.
+COMMON_IMAGE_HOSTS = (
+    "i.imgur.com",
+    "i.redd.it",
+    "media.tenor.com",
+    "media.giphy.com",
+    "pbs.twimg.com",
+)
+DEFAULT_DISCORD_CDN_URL = "https://cdn.discordapp.com"
 DISCORD_API_VERSION = 10
 DEFAULT_INSTANCE_ID = "bot-1"
 
@@ -51,6 +63,14 @@ class BotSettings(QueueSettings):
     attachment_http_hosts: HostList = ()
     max_images_per_message: int = Field(default=4, ge=1, le=10)
     download_timeout_s: float = Field(default=20.0, gt=0)
+    # Pasted links are fetched directly only from these hosts (https, public addresses
+    # only); a link elsewhere is read from Discord's preview of it, on its media proxy.
+    image_link_hosts: HostList = DISCORD_CDN_HOSTS + COMMON_IMAGE_HOSTS
+    # How long a mention waits for Discord to add a link's preview (a message update).
+    link_preview_wait_s: float = Field(default=5.0, ge=0, le=30)
+    # Stickers ({url}/stickers/{id}.png) and custom emoji ({url}/emojis/{id}.png) come
+    # from here; its host must be an attachment host.
+    discord_cdn_url: str = DEFAULT_DISCORD_CDN_URL
 
     # Abuse limits on top of the queue's per-user and per-guild caps (max_pending_per_*).
     # Guild admins may lower the daily quota with /settings, not raise it.
@@ -67,12 +87,32 @@ class BotSettings(QueueSettings):
         """The bot token and the Redis password, for the log filter."""
         return (self.discord_token.get_secret_value(), *super().secrets())
 
-    @field_validator("attachment_hosts", "attachment_http_hosts", mode="before")
+    @field_validator("attachment_hosts", "attachment_http_hosts", "image_link_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
+
+    @model_validator(mode="after")
+    def _cdn_is_an_attachment_host(self) -> BotSettings:
+        self.discord_cdn_url = self.discord_cdn_url.strip().rstrip("/")
+        parts = urlsplit(self.discord_cdn_url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        host = (parts.hostname or "").lower()
+        https_ok = port in (None, 443) and host in self.attachment_hosts
+        ok = (parts.scheme == "https" and https_ok) or (
+            parts.scheme == "http" and host in self.attachment_http_hosts
+        )
+        if not ok:
+            raise ValueError(
+                "DISCORD_CDN_URL must be an https URL on one of ATTACHMENT_HOSTS "
+                "(or http on one of ATTACHMENT_HTTP_HOSTS)"
+            )
+        return self
 
     @field_validator("shard_ids", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,9 +142,7 @@ def load_with_display(
     if sniff_format(data) != "JPEG":
         # Without draft mode load_image decodes in full and then reduces: do that once.
         full = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
-        loaded = LoadedImage(
-            reduce_towards(full.image, target_size), full.original_size, full.format
-        )
+        loaded = dataclasses.replace(full, image=reduce_towards(full.image, target_size))
         return loaded, display_picture(full.image, full.original_size)
     loaded = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, target_size=target_size)
     if loaded.image.size == loaded.original_size:  # small: decoded in full, not reduced
@@ -178,7 +177,7 @@ def reduced_picture(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Loade
     if decoded > limit:
         return None
     loaded = load_image(data, max_pixels=max_pixels, target_size=target)
-    return LoadedImage(fit_within(loaded.image), loaded.original_size, loaded.format)
+    return dataclasses.replace(loaded, image=fit_within(loaded.image))
 
 
 def scale_detections(

@@ -40,6 +40,13 @@ MAX_IMAGE_PIXELS = 40_000_000
 # squashes to a square anyway, and doing the big reduction here with a good filter keeps
 # its last, cheaper resize from aliasing.
 DOWNSCALE_MARGIN = 2
+# An animation is answered about one frame, its middle one: first frames are often blank,
+# a fade-in or a title card, the middle is where the action is. Frame k of a GIF, APNG or
+# animated WebP is drawn over the frames before it, so reaching it means decoding k
+# canvases; the frame chosen stops short of the middle when that would cost more than
+# decoding the largest still picture accepted (MAX_IMAGE_PIXELS). A 480 × 270 GIF still
+# reaches its middle frame up to about 600 frames long.
+MAX_ANIMATION_DECODE_PIXELS = 40_000_000
 
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -90,6 +97,21 @@ class ImageInfo:
     height: int
     frames: int
 
+    @property
+    def shown_frame(self) -> int:
+        """The 1-based frame `load_image` decodes (see `representative_frame`)."""
+        return representative_frame(self.frames, self.width, self.height)
+
+
+def representative_frame(frames: int, width: int, height: int) -> int:
+    """The 1-based frame an animation of `frames` frames is answered about: the middle
+    one, or the furthest towards it that decoding MAX_ANIMATION_DECODE_PIXELS reaches.
+    The bot (to say which frame) and the worker (to decode it) both call this."""
+    if frames <= 1:
+        return 1
+    affordable = MAX_ANIMATION_DECODE_PIXELS // max(1, width * height)
+    return max(1, min((frames + 1) // 2, affordable))
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedImage:
@@ -98,6 +120,8 @@ class LoadedImage:
     image: Image.Image
     original_size: tuple[int, int]
     format: str
+    frame: int = 1  # the 1-based frame of an animation decoded
+    frames: int = 1
 
 
 def sniff_format(data: bytes) -> str:
@@ -206,16 +230,22 @@ def load_image(
     max_pixels: int = MAX_IMAGE_PIXELS,
     target_size: int | None = None,
 ) -> LoadedImage:
-    """Decode the first frame to upright RGB, reduced towards `target_size` if given."""
+    """Decode to upright RGB, reduced towards `target_size` if given; an animation's
+    `representative_frame`."""
     if target_size is not None and target_size < 1:
         raise ValueError(f"target_size must be positive, got {target_size}")
     fmt = _check_bytes(data, max_bytes)
     # Also here, not only in the bot: Pillow refuses truncated files only while
     # ImageFile.LOAD_TRUNCATED_IMAGES is False, a process-wide switch any library may flip.
-    walk(data, fmt)
+    frames = walk(data, fmt).frames
     with _pillow_boundary(max_pixels):
         img = _open(data, fmt, max_pixels)
         width, height = img.size
+        frame = representative_frame(frames, width, height)
+        if frame > 1:
+            # Pillow seeks frame by frame; a frame the structure counted but Pillow cannot
+            # reach raises EOFError, refused as corrupt like any damaged picture.
+            img.seek(frame - 1)
         if fmt == "JPEG" and target_size is not None:
             # libjpeg decodes at 1/2, 1/4 or 1/8 scale for a fraction of the work; draft
             # picks the largest reduction that keeps both sides >= target_size.
@@ -230,7 +260,9 @@ def load_image(
         rgb = to_rgb(img)
     if target_size is not None:
         rgb = reduce_towards(rgb, target_size)
-    return LoadedImage(image=rgb, original_size=(width, height), format=fmt)
+    return LoadedImage(
+        image=rgb, original_size=(width, height), format=fmt, frame=frame, frames=frames
+    )
 
 
 def _orientation(img: Image.Image) -> int:

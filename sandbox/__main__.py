@@ -13,6 +13,7 @@ with one line naming it (never its value) and exit status 2.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image, ImageDraw
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
@@ -90,7 +92,21 @@ def _samples() -> dict[str, bytes]:
     for seed in (3, 11, 29):
         scene = make_scene(random.Random(seed), size=(224, 224), max_shapes=2)
         out[f"scene-{seed}.png"] = encode_png(scene.image)
+    out["animated.gif"] = _animated_sample()
     return out
+
+
+def _animated_sample() -> bytes:
+    """A GIF of 9 frames, a shape moving across: the bot answers about frame 5 of 9."""
+    frames = []
+    for step in range(9):
+        frame = Image.new("RGB", (224, 224), (245, 245, 240))
+        x = 20 + step * 18
+        ImageDraw.Draw(frame).ellipse((x, 80, x + 60, 140), fill=(220, 40, 40))
+        frames.append(frame)
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
+    return buf.getvalue()
 
 
 def _port(wanted: int) -> int:
@@ -200,6 +216,9 @@ class Stack:
             "DISCORD_API_BASE": self.server.api_base,
             "DISCORD_GATEWAY_URL": self.server.gateway_url,
             "ATTACHMENT_HTTP_HOSTS": "127.0.0.1",
+            # Stickers and custom emoji from the sandbox's CDN; links to the sandbox's own
+            # pictures are not on IMAGE_LINK_HOSTS, so they are read from its previews.
+            "DISCORD_CDN_URL": self.server.cdn.url,
             "INSTANCE_ID": "sandbox",
             "METRICS_PORT": str(bot_port),
         }

@@ -30,6 +30,10 @@ def message_view(msg: p.Json) -> p.Json:
             {k: a.get(k) for k in ("id", "filename", "url", "content_type", "size")}
             for a in msg.get("attachments") or []
         ],
+        "stickers": [
+            {k: str(item.get(k)) for k in ("id", "name", "format_type")}
+            for item in msg.get("sticker_items") or []
+        ],
         "buttons": [
             [
                 {

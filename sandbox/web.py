@@ -4,7 +4,8 @@ can drive the sandbox without a browser:
 
     GET  /api/state                       servers, channels, users, commands, bot status
     POST /api/attachments                 multipart `file` → an attachment, as Discord's
-    POST /api/messages                    a user posts (mention with @Palicord or <@id>)
+    POST /api/messages                    a user posts (mention with @Palicord or <@id>);
+                                          links to its pictures get previews, as on Discord
     POST /api/interactions                a slash command, a context menu, a button press,
                                           or a modal submit
     POST /api/autocomplete                what the bot suggests for an option being typed
@@ -24,6 +25,7 @@ import re
 from collections import OrderedDict
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
@@ -34,6 +36,9 @@ from sandbox.discord import payloads as p
 from sandbox.views import message_view, modal_view
 
 CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
+# A vector sticker, to see the bot refuse one (Lottie JSON, as Discord serves it).
+LOTTIE_STICKER = b'{"v":"5.7.4","fr":30,"ip":0,"op":30,"w":160,"h":160,"layers":[]}'
+_LINK_RE = re.compile(r"https?://[^\s<>]+")
 MAX_KEPT_ATTACHMENTS = 500
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
 _TYPE_CASTS: dict[int, Any] = {4: int, 5: bool, 10: float}  # integer, boolean, number
@@ -66,6 +71,15 @@ class Sandbox:
         self.model_ready = True  # the sandbox clears it while the worker loads its model
         # Uploaded but perhaps not yet posted; bounded, oldest dropped first.
         self.attachments: OrderedDict[str, p.Json] = OrderedDict()
+        # The first PNG sample doubles as a sticker and a custom emoji, beside a Lottie
+        # sticker (which the bot cannot read): what a guild's picker would offer.
+        first_png = next((d for n, d in self.samples.items() if n.endswith(".png")), None)
+        self.stickers: list[p.Json] = []
+        self.emojis: list[str] = []
+        if first_png is not None:
+            self.stickers.append(server.sticker(first_png, "shapes"))
+            self.emojis.append(server.emoji(first_png, "shapes"))
+        self.stickers.append(server.sticker(LOTTIE_STICKER, "wave (Lottie)", p.STICKER_LOTTIE))
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._page)
@@ -99,10 +113,12 @@ class Sandbox:
         return web.Response(body=_static(name), content_type=_STATIC[name])
 
     async def _sample(self, request: web.Request) -> web.Response:
-        data = self.samples.get(request.match_info["name"])
+        name = request.match_info["name"]
+        data = self.samples.get(name)
         if data is None:
             raise web.HTTPNotFound()
-        return web.Response(body=data, content_type="image/png")
+        content_type = mimetypes.guess_type(name)[0] or "image/png"
+        return web.Response(body=data, content_type=content_type)
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -158,7 +174,19 @@ class Sandbox:
             ],
             "commands": commands,
             "samples": [f"/samples/{name}" for name in self.samples],
+            "stickers": [
+                {**sticker, "url": self._sticker_url(sticker)} for sticker in self.stickers
+            ],
+            "emojis": self.emojis,
+            "cdn_url": self.server.cdn.url,
         }
+
+    def _sticker_url(self, sticker: p.Json) -> str | None:
+        kind = sticker["format_type"]
+        if kind == p.STICKER_LOTTIE:
+            return None  # a browser cannot show it without a Lottie player either
+        extension = "gif" if kind == p.STICKER_GIF else "png"
+        return f"{self.server.cdn.url}/stickers/{sticker['id']}.{extension}"
 
     async def upload(self, request: web.Request) -> p.Json:
         try:
@@ -203,19 +231,45 @@ class Sandbox:
         mentions_bot = bool(mention.search(content))
         content = re.sub(r"\s+", " ", mention.sub("", content)).strip()
         attachments = [self._attachment(i) for i in body.get("attachment_ids") or []]
+        by_id = {s["id"]: s for s in self.stickers}
+        stickers = [by_id.get(str(i)) for i in body.get("sticker_ids") or []]
+        if None in stickers:
+            raise ApiError(400, "unknown sticker id (see /api/state)")
         reply_to = None
         if body.get("reply_to"):
             reply_to = self.server.messages.get(int(body["reply_to"]))
             if reply_to is None:
                 raise ApiError(400, "reply_to names no message")
-        return await self.server.post_message(
+        if not content and not attachments and not stickers:
+            raise ApiError(400, "a message needs text, an attachment or a sticker")
+        msg = await self.server.post_message(
             user,
             content,
             attachments=attachments,
             mention_bot=mentions_bot,
             reply_to=reply_to,
             guild=guild,
+            stickers=[s for s in stickers if s is not None],
         )
+        # Discord previews links; the sandbox can only reach its own pictures.
+        found = [(link, self._own_picture(link)) for link in _LINK_RE.findall(content)]
+        previews = [self.server.link_preview(link, *got) for link, got in found if got]
+        if previews:
+            self.server.add_previews_later(msg, previews)
+        return msg
+
+    def _own_picture(self, link: str) -> tuple[bytes, str] | None:
+        """(bytes, content type) of a sample or CDN file `link` points to, if it does."""
+        parts = urlsplit(link)
+        if parts.netloc.lower() not in {
+            f"{h}:{self.server.port}" for h in ("127.0.0.1", "localhost")
+        }:
+            return None
+        path = unquote(parts.path)
+        name = path.removeprefix("/samples/")
+        if name in self.samples:
+            return self.samples[name], mimetypes.guess_type(name)[0] or "image/png"
+        return self.server.cdn.files.get(path.removeprefix("/cdn/"))
 
     def _options(self, command: p.Json, given: object) -> tuple[p.Json, dict[str, p.Json]]:
         if not isinstance(given, dict):

@@ -23,10 +23,12 @@ from inference.errors import (
     UnsupportedImageFormat,
 )
 from inference.intake import (
+    MAX_ANIMATION_DECODE_PIXELS,
     ImageInfo,
     LoadedImage,
     load_image,
     probe_image,
+    representative_frame,
     sniff_format,
     to_rgb,
 )
@@ -255,16 +257,28 @@ def test_modes_become_rgb(im: Image.Image, fmt: str, want: tuple[int, int, int])
     assert close(pixel, want), pixel
 
 
-@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
-def test_animations_yield_their_first_frame(fmt: str) -> None:
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
+def test_animations_yield_their_middle_frame(fmt: str) -> None:
     frames = [Image.new("RGB", (8, 8), c) for c in (RED, BLUE, (0, 255, 0))]
     extra = {"lossless": True} if fmt == "WEBP" else {}
     data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, **extra)
-    assert probe_image(data).frames == 3
+    info = probe_image(data)
+    assert (info.frames, info.shown_frame) == (3, 2)
     loaded = load(data)
+    assert (loaded.frame, loaded.frames) == (2, 3)
     pixel = loaded.image.getpixel((4, 4))
     assert isinstance(pixel, tuple)
-    assert close(pixel, RED, tol=2)
+    assert close(pixel, BLUE, tol=2)
+
+
+def test_the_frame_chosen_stays_within_the_decode_budget() -> None:
+    assert representative_frame(1, 100, 100) == 1
+    assert representative_frame(24, 480, 270) == 12
+    assert representative_frame(25, 480, 270) == 13
+    # 20 megapixels a frame: two frames' decoding is the budget.
+    side = 4473
+    assert representative_frame(500, side, side) == MAX_ANIMATION_DECODE_PIXELS // side**2
+    assert representative_frame(500, 10_000, 10_000) == 1  # never below the first
 
 
 def _marked(size: tuple[int, int]) -> Image.Image:

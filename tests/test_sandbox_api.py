@@ -203,3 +203,48 @@ async def test_errors_are_ephemeral_and_bad_calls_are_refused(
     await api.call("POST", "/api/messages", json={**bad, "channel_id": "1"}, status=404)
     await api.call("POST", "/api/attachments", data=b"not a form", status=400)
     await api.call("GET", "/api/channels/1/messages", status=404)
+
+
+async def test_links_get_previews_and_stickers_can_be_sent(
+    api: Api, bot: PalicordBot, worker: Worker
+) -> None:
+    state = await api.call("GET", "/api/state")
+    channel = state["servers"][0]["channels"][0]["id"]
+    ada = state["users"][0]["id"]
+    png_sticker, lottie = state["stickers"]
+    assert png_sticker["url"].startswith(state["cdn_url"] + "/stickers/") and lottie["url"] is None
+    assert state["emojis"][0].startswith("<:shapes:")
+
+    # A pasted link to a picture the sandbox serves: not an allowed link host for the bot,
+    # so it is answered from the preview the sandbox adds a moment later, as Discord does.
+    scene = one_shape_scene(seed=82)
+    picture = await api.upload(png_bytes(scene.image), "linked.png")
+    posted = await api.call(
+        "POST",
+        "/api/messages",
+        json={"channel_id": channel, "user_id": ada, "content": f"@Palicord {picture['url']}"},
+    )
+    messages = await api.until(
+        channel, lambda ms: any(m["reply_to"] == posted["id"] and answered(m) for m in ms)
+    )
+    [mine] = [m for m in messages if m["id"] == posted["id"]]
+    assert mine["embeds"][0]["thumbnail"]["proxy_url"].startswith(state["cdn_url"] + "/external/")
+    [answer] = [m for m in messages if m["reply_to"] == posted["id"]]
+    shape = scene.shapes[0]
+    assert f"{shape.color} {shape.kind}" in answer["embeds"][0]["description"]
+
+    # A Lottie sticker with a mention: refused, and the page shows the sticker.
+    posted = await api.call(
+        "POST",
+        "/api/messages",
+        json={"channel_id": channel, "user_id": ada, "content": "@Palicord",
+              "sticker_ids": [lottie["id"]]},
+    )  # fmt: skip
+    messages = await api.until(
+        channel,
+        lambda ms: any(m["reply_to"] == posted["id"] and "⚠️" in m["content"] for m in ms),
+    )
+    [mine] = [m for m in messages if m["id"] == posted["id"]]
+    assert mine["stickers"] == [{**{k: lottie[k] for k in ("id", "name")}, "format_type": "3"}]
+    [refusal] = [m for m in messages if m["reply_to"] == posted["id"]]
+    assert "vector stickers" in refusal["content"]

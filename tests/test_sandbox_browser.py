@@ -170,6 +170,20 @@ def browse(driver: WebDriver, base: str, folder: Path, shape: str) -> None:
     Select(driver.find_element(By.ID, "user")).select_by_visible_text("Chen")
     wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "li.msg.ephemeral"), "hidden")
 
+    # A link instead of an upload: the sandbox previews it, as Discord would, and the bot
+    # reads the preview; then a sticker sent with a mention.
+    before = len(bot_answers(driver))
+    driver.find_element(By.CSS_SELECTOR, "#samples button[data-sample-link]").click()
+    text = driver.find_element(By.ID, "text")
+    text.send_keys("@Palicord")
+    text.send_keys(Keys.ENTER)
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".embed img.preview"), "the preview")
+    wait(driver, lambda d: len(bot_answers(d)) == before + 1, "the answer about the link")
+    text.send_keys("@Palicord")
+    driver.find_element(By.CSS_SELECTOR, "#samples button[data-sticker]").click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "li.msg .sticker img"), "the sticker")
+    wait(driver, lambda d: len(bot_answers(d)) == before + 2, "the answer about the sticker")
+
 
 async def test_the_page_runs_detect_a_mention_and_shows_errors(
     browser: WebDriver, sandbox: Sandbox, bot: PalicordBot, worker: Worker, tmp_path: Path

@@ -107,3 +107,22 @@ def test_env_example_lists_every_setting() -> None:
         for name, field in cls.model_fields.items()
     }
     assert every - listed == set()
+
+
+def test_image_link_hosts_and_the_discord_cdn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "x")
+    defaults = BotSettings()
+    assert "i.imgur.com" in defaults.image_link_hosts
+    assert "cdn.discordapp.com" in defaults.image_link_hosts
+    assert defaults.discord_cdn_url == "https://cdn.discordapp.com"
+    monkeypatch.setenv("IMAGE_LINK_HOSTS", " I.Example.org , cdn.example.net ")
+    monkeypatch.setenv("ATTACHMENT_HTTP_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("DISCORD_CDN_URL", "http://127.0.0.1:8080/cdn/")
+    custom = BotSettings()
+    assert custom.image_link_hosts == ("i.example.org", "cdn.example.net")
+    assert custom.discord_cdn_url == "http://127.0.0.1:8080/cdn"
+    # Stickers and emoji must come from an attachment host, like everything Discord serves.
+    for off_list in ("https://cdn.example.net", "http://cdn.discordapp.com", "https://127.0.0.1"):
+        monkeypatch.setenv("DISCORD_CDN_URL", off_list)
+        with pytest.raises(ValueError, match="DISCORD_CDN_URL"):
+            BotSettings()

@@ -6,16 +6,9 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.download import ImageRef
 from inference.tasks import LANGUAGES
 
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
-
-
-def message_images(message: discord.Message) -> list[ImageRef]:
-    """The attachments of `message` worth trying as images."""
-    refs = [ImageRef.from_attachment(a) for a in message.attachments]
-    return [r for r in refs if r.looks_like_image()]
 
 
 async def language_autocomplete(

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs import language_autocomplete, message_images
+from bot.cogs import language_autocomplete
 from bot.download import ImageRef
 from bot.events import run_interaction
 from bot.requests import Ask
@@ -53,7 +53,7 @@ class Describe(commands.Cog):
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         await run_interaction(
-            self.bot.requests, interaction, message_images(message), Ask(Task.CAPTION)
+            self.bot.requests, interaction, self.bot.pictures.find(message), Ask(Task.CAPTION)
         )
 
 

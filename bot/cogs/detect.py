@@ -9,7 +9,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs import message_images
 from bot.download import ImageRef
 from bot.errors import NoImageFound
 from bot.events import respond_error, run_interaction
@@ -75,7 +74,7 @@ class Detect(commands.Cog):
     async def detect_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
-        images = message_images(message)
+        images = self.bot.pictures.find(message)
         if not images:  # say so now rather than after the user filled in the modal
             raise NoImageFound()
         await interaction.response.send_modal(ObjectsModal(self.bot.requests, images))

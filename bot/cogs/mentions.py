@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.cogs import message_images
 from bot.download import ImageRef
 from bot.events import in_time, run_mention
 from bot.followups import digests_of
+from bot.pictures import question_text
 from bot.requests import Ask
 from inference.errors import PalicordError
 from inference.tasks import Task
@@ -87,15 +87,17 @@ class Mentions(commands.Cog):
             message.channel.id, getattr(message.channel, "parent_id", None)
         ):
             return  # a silent no: admins limited the bot to other channels
-        images = message_images(message)
+        images = await self.bot.pictures.find_waiting(self.bot, message)
         if not images:
             replied = await self._replied_to(message)
             if replied is not None and replied.author.id == me.id:
                 # A reply to one of our answers: the pictures it was about, as kept.
                 images = [ImageRef.stored_picture(d) for d in digests_of(replied)]
             elif replied is not None:
-                images = message_images(replied)
-        await run_mention(self.bot.requests, message, images, parse_mention(message.content, me.id))
+                images = self.bot.pictures.find(replied)
+        # Links and custom emoji are pictures, not part of the question.
+        ask = parse_mention(question_text(message.content), me.id)
+        await run_mention(self.bot.requests, message, images, ask)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -8,7 +8,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs import message_images
 from bot.download import ImageRef
 from bot.events import run_interaction
 from bot.requests import Ask
@@ -38,7 +37,7 @@ class Ocr(commands.Cog):
 
     async def ocr_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         await run_interaction(
-            self.bot.requests, interaction, message_images(message), Ask(Task.OCR)
+            self.bot.requests, interaction, self.bot.pictures.find(message), Ask(Task.OCR)
         )
 
 

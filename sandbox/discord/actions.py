@@ -3,16 +3,25 @@ submit modals. Each action goes to the bot over the gateway exactly as Discord s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandbox.discord import interactions as ix
 from sandbox.discord import payloads as p
 from sandbox.discord.recorder import Recorded
 from sandbox.discord.server import FakeDiscord
 
+# Discord adds a link's preview a moment after the message (a MESSAGE_UPDATE).
+UNFURL_DELAY_S = 0.5
+
 
 class DiscordServer(FakeDiscord):
     """FakeDiscord plus the user-side actions tests drive it with."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._unfurls: set[asyncio.Task[None]] = set()
 
     def user(
         self, name: str, *, locale: str = "en-US", admin: bool = False, user_id: int | None = None
@@ -49,6 +58,52 @@ class DiscordServer(FakeDiscord):
             height=height,
         )
 
+    def sticker(self, data: bytes, name: str, format_type: int = p.STICKER_PNG) -> p.Json:
+        """A sticker served where Discord's CDN keeps it; returns its `sticker_items`
+        entry for `post_message`."""
+        sticker_id = p.snowflake()
+        if format_type == p.STICKER_LOTTIE:
+            self.cdn.put(f"stickers/{sticker_id}.json", data, "application/json")
+        else:
+            extension = "gif" if format_type == p.STICKER_GIF else "png"
+            self.cdn.put(f"stickers/{sticker_id}.{extension}", data, f"image/{extension}")
+        return p.sticker_item(sticker_id, name, format_type)
+
+    def emoji(self, data: bytes, name: str, *, animated: bool = False) -> str:
+        """A custom emoji served where Discord's CDN keeps it; returns its markup for a
+        message's content (`<:name:id>`, `<a:name:id>`)."""
+        emoji_id = p.snowflake()
+        extension = "gif" if animated else "png"
+        self.cdn.put(f"emojis/{emoji_id}.{extension}", data, f"image/{extension}")
+        return f"<{'a' if animated else ''}:{name}:{emoji_id}>"
+
+    def link_preview(self, link: str, data: bytes, content_type: str) -> p.Json:
+        """The preview embed Discord makes for a link to this picture: a copy of it on
+        Discord's media proxy (here, the CDN's `external/`)."""
+        name = urlsplit(link).path.rsplit("/", 1)[-1] or "picture"
+        proxied = self.cdn.put(f"external/{p.snowflake()}/{name}", data, content_type)
+        return p.preview_embed(link, proxied)
+
+    async def add_preview(self, message: p.Json, embed: p.Json) -> p.Json:
+        """Discord unfurls a link a moment after the message: the embed is added and the
+        whole message sent again as MESSAGE_UPDATE."""
+        current = self.messages.get(int(message["id"]), message)
+        current["embeds"] = [*current.get("embeds", []), embed]
+        await self.gateway.dispatch("MESSAGE_UPDATE", current)
+        return current
+
+    def add_previews_later(self, message: p.Json, embeds: list[p.Json]) -> None:
+        """`add_preview` for each embed after UNFURL_DELAY_S, as Discord does."""
+
+        async def later() -> None:
+            await asyncio.sleep(UNFURL_DELAY_S)
+            for embed in embeds:
+                await self.add_preview(message, embed)
+
+        task = asyncio.create_task(later())
+        self._unfurls.add(task)
+        task.add_done_callback(self._unfurls.discard)
+
     async def post_message(
         self,
         author: p.FakeUser,
@@ -58,8 +113,11 @@ class DiscordServer(FakeDiscord):
         mention_bot: bool = False,
         reply_to: p.Json | None = None,
         guild: p.FakeGuild | None = None,
+        embeds: list[p.Json] | tuple[p.Json, ...] = (),
+        stickers: list[p.Json] | tuple[p.Json, ...] = (),
     ) -> p.Json:
-        """A user posts a message; it is dispatched as MESSAGE_CREATE."""
+        """A user posts a message (with the preview `embeds` Discord already made, and
+        `stickers` from `sticker`); it is dispatched as MESSAGE_CREATE."""
         guild = guild or self.guild
         mentions = []
         if mention_bot:
@@ -74,8 +132,10 @@ class DiscordServer(FakeDiscord):
             author=author.payload(),
             content=content,
             attachments=list(attachments),
+            embeds=list(embeds),
             mentions=mentions,
             referenced=reply_to,
+            sticker_items=list(stickers),
         )
         self.messages[int(msg["id"])] = msg
         event = {

@@ -1,5 +1,7 @@
 """The fake CDN: serves attachment bytes by URL and records each fetch, so tests can prove
-the bot did (or did not) download something."""
+the bot did (or did not) download something. Stickers and custom emoji sit where Discord's
+CDN keeps them (`stickers/{id}.{ext}`, `emojis/{id}.{ext}`), so a bot whose
+DISCORD_CDN_URL is `{base_url}/cdn` finds them as it would on Discord."""
 
 from __future__ import annotations
 
@@ -26,9 +28,18 @@ class Cdn:
         self._total = 0
         self.files: dict[str, tuple[bytes, str]] = {}  # oldest first
 
+    @property
+    def url(self) -> str:
+        """The CDN's root, as DISCORD_CDN_URL names it."""
+        return f"{self._base_url()}/cdn"
+
     def add(self, data: bytes, filename: str, content_type: str) -> str:
         """Serve `data` and return its URL."""
         name = f"attachments/{snowflake()}/{filename.replace('/', '_')}"
+        return self.put(name, data, content_type)
+
+    def put(self, name: str, data: bytes, content_type: str) -> str:
+        """Serve `data` at `name` under the CDN's root; returns its URL."""
         self.files[name] = (data, content_type)
         self._total += len(data)
         while self._max_bytes is not None and self._total > self._max_bytes and len(self.files) > 1:

@@ -200,6 +200,22 @@ def attachment(
     return out
 
 
+# Sticker format types (https://discord.com/developers/docs/resources/sticker).
+STICKER_PNG, STICKER_APNG, STICKER_LOTTIE, STICKER_GIF = 1, 2, 3, 4
+
+
+def sticker_item(sticker_id: int, name: str, format_type: int) -> Json:
+    """A message's `sticker_items` entry."""
+    return {"id": str(sticker_id), "name": name, "format_type": format_type}
+
+
+def preview_embed(link: str, picture_url: str, *, width: int = 0, height: int = 0) -> Json:
+    """The embed Discord adds for a link to a picture: type "image", its thumbnail the
+    picture, `proxy_url` on Discord's media proxy (here: the fake CDN)."""
+    media = {"url": link, "proxy_url": picture_url, "width": width, "height": height}
+    return {"type": "image", "url": link, "thumbnail": media}
+
+
 def message(
     message_id: int,
     *,
@@ -213,6 +229,7 @@ def message(
     referenced: Json | None = None,
     flags: int = 0,
     extra: Json | None = None,
+    sticker_items: list[Json] | None = None,
 ) -> Json:
     out: Json = {
         "id": str(message_id),
@@ -232,6 +249,8 @@ def message(
         "flags": flags,
         "components": [],
     }
+    if sticker_items:
+        out["sticker_items"] = sticker_items
     if guild_id is not None:
         out["guild_id"] = str(guild_id)
     if referenced is not None:

@@ -89,19 +89,50 @@ function renderServers() {
 function renderSamples() {
   const box = $("#samples");
   for (const url of S.state.samples) {
-    box.append(el("button", { type: "button", title: "Attach this picture", "data-sample": url,
+    const name = url.split("/").pop();
+    box.append(el("button", { type: "button", title: `Attach ${name}`, "data-sample": url,
       onclick: async () => {
         const blob = await (await fetch(url)).blob();
-        await upload(new File([blob], url.split("/").pop(), { type: "image/png" }));
+        await upload(new File([blob], name, { type: blob.type || "image/png" }));
       } }, el("img", { src: url, alt: "" })));
+    // A link instead of an upload: Discord (here, the sandbox) previews it a moment later.
+    box.append(el("button", { type: "button", class: "as-link", title: `Paste a link to ${name}`,
+      "data-sample-link": url, onclick: () => insertText(`${location.origin}${url}`) }, "🔗"));
   }
+  const stickers = S.state.stickers || [];
+  if (stickers.length) box.append(el("span", {}, "Stickers:"));
+  for (const st of stickers) {
+    box.append(el("button", { type: "button", title: `Send the sticker ${st.name} (with your text)`,
+      "data-sticker": st.id, onclick: () => sendSticker(st) },
+      st.url ? el("img", { src: st.url, alt: st.name }) : el("span", { class: "lottie" }, st.name)));
+  }
+  const emojis = S.state.emojis || [];
+  if (emojis.length) box.append(el("span", {}, "Emoji:"));
+  for (const markup of emojis) {
+    box.append(el("button", { type: "button", title: `Insert ${markup}`, "data-emoji": markup,
+      onclick: () => insertText(markup) }, el("img", { src: emojiUrl(markup), alt: markup })));
+  }
+}
+
+function insertText(text) {
+  const area = $("#text");
+  area.value = `${area.value}${area.value && !area.value.endsWith(" ") ? " " : ""}${text} `;
+  area.focus();
+}
+
+function emojiUrl(markup) {
+  const m = /^<(a?):\w+:(\d+)>$/.exec(markup);
+  return m ? `${S.state.cdn_url}/emojis/${m[2]}.${m[1] ? "gif" : "png"}` : "";
 }
 
 // --- messages ------------------------------------------------------------------------------
 
 function mentionsToHtml(text) {
   const escaped = text.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
-  return escaped.replace(/&lt;@!?(\d+)&gt;/g, (_, id) => `<span class="mention">@${S.names[id] || "unknown"}</span>`);
+  return escaped
+    .replace(/&lt;@!?(\d+)&gt;/g, (_, id) => `<span class="mention">@${S.names[id] || "unknown"}</span>`)
+    .replace(/&lt;(a?):(\w+):(\d+)&gt;/g, (_, a, name, id) =>
+      `<img class="emoji" alt=":${name}:" src="${S.state.cdn_url}/emojis/${id}.${a ? "gif" : "png"}">`);
 }
 
 function textNode(text, cls) {
@@ -118,6 +149,9 @@ function renderEmbed(embed, files) {
   for (const f of embed.fields || []) {
     box.append(el("div", { class: "field" }, textNode(f.name, "field-name"), textNode(f.value, "field-value")));
   }
+  // A link's preview shows its picture from Discord's media proxy (the thumbnail).
+  const thumb = embed.thumbnail && (embed.thumbnail.proxy_url || embed.thumbnail.url);
+  if (thumb && !(embed.image && embed.image.url)) box.append(el("img", { class: "preview", src: thumb, alt: "preview" }));
   const image = embed.image && embed.image.url;
   if (image) {
     const name = image.startsWith("attachment://") ? image.slice(13) : null;
@@ -154,6 +188,11 @@ function renderMessage(m, byId) {
     else box.append(el("a", { href: a.url, target: "_blank", download: a.filename }, `Attachment: ${a.filename}`));
   }
   if (files.length) item.append(box);
+  for (const st of m.stickers || []) {
+    const known = (S.state.stickers || []).find((k) => k.id === st.id);
+    item.append(el("div", { class: "sticker" }, known && known.url
+      ? el("img", { src: known.url, alt: st.name }) : `[sticker: ${st.name}]`));
+  }
   for (const row of m.buttons || []) {
     item.append(el("div", { class: "buttons-row" }, ...row.map((b) => el("button", {
       type: "button", class: `component style-${b.style}`, "data-custom-id": b.custom_id,
@@ -220,6 +259,15 @@ async function upload(file) {
 }
 
 function clearPending() { S.pending = null; $("#pending").hidden = true; }
+
+async function sendSticker(sticker) {
+  const body = { channel_id: S.channel, user_id: S.user, content: $("#text").value.trim(),
+                 attachment_ids: [], sticker_ids: [sticker.id] };
+  if (S.replyTo) body.reply_to = S.replyTo.id;
+  try { await api("POST", "/api/messages", body); } catch (e) { toast(e.message); return; }
+  $("#text").value = ""; S.replyTo = null; $("#replying").hidden = true;
+  pollMessages();
+}
 
 function setReply(m) {
   S.replyTo = m;

@@ -55,6 +55,7 @@ def bot_settings(server: DiscordServer, prefix: str, **overrides: Any) -> BotSet
         "discord_api_base": server.api_base,
         "discord_gateway_url": server.gateway_url,
         "attachment_http_hosts": ("127.0.0.1",),
+        "discord_cdn_url": server.cdn.url,  # stickers and custom emoji
         "instance_id": "bot-" + uuid.uuid4().hex[:8],
         "user_cooldown_s": 0.0,
         "progress_interval_s": 0.3,
