@@ -150,7 +150,7 @@ async def bomb_and_neighbour(mode: Mode, bomb: bytes) -> tuple[float, float, str
                 final_reply(server, bomb_state), final_reply(server, good_state)
             )
         embeds = bomb_reply.payload.get("embeds") or [{}]
-        seen = bomb_reply.content or "answered: " + str(embeds[0].get("description"))
+        seen = bomb_reply.content or "embed: " + str(embeds[0].get("description"))
         return bomb_reply.at - sent_bomb, good_reply.at - sent_good, seen
     finally:
         structure.MAX_JPEG_SCANS = saved_cap
