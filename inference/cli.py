@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from inference.detection import Detection
 from inference.errors import PalicordError
-from inference.settings import EngineSettings
+from inference.settings import EngineSettings, config_error
 from inference.tasks import Task, TaskSpec
 
 EXIT_USAGE = 2
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lang", "-l", default=None, help="language code (default en)")
     parser.add_argument("--model", "-m", default=None, help="hub id or local checkpoint dir")
     parser.add_argument("--quantization", choices=["none", "8bit", "4bit"], default=None)
+    parser.add_argument("--generation-loop", choices=["transformers", "static"], default=None)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the annotated image here")
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         overrides["model_id"] = args.model
     if args.quantization:
         overrides["quantization"] = args.quantization
+    if args.generation_loop:
+        overrides["generation_loop"] = args.generation_loop
     if args.device:
         overrides["device"] = args.device
     settings = EngineSettings(**overrides)  # type: ignore[arg-type]
@@ -153,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PalicordError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    except ValidationError as exc:  # a setting from the environment (.env) refused
+        print(f"error: bad configuration: {config_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

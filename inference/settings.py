@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inference.queue.keys import check_part
 from inference.queue.settings import ImageLimits, QueueSettings
 
 Quantization = Literal["none", "8bit", "4bit"]
+GenerationLoop = Literal["transformers", "static"]
 
 
 class EngineSettings(ImageLimits):
@@ -23,6 +31,10 @@ class EngineSettings(ImageLimits):
 
     model_id: str = "google/paligemma2-3b-mix-448"
     quantization: Quantization = "none"
+    # Who runs the decode loop: transformers' `generate`, or Palicord's fixed-shape loop
+    # (inference.engine.static_loop: the same tokens, CUDA graphs on a GPU). `generate`
+    # stays the default until a GPU run has shown the static loop's speed-up there.
+    generation_loop: GenerationLoop = "transformers"
     device: str | None = None  # default: cuda if available, else cpu
     hf_token: SecretStr | None = None
     # Honour the hub's own switch too, so operators need set only one of them.
@@ -89,3 +101,15 @@ class WorkerSettings(QueueSettings, EngineSettings):
         if self.idle_wait_s >= self.redis_timeout_s:
             raise ValueError("idle_wait_s must be shorter than redis_timeout_s")
         return self
+
+
+def config_error(exc: ValueError) -> str:
+    """One line for refused settings: each variable's name and pydantic's reason, never
+    the value given (it may be a secret)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in error["loc"]).upper()
+        parts.append(f"{name}: {error['msg']}" if name else error["msg"])
+    return "; ".join(parts)

@@ -27,7 +27,7 @@ from inference.engine import Engine
 from inference.ops import WORKER_METRICS_PORT, resolve_port, serve_ops, use_log_format
 from inference.queue import connect
 from inference.queue.keys import check_part
-from inference.settings import WorkerSettings
+from inference.settings import WorkerSettings, config_error
 from inference.worker.metrics import WorkerMetrics
 from inference.worker.service import EXIT_ENGINE_HUNG, Worker
 
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = dict(opt.split("=", 1) for opt in args.engine_option)
         factory = load_factory(args.engine)
     except ValueError as exc:  # pydantic's ValidationError included: names, never values
-        log.error("bad configuration: %s", exc)
+        log.error("bad configuration: %s", config_error(exc))
         return 2
     # Served from before the model loads: /healthz answers at once, /readyz once the worker
     # has warmed up and reached Redis.
