@@ -27,6 +27,7 @@ additive float tensors); SigLIP's attention is the vision tower's business.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,6 +125,10 @@ class StaticLoop:
             )
         self._model = model
         self._lm = model.model.language_model
+        # transformers renamed the decoder's `past_key_values` to `cache` (5.2x); the
+        # GPU image's 5.17 has the old name.
+        accepted = inspect.signature(self._lm.forward).parameters
+        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
         self._embed = model.model.get_input_embeddings()
         self._image_token_id = int(model.config.image_token_id)
         self._vocab_size = int(text.vocab_size)
@@ -278,8 +283,8 @@ class StaticLoop:
             inputs_embeds=embeds,
             attention_mask={"full_attention": mask, "sliding_attention": mask},
             position_ids=positions,
-            cache=state.cache,
             use_cache=True,
+            **{self._cache_arg: state.cache},
         ).last_hidden_state
         return self._logits(hidden[:, -1]).argmax(-1)
 
@@ -304,8 +309,8 @@ class StaticLoop:
             inputs_embeds=self._embed(state.token[:, None]),
             attention_mask=masks,
             position_ids=state.position,
-            cache=state.cache,
             use_cache=True,
+            **{self._cache_arg: state.cache},
         ).last_hidden_state
         self._advance(state, self._logits(hidden[:, -1]).argmax(-1))
         state.position.add_(1)
