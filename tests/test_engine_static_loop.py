@@ -102,13 +102,17 @@ def _demo_batch(
     return engine, tokens, pixels, features, [s.token_budget for s in specs]
 
 
-@pytest.mark.parametrize("rows", [1, 10, 32])
-def test_demo_model_same_tokens_as_generate_for_every_task(rows: int) -> None:
+@pytest.mark.parametrize(
+    ("rows", "fixed_shapes"), [(1, True), (10, False), (10, True), (32, False)]
+)
+def test_demo_model_same_tokens_as_generate_for_every_task(rows: int, fixed_shapes: bool) -> None:
     engine, tokens, _, features, budgets = _demo_batch(rows)
     model = engine._loaded.model
     assert len(set(tokens["attention_mask"].sum(-1).tolist())) > 1 or rows == 1  # left padding
     reference = _reference(model, tokens["input_ids"], tokens["attention_mask"], features, budgets)
-    loop = StaticLoop(model, pad_token_id=PAD, eos_token_ids=eos_token_ids(model))
+    loop = StaticLoop(
+        model, pad_token_id=PAD, eos_token_ids=eos_token_ids(model), fixed_shapes=fixed_shapes
+    )
     ours = loop.generate(tokens["input_ids"], tokens["attention_mask"], features, budgets)
     assert ours.shape == (rows, max(budgets))
     _same(reference, ours)
@@ -119,7 +123,12 @@ def test_demo_model_padded_batch_buckets_and_slots_give_the_same_tokens() -> Non
     model = engine._loaded.model
     reference = _reference(model, tokens["input_ids"], tokens["attention_mask"], features, budgets)
     loop = StaticLoop(
-        model, pad_token_id=PAD, eos_token_ids=[1], batch_buckets=(2, 8), slot_step=64
+        model,
+        pad_token_id=PAD,
+        eos_token_ids=[1],
+        batch_buckets=(2, 8),
+        slot_step=64,
+        fixed_shapes=True,
     )
     for _ in range(2):  # the second call reuses the first one's buffers
         _same(
@@ -208,10 +217,16 @@ def _windowed_batch(
     return ids, mask, features
 
 
-@pytest.mark.parametrize(("stop_check_steps", "buckets"), [(0, None), (1, (4, 8)), (8, (16,))])
+@pytest.mark.parametrize(
+    ("stop_check_steps", "buckets", "fixed_shapes"),
+    [(0, None, True), (1, (4, 8), True), (8, (16,), True), (1, None, False)],
+)
 @torch.inference_mode()
 def test_sliding_window_layers_masked_as_transformers_does(
-    stop_check_steps: int, buckets: tuple[int, ...] | None, monkeypatch: pytest.MonkeyPatch
+    stop_check_steps: int,
+    buckets: tuple[int, ...] | None,
+    fixed_shapes: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = _windowed_model()
     lengths = [1, 9, 4]  # prompts of 6 to 14 tokens: longer and shorter than the window
@@ -225,6 +240,7 @@ def test_sliding_window_layers_masked_as_transformers_does(
         batch_buckets=buckets,
         slot_step=16,
         stop_check_steps=stop_check_steps,
+        fixed_shapes=fixed_shapes,
     )
     # A random model repeats one token whatever it attends to: compare the logits too.
     seen: list[torch.Tensor] = []

@@ -17,12 +17,14 @@ stay on the device: a finished row is fed the pad token, as `generate` does, so 
 tokens are the same as `generate` with `inputs.RowBudgets` (tests/test_engine_static_loop
 checks that token for token on the demo model and on a tiny sliding window).
 
-The host looks at the device only every `stop_check_steps` steps (whether every row has
-finished, to end the chunk early) and once at the end; `stop_check_steps=0` never looks
-before the end. Batch sizes are padded up to `batch_buckets` (copies of the first row,
-finished from the start) so graphs are reused; on the CPU the default is no padding and
-no graphs (nothing to gain). Gemma 2 must run with eager attention (the masks are
-additive float tensors); SigLIP's attention is the vision tower's business.
+With CUDA graphs the host looks at the device only every `stop_check_steps` steps
+(default 8: whether every row has finished, to end the chunk early) and once at the end;
+`stop_check_steps=0` never looks before the end. Batch sizes are padded up to
+`batch_buckets` (copies of the first row, finished from the start) so graphs are reused.
+On the CPU the defaults are what pays there: no padding, no graphs, a look every step
+(free), and attention over the slots filled so far rather than all of them
+(`fixed_shapes=False`; the tests run both). Gemma 2 must run with eager attention (the
+masks are additive float tensors); SigLIP's attention is the vision tower's business.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class _SlotCache:
         self.keys = keys
         self.values = values
         self.at: torch.Tensor | None = None
+        self.used: int | None = None  # without graphs: only the slots filled so far
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
@@ -83,6 +86,8 @@ class _SlotCache:
             return key, value
         keys.index_copy_(2, self.at, key)
         values.index_copy_(2, self.at, value)
+        if self.used is not None:
+            return keys[:, :, : self.used], values[:, :, : self.used]
         return keys, values
 
 
@@ -115,7 +120,8 @@ class StaticLoop:
         batch_buckets: Sequence[int] | None = None,
         slot_step: int | None = None,
         cuda_graphs: bool | None = None,
-        stop_check_steps: int = STOP_CHECK_STEPS,
+        stop_check_steps: int | None = None,
+        fixed_shapes: bool | None = None,
     ) -> None:
         text = model.config.get_text_config()
         if text._attn_implementation != "eager":
@@ -148,6 +154,10 @@ class StaticLoop:
         self._graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self._buckets = tuple(sorted(batch_buckets)) if batch_buckets else ()
         self._slot_step = slot_step or (SLOT_STEP if on_cuda else 1)
+        self._fixed_shapes = self._graphs if fixed_shapes is None else fixed_shapes
+        # Asking costs a synchronisation on CUDA, nothing on the CPU.
+        if stop_check_steps is None:
+            stop_check_steps = STOP_CHECK_STEPS if self._graphs else 1
         self._stop_check_steps = stop_check_steps
         self._states: dict[tuple[int, int], _State] = {}
         self._flat: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
@@ -188,7 +198,7 @@ class StaticLoop:
                 and bool(state.done.all())
             ):
                 break
-            self._decode(state)
+            self._decode(state, used=None if self._fixed_shapes else prompt_len + step)
         return state.out[:rows, :most].clone()
 
     # --- state, allocated once per bucket -------------------------------------------------
@@ -292,19 +302,23 @@ class StaticLoop:
         zero = torch.zeros((), dtype=self.dtype, device=allowed.device)
         return torch.where(allowed, zero, torch.finfo(self.dtype).min)
 
-    def _decode_step(self, state: _State) -> None:
-        """One token per row; fixed shapes, no host synchronisation (capturable)."""
+    def _decode_step(self, state: _State, used: int | None = None) -> None:
+        """One token per row; fixed shapes, no host synchronisation (capturable). Without
+        graphs, `used` (the slots filled, this step's included) narrows attention to them:
+        the masked rest adds nothing but work."""
         state.valid.index_fill_(1, state.at, True)
-        slots = state.valid.shape[1]
-        full = state.valid[:, None, None, :]
+        valid = state.valid if used is None else state.valid[:, :used]
+        slots = valid.shape[1]
+        full = valid[:, None, None, :]
         masks = {"full_attention": self._additive(full)}
         if self._sliding_window is not None:
-            index = torch.arange(slots, device=state.valid.device)
+            index = torch.arange(slots, device=valid.device)
             recent = index > state.at - self._sliding_window
             masks["sliding_attention"] = self._additive(full & recent)
         else:
             masks["sliding_attention"] = masks["full_attention"]
         state.cache.at = state.at
+        state.cache.used = used
         hidden = self._lm(
             inputs_embeds=self._embed(state.token[:, None]),
             attention_mask=masks,
@@ -327,9 +341,9 @@ class StaticLoop:
         state.token.copy_(token)
         state.step.add_(1)
 
-    def _decode(self, state: _State) -> None:
+    def _decode(self, state: _State, used: int | None) -> None:
         if not self._graphs:
-            self._decode_step(state)
+            self._decode_step(state, used)
             return
         if state.graph is not None:
             state.graph.replay()
