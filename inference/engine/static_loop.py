@@ -351,20 +351,21 @@ class StaticLoop:
         # The first two steps of a new bucket run eagerly on a side stream (CUDA graphs'
         # warm-up: lazy library initialisation happens outside the capture); the third is
         # captured, then replayed for this step and every later one.
+        main = torch.cuda.current_stream(self.device)
         stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            if state.captured_steps < 2:
+        stream.wait_stream(main)
+        if state.captured_steps < 2:
+            with torch.cuda.stream(stream):
                 self._decode_step(state)
-                state.captured_steps += 1
-                torch.cuda.current_stream(self.device).wait_stream(stream)
-                return
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
-                self._decode_step(state)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
+            main.wait_stream(stream)
+            state.captured_steps += 1
+            return
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            self._decode_step(state)
+        main.wait_stream(stream)
         state.graph = graph
         log.debug("captured a decode step for batch %d", state.token.shape[0])
         graph.replay()
