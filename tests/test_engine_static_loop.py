@@ -29,6 +29,7 @@ from inference.engine.static_loop import StaticLoop, default_batch_buckets, eos_
 from inference.errors import ModelLoadError
 from inference.settings import EngineSettings, config_error
 from inference.tasks import InferenceRequest, TaskSpec
+from inference.worker import __main__ as worker_main
 from tests.demo import DEMO_MODEL, demo_engine, demo_settings
 
 PAD = 0
@@ -339,3 +340,11 @@ def test_the_cli_refuses_an_unknown_generation_loop_in_one_line(
     assert cli.main(["caption", str(picture), "--model", str(DEMO_MODEL)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: bad configuration: {REFUSED}\n"
+
+
+def test_the_worker_refuses_an_unknown_generation_loop_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("GENERATION_LOOP", "fast-please")
+    assert worker_main.main([]) == 2
+    assert [r.getMessage() for r in caplog.records] == [f"bad configuration: {REFUSED}"]
