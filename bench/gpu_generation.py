@@ -379,43 +379,7 @@ def build_quantised(config: PaliGemmaConfig, mode: str, device: torch.device) ->
                 continue
             weight = torch.empty(child.weight.shape, dtype=torch.bfloat16, device=device)
             weight.normal_(0, 0.02, generator=gen)
-            bias = child.bias is not None
-            layer: Any
-            if mode == "bf16":
-                layer = torch.nn.Linear(
-                    child.in_features, child.out_features, bias=bias, device="meta"
-                )
-                layer.weight = torch.nn.Parameter(weight, requires_grad=False)
-            elif mode == "nf4":
-                layer = bnb.Linear4bit(
-                    child.in_features,
-                    child.out_features,
-                    bias=bias,
-                    compute_dtype=torch.bfloat16,
-                    quant_type="nf4",
-                    compress_statistics=True,
-                    device="meta",
-                )
-                layer.weight = bnb.Params4bit(
-                    weight, requires_grad=False, quant_type="nf4", compress_statistics=True
-                ).to(device)
-            else:
-                layer = bnb.Linear8bitLt(
-                    child.in_features,
-                    child.out_features,
-                    bias=bias,
-                    has_fp16_weights=False,
-                    threshold=6.0,
-                    device="meta",
-                )
-                layer.weight = bnb.Int8Params(
-                    weight, requires_grad=False, has_fp16_weights=False
-                ).to(device)
-            if bias:
-                layer.bias = torch.nn.Parameter(
-                    torch.zeros(child.out_features, dtype=torch.bfloat16, device=device),
-                    requires_grad=False,
-                )
+            layer = _replacement(child, mode, weight, device, bnb)
             del weight
             setattr(parent, name, layer)
     # Everything not quantised (embedding, norms, position embeddings, buffers); lm_head
@@ -434,6 +398,51 @@ def build_quantised(config: PaliGemmaConfig, mode: str, device: torch.device) ->
     model.lm_head.weight = model.get_input_embeddings().weight
     model.generation_config.eos_token_id = None
     return model.eval()
+
+
+def _replacement(
+    child: torch.nn.Linear, mode: str, weight: torch.Tensor, device: torch.device, bnb: Any
+) -> Any:
+    """`child` as a bitsandbytes layer (or a plain one for "bf16") holding `weight`."""
+    bias = child.bias is not None
+    layer: Any
+    if mode == "bf16":
+        layer = torch.nn.Linear(child.in_features, child.out_features, bias=bias, device="meta")
+        layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+    elif mode == "nf4":
+        layer = bnb.Linear4bit(
+            child.in_features,
+            child.out_features,
+            bias=bias,
+            compute_dtype=torch.bfloat16,
+            quant_type="nf4",
+            compress_statistics=True,
+            device="meta",
+        )
+        layer.weight = bnb.Params4bit(
+            weight, requires_grad=False, quant_type="nf4", compress_statistics=True
+        ).to(device)
+    else:
+        layer = bnb.Linear8bitLt(
+            child.in_features,
+            child.out_features,
+            bias=bias,
+            has_fp16_weights=False,
+            threshold=6.0,
+            device="meta",
+        )
+        # Int8Params quantises only on a move from the CPU; these weights are
+        # made on the GPU, so quantise them in place (bitsandbytes 0.45-0.50).
+        int8 = bnb.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+        layer.weight = int8._quantize(device)
+    if mode != "bf16" and layer.weight.dtype not in (torch.int8, torch.uint8):
+        raise RuntimeError(f"bitsandbytes left the weight in {layer.weight.dtype}")
+    if bias:
+        layer.bias = torch.nn.Parameter(
+            torch.zeros(child.out_features, dtype=torch.bfloat16, device=device),
+            requires_grad=False,
+        )
+    return layer
 
 
 def _rebuild_buffer(module: Any, name: str, buf: torch.Tensor, device: torch.device) -> Any:
