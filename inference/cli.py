@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from inference.detection import Detection
 from inference.errors import ConfigurationError, PalicordError
-from inference.queue.settings import load_settings
+from inference.queue.settings import describe_errors, load_settings
 from inference.settings import EngineSettings
 from inference.tasks import Task, TaskSpec
 
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lang", "-l", default=None, help="language code (default en)")
     parser.add_argument("--model", "-m", default=None, help="hub id or local checkpoint dir")
     parser.add_argument("--quantization", choices=["none", "8bit", "4bit"], default=None)
+    parser.add_argument("--generation-loop", choices=["transformers", "static"], default=None)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the annotated image here")
@@ -93,6 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         overrides["model_id"] = args.model
     if args.quantization:
         overrides["quantization"] = args.quantization
+    if args.generation_loop:
+        overrides["generation_loop"] = args.generation_loop
     if args.device:
         overrides["device"] = args.device
     settings = load_settings(EngineSettings, **overrides)
@@ -158,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PalicordError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    except ValidationError as exc:  # a setting refused outside load_settings
+        print(f"error: bad configuration: {describe_errors(exc, EngineSettings)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

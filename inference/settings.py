@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from inference.queue.keys import is_key_part
 from inference.queue.settings import ImageLimits, QueueSettings
 
 Quantization = Literal["none", "8bit", "4bit"]
+GenerationLoop = Literal["transformers", "static"]
 
 
 class EngineSettings(ImageLimits):
@@ -23,6 +30,10 @@ class EngineSettings(ImageLimits):
 
     model_id: str = "google/paligemma2-3b-mix-448"
     quantization: Quantization = "none"
+    # Who runs the decode loop: transformers' `generate`, or Palicord's fixed-shape loop
+    # (inference.engine.static_loop: the same tokens, CUDA graphs on a GPU). `generate`
+    # stays the default until a GPU run has shown the static loop's speed-up there.
+    generation_loop: GenerationLoop = "transformers"
     device: str | None = None  # default: cuda if available, else cpu
     hf_token: SecretStr | None = None
     # Honour the hub's own switch too, so operators need set only one of them.

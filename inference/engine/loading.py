@@ -18,6 +18,12 @@ from inference.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
+# Per tower: SigLIP on torch's fused attention; Gemma 2 on eager, the one implementation
+# that applies its attention soft-cap with PaliGemma's prefix-LM mask (sdpa has no
+# soft-cap, flash drops the mask) and the one `static_loop` needs. Same outputs as eager
+# everywhere on the CPU (tests/test_engine_static_loop.py).
+ATTENTION = {"vision_config": "sdpa", "text_config": "eager"}
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
@@ -101,7 +107,7 @@ def load_model(settings: EngineSettings) -> LoadedModel:
         # and torchvision's resize rounds differently.
         processor = AutoProcessor.from_pretrained(source, backend="pil", **common)
         model = PaliGemmaForConditionalGeneration.from_pretrained(
-            source, dtype=dtype, **common, **quant
+            source, dtype=dtype, attn_implementation=ATTENTION, **common, **quant
         )
     except (OSError, ValueError) as exc:
         # Hub and file errors carry URLs and paths but never the token; keep the cause.

@@ -7,10 +7,11 @@ tokenise the prompt (the user's words as text: never control tokens), and hash t
 `generate` (the engine thread) sorts the requests by token budget, then for each chunk
 gets the image features (`features.ImageFeatures`: kept ones reused, the rest normalised
 on the device and run through the vision tower), joins the token tensors
-(`inputs.collate`) and calls `generate` with the features as `mm_encoder_outputs`. Each
-row stops at its own budget (`inputs.RowBudgets`) and is decoded cut at that budget. A
-chunk whose generation fails raises; the worker's runner retries it in halves until the
-failing row stands alone.
+(`inputs.collate`) and calls `generate` with the features as `mm_encoder_outputs` (or,
+with `GENERATION_LOOP=static`, `static_loop.StaticLoop`, which gives the same tokens with
+fixed-shape decode steps). Each row stops at its own budget (`inputs.RowBudgets`) and is
+decoded cut at that budget. A chunk whose generation fails raises; the worker's runner
+retries it in halves until the failing row stands alone.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from inference.engine.inputs import (
     stack_pixels,
 )
 from inference.engine.loading import LoadedModel, load_model
+from inference.engine.static_loop import StaticLoop, default_batch_buckets, eos_token_ids
 from inference.errors import PalicordError
-from inference.settings import EngineSettings
+from inference.settings import EngineSettings, GenerationLoop
 from inference.tasks import InferenceRequest, InferenceResult, Task, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class PaliGemmaEngine:
         prepare_processes: int = 0,
         decode_timeout_s: float | None = None,
         torch_threads: int | None = None,
+        generation_loop: GenerationLoop = "transformers",
     ) -> None:
         self._loaded = loaded
         self._threads = cpu_threads(loaded.device, torch_threads)
@@ -91,6 +94,15 @@ class PaliGemmaEngine:
         # The model's generate calls so far, warm-up included: what a failing row costs its
         # batch shows here (bench/hostile.py reads it before and after a batch).
         self.generate_calls = 0
+        self._static: StaticLoop | None = None
+        if generation_loop == "static":
+            on_cuda = loaded.device.type == "cuda"
+            self._static = StaticLoop(
+                loaded.model,
+                pad_token_id=self._pad_token_id,
+                eos_token_ids=eos_token_ids(loaded.model),
+                batch_buckets=default_batch_buckets(max_batch_size) if on_cuda else None,
+            )
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> PaliGemmaEngine:
@@ -104,6 +116,7 @@ class PaliGemmaEngine:
             prepare_processes=settings.prepare_processes,
             decode_timeout_s=settings.decode_timeout_s,
             torch_threads=settings.torch_threads,
+            generation_loop=settings.generation_loop,
         )
 
     @property
@@ -199,17 +212,25 @@ class PaliGemmaEngine:
         prompt_len = tokens["input_ids"].shape[1]
         budgets = [row.spec.token_budget for row in chunk]
         self.generate_calls += 1
-        output = lm.model.generate(
-            **tokens,
-            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
-            max_new_tokens=max(budgets),
-            stopping_criteria=StoppingCriteriaList([RowBudgets(prompt_len, budgets, lm.device)]),
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=self._pad_token_id,
-        )
+        if self._static is not None:
+            new_tokens = self._static.generate(
+                tokens["input_ids"], tokens["attention_mask"], features, budgets
+            ).cpu()
+        else:
+            output = lm.model.generate(
+                **tokens,
+                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+                max_new_tokens=max(budgets),
+                stopping_criteria=StoppingCriteriaList(
+                    [RowBudgets(prompt_len, budgets, lm.device)]
+                ),
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=self._pad_token_id,
+            )
+            new_tokens = output[:, prompt_len:]
         results = []
-        for row, generated in zip(chunk, output[:, prompt_len:], strict=True):
+        for row, generated in zip(chunk, new_tokens, strict=True):
             # Greedy decoding: cutting a longer run at this request's own budget gives
             # exactly the tokens it would have produced alone.
             text = lm.processor.decode(generated[: row.spec.token_budget], skip_special_tokens=True)
