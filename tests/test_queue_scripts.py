@@ -25,6 +25,7 @@ from inference.queue.messages import Job
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus, constants_prelude
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
+from inference.worker import Worker
 from inference.worker.testing import NoopEngine, SleepEngine
 from tests.conftest import RecordingWorker, aw, collect, submit
 
@@ -182,16 +183,68 @@ async def test_jobs_reaped_back_do_not_put_a_flooding_guild_ahead(
     scripts = Scripts(redis, queue_client.keys)
     dead = await scripts.take("dead-worker", 4, 0.0, Task, 32)  # a lease lapsed at once
     assert len(dead.jobs) == 4
+    await scripts.begin("dead-worker", [j.job_id for j in dead.jobs])
     lone = await submit(queue_client, guild="B")
     worker = RecordingWorker(redis, worker_settings, NoopEngine())
     assert await worker.reap() == 4
     await worker.run_once()
-    await worker.run_once()
-    # A reaped job went first, alone (it may be what killed its worker); the other guild's
-    # job came next, a single small batch later.
-    suspect, second = worker.batches_taken
-    assert len(suspect) == 1 and suspect[0] in {j.job_id for j in dead.jobs}
-    assert lone.job_id in second
+    # One crash blames nobody: the reaped jobs run again in an ordinary fair batch, beside
+    # the other guild's job (round robin between the guilds).
+    [batch] = worker.batches_taken
+    assert len(batch) == worker_settings.batch_size
+    assert lone.job_id in batch
+    assert len({j.job_id for j in dead.jobs} & set(batch)) == worker_settings.batch_size - 1
+
+
+async def crash(scripts: Scripts, reaper: Worker, jobs: int, *, start: bool = True) -> list[str]:
+    """A worker takes a batch of `jobs` (its lease lapsing at once), starts it unless told
+    otherwise, and dies; `reaper` reaps. The ids taken."""
+    taken = await scripts.take("doomed", jobs, 0.0, Task, 8 * jobs)
+    ids = [j.job_id for j in taken.jobs]
+    if start:
+        assert await scripts.begin("doomed", ids) == len(ids)
+    await reaper.reap()
+    return ids
+
+
+async def test_blame_a_second_crash_isolates_and_only_a_lone_crash_dead_letters(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(4)]
+    scripts = Scripts(redis, queue_client.keys)
+    reaper = Worker(redis, worker_settings, NoopEngine())
+    assert worker_settings.max_attempts == 3
+    # Two crashes of the whole batch: nobody is dead-lettered, everybody becomes a suspect.
+    assert sorted(await crash(scripts, reaper, 4)) == sorted(ids)
+    assert sorted(await crash(scripts, reaper, 4)) == sorted(ids)
+    assert await aw(redis.llen(queue_client.keys.dead_letter)) == 0
+    # Suspects come one per batch; the third crash, alone, is the first one charged.
+    [first] = await crash(scripts, reaper, 4)
+    [letter] = [json.loads(e) for e in await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))]
+    assert letter["job_id"] == first
+    # The others, alone and fine, are answered.
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.run(burst=True) == 0
+    assert all(len(b) == 1 for b in worker.batches_taken)
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 4)}
+    assert all(results[j].ok for j in ids if j != first)
+    assert not results[first].ok
+
+
+async def test_jobs_taken_ahead_and_never_started_are_not_suspects(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(4)]
+    scripts = Scripts(redis, queue_client.keys)
+    reaper = Worker(redis, worker_settings, NoopEngine())
+    for _ in range(worker_settings.max_attempts + 2):  # far more than it takes to isolate
+        await crash(scripts, reaper, 4, start=False)
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.run_once() == 4  # one batch, attempt 1: those takes did not count
+    results = await collect(queue_client, 4)
+    assert sorted(d.result.job_id for d in results) == sorted(ids)
+    assert all(d.result.ok and d.result.attempt == 1 for d in results)
+    assert await aw(redis.llen(queue_client.keys.dead_letter)) == 0
 
 
 async def test_planted_job_fields_never_crash_the_worker(

@@ -27,9 +27,11 @@ from tests.conftest import REDIS_URL, aw, collect, submit
 
 
 async def lapse_once(scripts: Scripts, worker: Worker) -> None:
-    """A 'dead worker' takes one job with a lease that lapses at once; then reap."""
+    """A 'dead worker' takes one job with a lease that lapses at once, starts it alone (and
+    dies with it); then reap."""
     taken = await scripts.take("dead-worker", 1, 0.0, [Task.CAPTION], 8)
     assert len(taken.jobs) == 1
+    assert await scripts.begin("dead-worker", [taken.jobs[0].job_id]) == 1
     await worker.reap()
 
 

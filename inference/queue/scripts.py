@@ -2,12 +2,12 @@
 
 Every change to the queue's structure happens inside one of these scripts, so each is
 atomic: submission with its caps, fair batched dispatch with leases, lease extension,
-the reaper, handing jobs back, publishing a result, cancelling, status, and the bot's
-daily quota. Each script
-is sent with a generated prelude (the key builders of `inference.queue.keys`, and the
-error codes and states below as Lua tables) and the helpers in `lua/lib.lua`, so the
-Lua never spells a key name, an error code or a state of its own. Script replies are
-decoded here into typed values; callers never see Redis's nested arrays.
+marking a batch started, the reaper, handing jobs back, publishing a result, cancelling,
+status, and the bot's daily quota. Each script is sent with a generated prelude (the key
+builders of `inference.queue.keys`, and the error codes and states below as Lua tables)
+and the helpers in `lua/lib.lua`, so the Lua never spells a key name, an error code or a
+state of its own. Script replies are decoded here into typed values; callers never see
+Redis's nested arrays.
 """
 
 from __future__ import annotations
@@ -35,9 +35,19 @@ from inference.tasks import Task
 MAX_SKIP = 1_024
 
 _SCRIPT_NAMES = (
-    "submit", "take", "extend", "reap", "release", "settle", "cancel", "status", "charge",
-    "clock", "stash",
+    "submit", "take", "begin", "extend", "reap", "release", "settle", "cancel", "status",
+    "charge", "clock", "stash",
 )  # fmt: skip
+
+# Crashes a job may be part of before it runs alone (docs/reliability.md, "Blame"): one
+# crash is usually nobody's fault and costs one batch; a job in two is isolated.
+ISOLATE_AFTER_CRASHES = 2
+
+
+def isolate_after(max_attempts: int) -> int:
+    """Crashes after which a job runs alone: ISOLATE_AFTER_CRASHES, lowered so that a job
+    that crashes every batch still crashes alone by its `max_attempts`-th crash."""
+    return max(1, min(ISOLATE_AFTER_CRASHES, max_attempts - 1))
 
 
 class SubmitStatus(enum.StrEnum):
@@ -103,17 +113,19 @@ class TakenJob:
     attempt: int
     expired: bool = False
     enqueued_at: float | None = None  # server clock, for queue-wait timing
+    isolated: bool = False  # a suspect, taken alone: it was in several crashed batches
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> TakenJob:
-        """One `{jid, data, attempt, expired, enqueued_at}` row of a script's reply."""
-        job_id, data, attempt, expired, enqueued_at = row
+        """One `{jid, data, attempt, expired, enqueued_at[, isolated]}` row of a reply."""
+        job_id, data, attempt, expired, enqueued_at, *rest = row
         return cls(
             job_id=_text(job_id),
             data=data,
             attempt=int(attempt),
             expired=int(expired) == 1,
             enqueued_at=_seconds(enqueued_at),
+            isolated=bool(rest) and int(rest[0]) == 1,
         )
 
 
@@ -195,15 +207,24 @@ class Scripts:
         *,
         fresh: bool = True,
         max_skip: int = MAX_SKIP,
+        isolate_after: int = ISOLATE_AFTER_CRASHES,
     ) -> Taken:
         """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged. A job
-        taken before and never handed back comes alone, and only to a `fresh` call (one
-        that starts a batch): it may be what killed its last worker."""
+        that was in `isolate_after` batches that took their worker down comes alone, and
+        only to a `fresh` call (one that starts a batch): it may be what killed them."""
         caps = ",".join(sorted(t.value for t in capabilities))
         now, rows = await self._call(
-            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip, int(fresh)
-        )
+            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip, int(fresh),
+            isolate_after,
+        )  # fmt: skip
         return Taken(now=float(now), jobs=[TakenJob.from_reply(row) for row in rows])
+
+    async def begin(self, worker_id: str, job_ids: list[str]) -> int:
+        """Mark a batch as started on the engine (only started jobs share the blame if the
+        worker dies now); returns how many this worker still held."""
+        if not job_ids:
+            return 0
+        return int(await self._call("begin", worker_id, *job_ids))
 
     async def extend(self, worker_id: str, lease_s: float, job_ids: list[str]) -> list[str]:
         """Extend this worker's leases; returns the ids it lost."""
@@ -220,9 +241,10 @@ class Scripts:
         by_heartbeat: bool = True,
         presumed_dead: str = "",
     ) -> Reaped:
-        """Requeue lapsed leases at the front of their lines; lease out-of-attempts jobs.
-        A lease also counts as lapsed when its owner's heartbeat is gone (`by_heartbeat`)
-        or its owner is `presumed_dead`."""
+        """Requeue lapsed leases at the front of their lines, charging a crash to the jobs
+        of a started batch; lease to the reaper the jobs that crashed `max_attempts` times,
+        the last one alone. A lease also counts as lapsed when its owner's heartbeat is
+        gone (`by_heartbeat`) or its owner is `presumed_dead`."""
         requeued, rows = await self._call(
             "reap", reaper_id, max_attempts, lease_s, limit, int(by_heartbeat), presumed_dead
         )

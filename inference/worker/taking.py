@@ -14,7 +14,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from inference.queue import Keys, redis_boundary
-from inference.queue.scripts import Scripts, Taken
+from inference.queue.scripts import Scripts, Taken, isolate_after
 from inference.settings import WorkerSettings
 from inference.tasks import Task
 
@@ -22,8 +22,8 @@ SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 
 
 def holds_a_suspect(taken: Taken) -> bool:
-    """Whether the batch is a job taken again after its worker died with it: it runs alone."""
-    return any(j.attempt > 1 and not j.expired for j in taken.jobs)
+    """Whether the batch is a job isolated after several crashes: it runs alone."""
+    return any(j.isolated and not j.expired for j in taken.jobs)
 
 
 class Taker:
@@ -77,6 +77,7 @@ class Taker:
             self._capabilities,
             SCAN_PER_SLOT * count,
             fresh=fresh,
+            isolate_after=isolate_after(self._settings.max_attempts),
         )
         self.held.update(j.job_id for j in taken.jobs)
         return taken

@@ -12,6 +12,7 @@ for i = #ARGV, 3, -1 do
     elseif f[2] and f[3] then
       drop_lease(jid)
       bump_attempt(jid, -1)
+      redis.call('HDEL', K.job(jid), 'r')  -- not run: blameless, whatever its batch did
       enqueue(jid, f[2], f[3], true)
       n = n + 1
     end
