@@ -228,7 +228,10 @@ class Requests:
             raise next(e for e in intake if isinstance(e, PalicordError))
         models = await self._serving_models(spec)  # that may answer from the cache
         quota = config.quota(self._settings.guild_daily_quota)
-        await self._limits.charge(who.guild_id, len(good), quota=quota, user_id=who.user_id)
+        charge = await self._limits.charge(
+            who.guild_id, len(good), quota=quota, user_id=who.user_id,
+            user_quota=self._settings.user_daily_quota,
+        )  # fmt: skip
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
@@ -255,7 +258,7 @@ class Requests:
                     await self._record_failure(items[j], earlier, spec)
             submitted.append(place)
         # Answers from the cache took no GPU time: only queued images count for the day.
-        await self._limits.refund(who.guild_id, len(good) - len(submitted), user_id=who.user_id)
+        await self._limits.refund(charge, len(good) - len(submitted))
         if not submitted:
             self._progress.drop(request_id)
             if not cached:

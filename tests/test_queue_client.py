@@ -18,14 +18,14 @@ from inference.errors import (
     QueueUnavailable,
     UserOverCap,
 )
-from inference.queue import JobState, JobStatus, QueueClient, QueueSettings, connect
+from inference.queue import DM_GUILD, JobState, JobStatus, QueueClient, QueueSettings, connect
 from inference.queue.messages import JobResult
 from inference.queue.scripts import Scripts, Settlement
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker import Worker
 from inference.worker.testing import NoopEngine
-from tests.conftest import BOT_ID, RecordingWorker, collect, submit
+from tests.conftest import BOT_ID, RecordingWorker, aw, collect, submit
 from tests.discord_server.tcp_proxy import TcpProxy
 
 
@@ -66,10 +66,46 @@ async def test_global_guild_and_user_caps(redis: Redis, queue_settings: QueueSet
     await submit(client, guild="A", user="2")
     with pytest.raises(GuildOverCap):
         await submit(client, guild="A", user="3")
-    await submit(client, guild="B", user="1")
+    await submit(client, guild="B", user="2")
     with pytest.raises(QueueFull):
-        await submit(client, guild="C", user="1")
+        await submit(client, guild="C", user="3")
     assert await client.pending() == 4
+
+
+async def test_a_persons_cap_counts_every_server_and_dm(
+    redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    settings = capped(queue_settings, max_pending_per_user=3)
+    client = QueueClient(redis, settings, instance_id=BOT_ID, require_worker=False)
+    for guild in ("A", "B", "C"):
+        await submit(client, guild=guild, user="1")
+    for guild in ("A", "D", DM_GUILD):  # a throwaway server buys no more turns
+        with pytest.raises(UserOverCap, match=r"3 requests waiting .* every server and DM"):
+            await submit(client, guild=guild, user="1")
+    await submit(client, guild="A", user="2")
+    one_at_a_time = worker_settings.model_copy(update={"batch_size": 1})
+    await Worker(redis, one_at_a_time, NoopEngine()).run_once()
+    await submit(client, guild=DM_GUILD, user="1")  # one answered: room for one more
+    assert await aw(redis.hgetall(client.keys.user_pending)) == {b"1": b"3", b"2": b"1"}
+
+
+async def test_two_peoples_dms_do_not_share_a_line(
+    redis: Redis, queue_settings: QueueSettings
+) -> None:
+    client = QueueClient(
+        redis, capped(queue_settings, max_pending_per_guild=2, max_pending_per_user=5),
+        instance_id=BOT_ID, require_worker=False,
+    )  # fmt: skip
+    for _ in range(2):
+        await submit(client, guild=DM_GUILD, user="0")
+    with pytest.raises(GuildOverCap, match="You already have 2 requests waiting"):
+        await submit(client, guild=DM_GUILD, user="0")
+    # A stranger's full DMs do not block this person, who waits for a turn of their own
+    # in the round robin, as a server would.
+    second = await submit(client, guild=DM_GUILD, user="1")
+    assert second.place == 2
+    ring = await aw(redis.lrange(client.keys.guild_ring, 0, -1))
+    assert ring == [b"dm-0", b"dm-1"]
 
 
 async def test_caps_free_up_when_jobs_finish(

@@ -22,9 +22,16 @@ from dataclasses import dataclass
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from inference.errors import ImageTooLarge, MalformedMessage, QueueUnavailable, error_from_code
+from inference.errors import (
+    GuildOverCap,
+    ImageTooLarge,
+    MalformedMessage,
+    QueueUnavailable,
+    UserOverCap,
+    error_from_code,
+)
 from inference.queue.connection import redis_boundary
-from inference.queue.keys import Keys, check_part, is_key_part
+from inference.queue.keys import DM_GUILD, Keys, check_part, fairness_unit, is_key_part
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus
 from inference.queue.settings import QueueSettings
@@ -112,14 +119,16 @@ class QueueClient:
 
     async def submit(self, job: Job, image: bytes) -> Submitted:
         """Queue `job` with its image; raises QueueFull, GuildOverCap, UserOverCap,
-        NoWorkerAlive, ImageTooLarge or QueueUnavailable."""
+        NoWorkerAlive, ImageTooLarge or QueueUnavailable. In DMs the job waits for its
+        person's own turn (`fairness_unit`); the per-user cap counts the person's jobs in
+        every guild and DM."""
         if len(image) > self._settings.max_image_bytes:
             raise ImageTooLarge()
         s = self._settings
         status, place = await self._scripts.submit(
             job.job_id,
             job.to_json(),
-            guild=job.guild_id,
+            guild=fairness_unit(job.guild_id, job.user_id),
             user=job.user_id,
             task=job.spec.task,
             deadline_at=job.deadline_at,
@@ -132,6 +141,17 @@ class QueueClient:
         )
         if status == SubmitStatus.DUPLICATE:
             raise ValueError(f"job {job.job_id} was already submitted")
+        if status == UserOverCap.code:
+            raise UserOverCap(
+                f"You already have {s.max_pending_per_user} requests waiting (counted across "
+                "every server and DM). You can send another as soon as one is answered."
+            )
+        if status == GuildOverCap.code:
+            where = "You already have" if job.guild_id == DM_GUILD else "This server already has"
+            raise GuildOverCap(
+                f"{where} {s.max_pending_per_guild} requests waiting. More can be sent as "
+                "soon as one of them is answered."
+            )
         if status != SubmitStatus.OK:
             raise error_from_code(status)
         return Submitted(job_id=job.job_id, place=place)

@@ -285,10 +285,14 @@ class Scripts:
         """Cancel a job."""
         return CancelOutcome(_text(await self._call("cancel", job_id, done_ttl_s)))
 
-    async def charge(self, guild: str, day: str, n: int, *, quota: int, ttl_s: int) -> int:
-        """Count `n` images against a guild's quota for `day`: the new total, or -1 (and
-        nothing counted) when they do not fit."""
-        return int(await self._call("charge", guild, day, n, quota, ttl_s))
+    async def charge(
+        self, day: str, n: int, quotas: Sequence[tuple[str, int]], *, ttl_s: int
+    ) -> int:
+        """Count `n` images for `day` against each (scope, quota), all or none: the first
+        scope's new total, or -i (nothing counted) when they do not fit the i-th quota
+        (1-based). A negative `n` refunds, never below zero."""
+        flat = [part for scope, quota in quotas for part in (scope, quota)]
+        return int(await self._call("charge", day, n, ttl_s, *flat))
 
     async def stash(
         self, kind: str, item_id: str, value: bytes | str, *, ttl_s: int, max_bytes: int

@@ -78,16 +78,18 @@ local function drop_lease(jid)
   redis.call('HDEL', K.lease_owner(), jid)
 end
 
--- Release a job's share of the caps, once: field `c` marks a job that was counted.
+-- Release a job's share of the caps, once: field `c` marks a job that was counted, and
+-- how: 2 under its user alone, 1 (older versions) under guild:user.
 local function uncount(jid)
   local f = redis.call('HMGET', K.job(jid), 'c', 'g', 'u')
-  if f[1] ~= '1' or not f[2] or not f[3] then return end
+  if (f[1] ~= '1' and f[1] ~= '2') or not f[2] or not f[3] then return end
   redis.call('HDEL', K.job(jid), 'c')
   if redis.call('DECR', K.pending()) <= 0 then redis.call('DEL', K.pending()) end
   if redis.call('HINCRBY', K.guild_pending(), f[2], -1) <= 0 then
     redis.call('HDEL', K.guild_pending(), f[2])
   end
-  local uk = f[2] .. ':' .. f[3]
+  local uk = f[3]
+  if f[1] == '1' then uk = f[2] .. ':' .. f[3] end
   if redis.call('HINCRBY', K.user_pending(), uk, -1) <= 0 then
     redis.call('HDEL', K.user_pending(), uk)
   end

@@ -1,4 +1,5 @@
--- Submit one job atomically, checking the caps first.
+-- Submit one job atomically, checking the caps first. `guild` is the fairness unit (a
+-- guild, or in DMs the person: see keys.fairness_unit); `user` the person.
 -- ARGV: prefix, job_id, data, guild, user, task, deadline_at, image, image_ttl_s,
 --       max_pending, max_guild, max_user, require_worker (1/0)
 -- Returns {status, place}: status Submit.ok, Submit.duplicate or an error code from E.
@@ -13,19 +14,20 @@ end
 if tonumber(redis.call('HGET', K.guild_pending(), g) or '0') >= tonumber(ARGV[11]) then
   return {E.guild_over_cap, 0}
 end
-local uk = g .. ':' .. u
-if tonumber(redis.call('HGET', K.user_pending(), uk) or '0') >= tonumber(ARGV[12]) then
+-- A person's cap counts their jobs in every guild and DM (field `c` = 2 records that the
+-- job was counted under the user alone; 1, by older versions, under guild:user).
+if tonumber(redis.call('HGET', K.user_pending(), u) or '0') >= tonumber(ARGV[12]) then
   return {E.user_over_cap, 0}
 end
 if redis.call('EXISTS', K.job(jid), K.done(jid)) > 0 then
   return {Submit.duplicate, 0}
 end
 redis.call('HSET', K.job(jid), 'data', data, 'g', g, 'u', u, 't', ARGV[6], 'dl', ARGV[7],
-  'eq', fmt(now), 'a', 0, 'c', 1)
+  'eq', fmt(now), 'a', 0, 'c', 2)
 redis.call('SET', K.image(jid), ARGV[8], 'EX', ARGV[9])
 redis.call('INCR', K.pending())
 redis.call('HINCRBY', K.guild_pending(), g, 1)
-redis.call('HINCRBY', K.user_pending(), uk, 1)
+redis.call('HINCRBY', K.user_pending(), u, 1)
 enqueue(jid, g, u, false)
 local place = place_of(g, u, redis.call('LLEN', K.user_queue(g, u)) - 1)
 wake()
