@@ -38,7 +38,7 @@ from bot.replies import (
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
 from inference.intake import probe_image
-from inference.queue import JobResult, JobState, JobStatus, QueueClient
+from inference.queue import JobResult, JobState, JobStatus, QueueClient, Submitted
 from inference.queue.memory import PICTURE_FIELD, Memory, from_cache
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
@@ -236,7 +236,7 @@ class Requests:
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
         self._progress.track(request_id, address, [], shown="")
-        submitted: list[tuple[str, int]] = []
+        submitted: list[tuple[str, Submitted]] = []
         cached: dict[int, JobResult] = {}
         for i in good:
             data = intake[i]
@@ -268,7 +268,7 @@ class Requests:
         for i, hit in cached.items():  # the last outcome recorded delivers the answer
             await self._deliverer.record(items[i], hit)
         if submitted:
-            statuses = [JobStatus(JobState.QUEUED, place) for _, place in submitted]
+            statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for _, p in submitted]
             await self._progress.show_now(request_id, progress_text(statuses))
 
     async def _serving_models(self, spec: TaskSpec) -> set[str]:
@@ -293,7 +293,7 @@ class Requests:
 
     async def _queue_one(
         self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, digest: str
-    ) -> tuple[str, int]:
+    ) -> tuple[str, Submitted]:
         job = self._queue.new_job(
             spec,
             guild_id=who.guild_id,
@@ -314,7 +314,7 @@ class Requests:
             await self._store.remove_user_job(who.user_id, job.job_id)
             raise
         self._progress.add_job(item.request_id, job.job_id)
-        return job.job_id, submitted.place
+        return job.job_id, submitted
 
     async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
         result = JobResult.failure(item.job_id, item.to_context(), exc, task=spec.task)

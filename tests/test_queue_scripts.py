@@ -4,6 +4,7 @@ and an in-process worker."""
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from importlib import resources
@@ -20,7 +21,7 @@ from inference.errors import (
     UserOverCap,
     error_types,
 )
-from inference.queue import JobState, QueueClient
+from inference.queue import JobState, QueueClient, QueueSettings
 from inference.queue.messages import Job
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus, constants_prelude
 from inference.settings import WorkerSettings
@@ -28,6 +29,7 @@ from inference.tasks import Task, TaskSpec
 from inference.worker import Worker
 from inference.worker.testing import NoopEngine, SleepEngine
 from tests.conftest import RecordingWorker, aw, collect, submit
+from tests.redis_server import own_redis_server
 
 
 async def test_a_flooding_guild_delays_another_by_at_most_one_batch(
@@ -308,3 +310,55 @@ async def test_the_generated_words_are_pythons(redis: Redis) -> None:
         SubmitStatus.DUPLICATE,
         CancelOutcome.RUNNING,
     ]
+
+
+async def _commands_per_status(redis: Redis, client: QueueClient, job_id: str) -> int:
+    """Redis commands one `status` runs (inside its script), from INFO commandstats."""
+    await client.status(job_id)  # the script is loaded (SCRIPT LOAD) before counting
+    await redis.config_resetstat()
+    await client.status(job_id)
+    stats = await redis.info("commandstats")
+    skip = {"cmdstat_evalsha", "cmdstat_info", "cmdstat_config"}
+    return sum(int(s["calls"]) for name, s in stats.items() if name not in skip)
+
+
+async def test_a_place_lookup_costs_the_same_with_10_or_500_guilds_waiting(
+    queue_settings: QueueSettings,
+) -> None:
+    # A private Redis: the shared one's command statistics count everybody's calls.
+    with own_redis_server() as url:
+        redis = Redis.from_url(url)
+        settings = queue_settings.model_copy(update={"max_pending": 10_000})
+        client = QueueClient(redis, settings, instance_id="bot-test", require_worker=False)
+        probe = (await submit(client, guild="probe", user="p")).job_id
+        counts = {}
+        waiting = 0
+        for guilds in (10, 500):
+            for g in range(waiting, guilds):
+                for u in range(2):
+                    await submit(client, guild=f"g{g}", user=f"{g}-{u}")
+            waiting = guilds
+            counts[guilds] = await _commands_per_status(redis, client, probe)
+        await redis.aclose()
+    assert counts[10] == counts[500] < 20, counts
+
+
+async def test_places_are_close_to_the_order_jobs_are_taken_in(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    rnd = random.Random(3)
+    ids = []
+    for _ in range(150):
+        g = str(rnd.randrange(15))
+        ids.append((await submit(queue_client, guild=g, user=f"{g}-{rnd.randrange(3)}")).job_id)
+    estimated = {j: await queue_client.status(j) for j in ids}
+    scripts = Scripts(redis, queue_client.keys)
+    order = []
+    while taken := (await scripts.take("w", 1, 60.0, Task, 8)).jobs:
+        order += [j.job_id for j in taken]
+    assert sorted(order) == sorted(ids)
+    for place, job_id in enumerate(order, start=1):
+        status = estimated[job_id]
+        assert abs(status.place - place) <= max(3, place // 10), (place, status)
+        if status.exact:
+            assert status.place == place

@@ -49,14 +49,18 @@ class Submitted:
 
     job_id: str
     place: int
+    exact: bool = True  # False: "about" (see JobStatus)
 
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """Where a job is; `place` is meaningful only while it is queued."""
+    """Where a job is; `place` is meaningful only while it is queued. A place that would
+    cost a walk over every waiting guild to know exactly is estimated: `exact` False,
+    shown as "about"."""
 
     state: JobState
     place: int = 0
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,7 @@ class QueueClient:
         if len(image) > self._settings.max_image_bytes:
             raise ImageTooLarge()
         s = self._settings
-        status, place = await self._scripts.submit(
+        status, place, exact = await self._scripts.submit(
             job.job_id,
             job.to_json(),
             guild=fairness_unit(job.guild_id, job.user_id),
@@ -154,12 +158,12 @@ class QueueClient:
             )
         if status != SubmitStatus.OK:
             raise error_from_code(status)
-        return Submitted(job_id=job.job_id, place=place)
+        return Submitted(job_id=job.job_id, place=place, exact=exact)
 
     async def status(self, job_id: str) -> JobStatus:
         """The job's state and, while queued, its estimated place in line."""
-        state, place = await self._scripts.status(job_id)
-        return JobStatus(state=state, place=place)
+        state, place, exact = await self._scripts.status(job_id)
+        return JobStatus(state=state, place=place, exact=exact)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job; True if this prevents its result (queued or running)."""

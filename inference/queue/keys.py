@@ -25,6 +25,13 @@ _TEMPLATES: dict[str, str] = {
     "guild_users": "g:{}:users",
     # hash guild id -> number of job ids in its users' lines (for place estimates)
     "guild_queued": "queued:guild",
+    # the place-in-line index (lua/lib.lua): a Fenwick tree over the ring visits each
+    # waiting guild needs, and what each guild put in it ("queued:weight")
+    "place_rank": "place:rank",
+    "place_guild": "place:guild",
+    # the ring's order as a sorted set guild -> sequence number, and the sequence
+    "ring_order": "place:ring",
+    "ring_seq": "place:seq",
     # per guild and user: FIFO list of job ids
     "user_queue": "g:{}:u:{}",
     # hash: data (job JSON), g, u, t (task), dl (deadline_at), eq (enqueued at), a (attempt)

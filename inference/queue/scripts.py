@@ -189,13 +189,14 @@ class Scripts:
         max_guild: int,
         max_user: int,
         require_worker: bool,
-    ) -> tuple[str, int]:
-        """Queue a job if the caps allow: (SubmitStatus or an error code, place in line)."""
-        status, place = await self._call(
+    ) -> tuple[str, int, bool]:
+        """Queue a job if the caps allow: (SubmitStatus or an error code, place in line,
+        whether the place is exact)."""
+        status, place, *exact = await self._call(
             "submit", job_id, data, guild, user, task.value, repr(deadline_at), image,
             image_ttl_s, max_pending, max_guild, max_user, int(require_worker),
         )  # fmt: skip
-        return _text(status), int(place)
+        return _text(status), int(place), not exact or int(exact[0]) == 1
 
     async def take(
         self,
@@ -306,7 +307,8 @@ class Scripts:
         seconds, micros = await self._call("clock")
         return int(seconds) + int(micros) / 1e6
 
-    async def status(self, job_id: str) -> tuple[JobState, int]:
-        """(state, place in line); place is 0 unless the state is QUEUED."""
-        state, place = await self._call("status", job_id)
-        return JobState(_text(state)), int(place)
+    async def status(self, job_id: str) -> tuple[JobState, int, bool]:
+        """(state, place in line, whether the place is exact); place is 0 unless the state
+        is QUEUED. Costs the same however many guilds are waiting."""
+        state, place, *exact = await self._call("status", job_id)
+        return JobState(_text(state)), int(place), not exact or int(exact[0]) == 1

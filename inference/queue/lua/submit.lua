@@ -2,7 +2,8 @@
 -- guild, or in DMs the person: see keys.fairness_unit); `user` the person.
 -- ARGV: prefix, job_id, data, guild, user, task, deadline_at, image, image_ttl_s,
 --       max_pending, max_guild, max_user, require_worker (1/0)
--- Returns {status, place}: status Submit.ok, Submit.duplicate or an error code from E.
+-- Returns {status, place, exact}: status Submit.ok (with the place in line, exact 1 or
+-- about 0), Submit.duplicate or an error code from E.
 local jid, data, g, u = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = now_s()
 if ARGV[13] == '1' and redis.call('ZCOUNT', K.workers(), now, '+inf') == 0 then
@@ -31,4 +32,4 @@ redis.call('HINCRBY', K.user_pending(), u, 1)
 enqueue(jid, g, u, false)
 local place = place_of(g, u, redis.call('LLEN', K.user_queue(g, u)) - 1)
 wake()
-return {Submit.ok, place}
+return {Submit.ok, place[1], place[2]}

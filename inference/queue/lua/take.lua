@@ -107,8 +107,10 @@ while taken < B and scanned < max_scan and skipped < max_skip and not alone do
   if alone and got == 0 then break end  -- the guild keeps its turn for its suspect
   if redis.call('LLEN', K.guild_users(g)) == 0 then
     redis.call('LPOP', ring)
+    ring_drop(g)
   else
     redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+    ring_back(g)
   end
   if got == 0 then stalled = stalled + 1 else stalled = 0 end
   -- a whole turn of the ring without taking anything: nothing here for this worker
