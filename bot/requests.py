@@ -36,7 +36,7 @@ from bot.replies import (
     progress_text,
 )
 from bot.settings import BotSettings
-from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
+from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
 from inference.intake import probe_image
 from inference.queue import JobResult, JobState, JobStatus, QueueClient, Submitted
 from inference.queue.memory import PICTURE_FIELD, Memory, from_cache
@@ -125,6 +125,8 @@ class Requests:
         # An outage or a bug is ours, not a refusal of the user's request.
         ours = isinstance(failure, QueueUnavailable) or not isinstance(failure, PalicordError)
         outcome = "queued" if failure is None else "error" if ours else "refused"
+        if isinstance(failure, QueueBusy):
+            outcome = "busy"  # full for a moment: a capacity signal, not a fault
         self._metrics.requests.labels(kind, outcome).inc()
 
     def acknowledged(self, interaction: discord.Interaction) -> None:

@@ -89,6 +89,7 @@ def test_compose_runs_redis_safely_and_checks_every_service() -> None:
         assert service["healthcheck"]["test"], name
     redis_conf = (DEPLOY / "redis.conf").read_text().split("\n")
     assert "maxmemory-policy noeviction" in redis_conf and "appendonly yes" in redis_conf
+    assert any(line.startswith("maxmemory ") for line in redis_conf)  # bounded
     assert "requirepass" in " ".join(services["redis"]["command"])
     assert "${REDIS_PASSWORD" in services["redis"]["environment"]["REDIS_PASSWORD"]
     for name, port in (("bot", BOT_METRICS_PORT), ("worker", WORKER_METRICS_PORT)):

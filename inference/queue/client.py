@@ -123,7 +123,8 @@ class QueueClient:
 
     async def submit(self, job: Job, image: bytes) -> Submitted:
         """Queue `job` with its image; raises QueueFull, GuildOverCap, UserOverCap,
-        NoWorkerAlive, ImageTooLarge or QueueUnavailable. In DMs the job waits for its
+        NoWorkerAlive, ImageTooLarge, QueueBusy (pictures over MAX_QUEUED_BYTES, or Redis
+        full) or QueueUnavailable. In DMs the job waits for its
         person's own turn (`fairness_unit`); the per-user cap counts the person's jobs in
         every guild and DM."""
         if len(image) > self._settings.max_image_bytes:
@@ -142,6 +143,7 @@ class QueueClient:
             max_guild=s.max_pending_per_guild,
             max_user=s.max_pending_per_user,
             require_worker=self._require_worker,
+            max_queued_bytes=s.max_queued_bytes,
         )
         if status == SubmitStatus.DUPLICATE:
             raise ValueError(f"job {job.job_id} was already submitted")

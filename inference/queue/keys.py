@@ -44,6 +44,8 @@ _TEMPLATES: dict[str, str] = {
     "lease_owner": "lease-owner",
     # outstanding (queued or running) counts, for the caps
     "pending": "pending",
+    # bytes of the pictures of queued and running jobs (MAX_QUEUED_BYTES)
+    "queued_bytes": "queued:bytes",
     "guild_pending": "pending:guild",
     # per person, across every guild and DM (older versions counted "guild:user")
     "user_pending": "pending:user",
@@ -151,6 +153,10 @@ class Keys:
     @property
     def pending(self) -> str:
         return self._k("pending")
+
+    @property
+    def queued_bytes(self) -> str:
+        return self._k("queued_bytes")
 
     @property
     def guild_pending(self) -> str:

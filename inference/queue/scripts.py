@@ -8,6 +8,13 @@ builders of `inference.queue.keys`, and the error codes and states below as Lua 
 and the helpers in `lua/lib.lua`, so the Lua never spells a key name, an error code or a
 state of its own. Script replies are decoded here into typed values; callers never see
 Redis's nested arrays.
+
+Redis at its `maxmemory` (with `noeviction`) refuses writes. The scripts that let the
+queue drain and so free memory (take, begin, extend, reap, release, settle, cancel, and
+the workers' heartbeat)
+declare `#!lua flags=allow-oom` (Redis 7 script flags): finishing, cancelling or expiring
+a job deletes its picture, which is what frees the memory. submit, stash and charge do
+not: new pictures and counters are refused ("busy") until there is room again.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ MAX_SKIP = 1_024
 
 _SCRIPT_NAMES = (
     "submit", "take", "begin", "extend", "reap", "release", "settle", "cancel", "status",
-    "charge", "clock", "stash",
+    "charge", "clock", "stash", "beat",
 )  # fmt: skip
 
 # Crashes a job may be part of before it runs alone (docs/reliability.md, "Blame"): one
@@ -88,8 +95,14 @@ def lua_file(name: str) -> str:
 
 @cache
 def script_source(name: str) -> str:
-    """The full Lua text of script `name`: the generated preludes, the helpers, the body."""
-    return lua_prelude() + constants_prelude() + lua_file("lib") + lua_file(name)
+    """The full Lua text of script `name`: the generated preludes, the helpers, the body.
+    A body's `#!lua flags=...` line (Redis 7) must open the script, so it goes first."""
+    body = lua_file(name)
+    shebang = ""
+    if body.startswith("#!lua"):
+        shebang, _, body = body.partition("\n")
+        shebang += "\n"
+    return shebang + lua_prelude() + constants_prelude() + lua_file("lib") + body
 
 
 def _text(value: Any) -> str:
@@ -189,12 +202,13 @@ class Scripts:
         max_guild: int,
         max_user: int,
         require_worker: bool,
+        max_queued_bytes: int,
     ) -> tuple[str, int, bool]:
         """Queue a job if the caps allow: (SubmitStatus or an error code, place in line,
         whether the place is exact)."""
         status, place, *exact = await self._call(
             "submit", job_id, data, guild, user, task.value, repr(deadline_at), image,
-            image_ttl_s, max_pending, max_guild, max_user, int(require_worker),
+            image_ttl_s, max_pending, max_guild, max_user, int(require_worker), max_queued_bytes,
         )  # fmt: skip
         return _text(status), int(place), not exact or int(exact[0]) == 1
 
@@ -301,6 +315,13 @@ class Scripts:
         """Keep `value` for `ttl_s` within `kind`'s byte budget (oldest dropped first);
         returns the kind's total bytes."""
         return int(await self._call("stash", kind, item_id, value, ttl_s, max_bytes))
+
+    async def beat(
+        self, worker_id: str, info_json: str, *, ttl_s: float, stale_s: float
+    ) -> tuple[int, int, int]:
+        """Write a worker's heartbeat; (jobs outstanding, guilds waiting, workers alive)."""
+        pending, guilds, workers = await self._call("beat", worker_id, info_json, ttl_s, stale_s)
+        return int(pending), int(guilds), int(workers)
 
     async def server_time(self) -> float:
         """Redis's clock, the one the scripts judge leases and heartbeats by."""

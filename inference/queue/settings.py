@@ -61,6 +61,9 @@ class QueueSettings(ImageLimits):
     max_pending: int = Field(default=5_000, ge=1)
     max_pending_per_guild: int = Field(default=100, ge=1)
     max_pending_per_user: int = Field(default=5, ge=1)
+    # The pictures of outstanding jobs, in bytes: the queue's share of Redis's maxmemory
+    # (docs/operations.md). Over it, submissions are refused "busy, try again in a moment".
+    max_queued_bytes: int = Field(default=1 << 30, ge=1)
     # Discord interaction tokens last 15 minutes; a later answer could not be delivered.
     job_deadline_s: float = Field(default=14 * 60, gt=0)
     # Longer than any job can live (deadline + one last lease), so it never expires early.

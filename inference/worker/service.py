@@ -281,7 +281,7 @@ class Worker:
     async def _run(self, batch: Batch) -> list[str]:
         """Run the batch on the engine; adds its outcomes, returns the unstarted ids."""
         requests = batch.requests
-        await self._begin([job.job_id for job, _ in batch.jobs])
+        await self._taker.mark_started([job.job_id for job, _ in batch.jobs])
         started = time.perf_counter()
         self._on_engine = (len(requests), time.monotonic())
         try:
@@ -306,15 +306,6 @@ class Worker:
             answered.append((request, job_result))
         await remember(self._memory, self._engine.model_id, answered)
         return unstarted
-
-    async def _begin(self, job_ids: list[str]) -> None:
-        """Mark the batch started: should this process die while it runs, these jobs are
-        the suspects, not those of the batch taken ahead (docs/reliability.md, "Blame")."""
-        try:
-            await self._scripts.begin(self.worker_id, job_ids)
-        except QueueUnavailable as exc:
-            # Unmarked, a crash now would blame nobody; not worth holding the batch for.
-            log.warning("could not mark the batch started: %s", describe(exc))
 
     async def _settle(self, decided: list[Outcome], *, release: list[str]) -> None:
         """Publish outcomes, retrying through Redis outages for about one lease: after that

@@ -1,5 +1,5 @@
-"""Taking work from the queue: a fair batch with a short linger, suspects alone, and the
-wake-up a worker blocks on while the line is empty.
+"""Taking work from the queue: a fair batch with a short linger, suspects alone, marking a
+batch started, and the wake-up a worker blocks on while the line is empty.
 
 The jobs taken are added to `held`, the set of leases the worker's keep-alive extends
 until their outcomes are settled.
@@ -8,16 +8,20 @@ until their outcomes are settled.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Collection
 from typing import cast
 
 from redis.asyncio import Redis
 
+from inference.errors import QueueUnavailable
 from inference.queue import Keys, redis_boundary
+from inference.queue.connection import describe
 from inference.queue.scripts import Scripts, Taken, isolate_after
 from inference.settings import WorkerSettings
 from inference.tasks import Task
 
+log = logging.getLogger(__name__)
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 
 
@@ -81,6 +85,15 @@ class Taker:
         )
         self.held.update(j.job_id for j in taken.jobs)
         return taken
+
+    async def mark_started(self, job_ids: list[str]) -> None:
+        """Mark a batch started: should this process die while it runs, these jobs are
+        the suspects, not those of the batch taken ahead (docs/reliability.md, "Blame")."""
+        try:
+            await self._scripts.begin(self._worker_id, job_ids)
+        except QueueUnavailable as exc:
+            # Unmarked, a crash now would blame nobody; not worth holding the batch for.
+            log.warning("could not mark the batch started: %s", describe(exc))
 
     async def wait_for_work(self, stopping: asyncio.Event, *, burst: bool) -> None:
         """Block until a submission wakes us, a timeout passes, or `stopping` is set."""

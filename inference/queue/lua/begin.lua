@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Mark the jobs of a batch as started on the engine, just before it runs: if the worker
 -- dies now, these jobs (and only these) were in the batch that killed it. Jobs taken
 -- ahead and never started carry no mark, so the reaper puts them back blameless.

@@ -188,9 +188,18 @@ local function uncount(jid)
   end
 end
 
+-- Delete a job's hash and picture, giving its picture's bytes back to the budget.
+local function drop_job(jid)
+  local b = tonumber(redis.call('HGET', K.job(jid), 'b') or '')
+  if b and b > 0 and redis.call('DECRBY', K.queued_bytes(), b) <= 0 then
+    redis.call('DEL', K.queued_bytes())
+  end
+  redis.call('DEL', K.job(jid), K.image(jid))
+end
+
 local function forget(jid)
   drop_lease(jid)
-  redis.call('DEL', K.job(jid), K.image(jid))
+  drop_job(jid)
 end
 
 local function queued_in_guild(g)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Put jobs whose lease lapsed, or whose worker's heartbeat is gone, back at the front of
 -- their line, counting blame:
 --   * a job taken but never started (the pipelined worker's batch taken ahead; no `r`

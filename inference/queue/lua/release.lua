@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Hand back jobs this worker took but never started (shutdown, or the rest of a split
 -- batch). They go to the front of their line and this take does not count as an attempt.
 -- A job cancelled meanwhile ends here: nothing else would ever delete its hash and image.

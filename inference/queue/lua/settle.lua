@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Publish a job's one outcome, idempotently: only the call that sets the job's `done`
 -- marker (SET NX) adds the result to the stream, so a retried job never answers twice.
 -- Every call clears the job's lease, metadata and image.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Fair batched dispatch: take up to B jobs, round robin across guilds (a guild of weight
 -- w gets up to w jobs per turn), and across users within a guild; lease each one.
 -- ARGV: prefix, worker_id, batch_size, lease_s, capabilities ('caption,ocr,...'),
