@@ -23,7 +23,13 @@ from inference.errors import (
 )
 from inference.queue import JobState, QueueClient, QueueSettings
 from inference.queue.messages import Job
-from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus, constants_prelude
+from inference.queue.scripts import (
+    CancelOutcome,
+    Scripts,
+    Settlement,
+    SubmitStatus,
+    constants_prelude,
+)
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker import Worker
@@ -362,3 +368,16 @@ async def test_places_are_close_to_the_order_jobs_are_taken_in(
         assert abs(status.place - place) <= max(3, place // 10), (place, status)
         if status.exact:
             assert status.place == place
+
+
+async def test_dead_letters_older_than_their_ttl_are_dropped(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    scripts = Scripts(redis, queue_client.keys)
+    dead = queue_client.keys.dead_letter
+    await aw(redis.rpush(dead, json.dumps({"job_id": "old", "at": time.time() - 7200})))
+    letter = json.dumps({"job_id": "new", "at": time.time()})
+    settlement = Settlement("", None, 60, 60_000, dead_letter=letter, dead_letter_ttl_s=3600)
+    assert await scripts.settle("new", settlement) == 1
+    assert [json.loads(e)["job_id"] for e in await aw(redis.lrange(dead, 0, -1))] == ["new"]
+    assert 0 < await redis.ttl(dead) <= 3600

@@ -63,6 +63,10 @@ async def test_dead_letter_after_max_attempts_with_an_error_result(
     assert delivery.result.attempt == worker_settings.max_attempts
     [entry] = [json.loads(e) for e in await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))]
     assert entry["job_id"] == job_id and entry["reason"] == "max_attempts"
+    # Kept to debug the job, not to answer it: no interaction token, and not forever.
+    assert json.loads(entry["data"])["task"] == "caption" and "t-1" not in json.dumps(entry)
+    ttl_s = await redis.ttl(queue_client.keys.dead_letter)
+    assert 0 < ttl_s <= worker_settings.dead_letter_ttl_s
     assert await queue_client.pending() == 0
     assert await redis.zcard(queue_client.keys.leases) == 0
 

@@ -170,6 +170,7 @@ class Settlement:
     retention_ms: int
     dead_letter: str | None = None
     max_dead_letters: int = 10_000
+    dead_letter_ttl_s: int = 7 * 24 * 3600
 
 
 class Scripts:
@@ -280,7 +281,7 @@ class Scripts:
         s = settlement
         return await self._call(
             "settle", job_id, s.reply_to or "", s.result_json, s.done_ttl_s, s.retention_ms,
-            s.dead_letter or "", s.max_dead_letters, client=client,
+            s.dead_letter or "", s.max_dead_letters, s.dead_letter_ttl_s, client=client,
         )  # fmt: skip
 
     async def settle_many(self, settlements: Sequence[tuple[str, Settlement]]) -> list[int]:

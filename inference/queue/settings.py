@@ -77,6 +77,8 @@ class QueueSettings(ImageLimits):
     # refreshes its heartbeat four times per lifetime, even in the middle of a batch.
     worker_heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     max_dead_letters: int = Field(default=10_000, ge=1)
+    # Dead letters (jobs that could not be run, kept to debug them) older than this go.
+    dead_letter_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     # Pictures kept for follow-ups (buttons, replies to an answer) and answers kept for
     # identical requests (inference.queue.memory), each within its own Redis budget.
     picture_ttl_s: int = Field(default=24 * 3600, ge=60)
