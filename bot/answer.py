@@ -26,7 +26,7 @@ from inference.detection import Detection
 from inference.errors import PalicordError
 from inference.intake import load_image
 from inference.queue import JobResult
-from inference.queue.memory import FROM_CACHE, age_s
+from inference.queue.memory import FROM_CACHE, SAME_ORIGIN, age_s
 from inference.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -256,8 +256,11 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
             files.append(OutFile(f"{task}-{n}.txt" if multi else overflow.filename, overflow.data))
         embeds.append(discord.Embed(title=title, description=body, colour=COLOUR_OK))
     for embed, item in zip(embeds, items, strict=False):
-        if item.result.ok and item.result.context.get(FROM_CACHE):
+        cached = item.result.context.get(FROM_CACHE) if item.result.ok else None
+        if cached == SAME_ORIGIN:  # when it was asked elsewhere is not this server's to know
             embed.set_footer(text=f"⚡ From the cache · answered {_ago(age_s(item.result))}")
+        elif cached:
+            embed.set_footer(text="⚡ From the cache")
     return Answer(embeds=tuple(embeds), files=tuple(files[:MAX_FILES]))
 
 

@@ -38,8 +38,8 @@ from bot.replies import (
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
 from inference.intake import probe_image
-from inference.queue import JobResult, JobState, JobStatus, QueueClient, Submitted
-from inference.queue.memory import PICTURE_FIELD, Memory, from_cache
+from inference.queue import DM_GUILD, JobResult, JobState, JobStatus, QueueClient, Submitted
+from inference.queue.memory import PICTURE_FIELD, Memory, from_cache, origin_of
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,9 @@ class Requests:
         if spec.task is Task.DETECT:
             self._images.put(item.request_id, item.index, data)
         context = {**item.to_context(), PICTURE_FIELD: digest}
-        return from_cache(hit, job_id=item.job_id, context=context)
+        guild = DM_GUILD if item.address.guild_id is None else str(item.address.guild_id)
+        origin = origin_of(guild, str(item.address.user_id))
+        return from_cache(hit, job_id=item.job_id, context=context, origin=origin)
 
     async def _queue_one(
         self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, digest: str

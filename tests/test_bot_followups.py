@@ -145,7 +145,16 @@ async def test_an_identical_request_is_answered_from_the_cache_without_a_job(
     cached = await answer_for(server, again)
     assert len(worker.batches_taken) == batches, "the cached request reached the worker"
     assert "From the cache" in cached.text and "From the cache" not in fresh.text
+    assert "answered just now" in cached.text  # asked in this server: when is no secret
     assert fresh.payload["embeds"][0]["description"] == cached.payload["embeds"][0]["description"]
+    # Asked in another server: the answer is shared, when it was first asked is not.
+    elsewhere = await server.slash(
+        "describe", user=server.user("jo"), guild=server.guilds[1],
+        attachments={"image": server.attachment(data, "d.png")},
+    )  # fmt: skip
+    shared = await answer_for(server, elsewhere)
+    assert "From the cache" in shared.text and "answered" not in shared.text
+    assert len(worker.batches_taken) == batches
     # Another question about the same picture is not the same request: it is computed.
     other = await server.slash(
         "ask", user=server.user("ivy"), attachments={"image": server.attachment(data, "c.png")},
