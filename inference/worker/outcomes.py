@@ -29,7 +29,7 @@ def _without_reply_context(raw: bytes) -> bytes:
     that is not JSON loses anything that looks like a token or a context instead."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past Python's limit: planted, not JSON
         return _TOKEN_RE.sub(rb'"\1":"(removed)"', raw)
     if isinstance(data, dict):
         data.pop("context", None)

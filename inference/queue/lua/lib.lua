@@ -171,18 +171,19 @@ local function drop_lease(jid)
   redis.call('HDEL', K.lease_owner(), jid)
 end
 
--- Release a job's share of the caps, once: field `c` marks a job that was counted, and
--- how: 2 under its user alone, 1 (older versions) under guild:user.
+-- Release a job's share of the caps, once: field `c` marks a job that was counted, `cu`
+-- one counted under its user alone (older versions counted users under guild:user; an
+-- older worker settling a new job still releases the rest, see docs/operations.md).
 local function uncount(jid)
-  local f = redis.call('HMGET', K.job(jid), 'c', 'g', 'u')
-  if (f[1] ~= '1' and f[1] ~= '2') or not f[2] or not f[3] then return end
-  redis.call('HDEL', K.job(jid), 'c')
+  local f = redis.call('HMGET', K.job(jid), 'c', 'g', 'u', 'cu')
+  if f[1] ~= '1' or not f[2] or not f[3] then return end
+  redis.call('HDEL', K.job(jid), 'c', 'cu')
   if redis.call('DECR', K.pending()) <= 0 then redis.call('DEL', K.pending()) end
   if redis.call('HINCRBY', K.guild_pending(), f[2], -1) <= 0 then
     redis.call('HDEL', K.guild_pending(), f[2])
   end
   local uk = f[3]
-  if f[1] == '1' then uk = f[2] .. ':' .. f[3] end
+  if f[4] ~= '1' then uk = f[2] .. ':' .. f[3] end
   if redis.call('HINCRBY', K.user_pending(), uk, -1) <= 0 then
     redis.call('HDEL', K.user_pending(), uk)
   end

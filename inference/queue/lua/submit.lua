@@ -15,8 +15,8 @@ end
 if tonumber(redis.call('HGET', K.guild_pending(), g) or '0') >= tonumber(ARGV[11]) then
   return {E.guild_over_cap, 0}
 end
--- A person's cap counts their jobs in every guild and DM (field `c` = 2 records that the
--- job was counted under the user alone; 1, by older versions, under guild:user).
+-- A person's cap counts their jobs in every guild and DM (field `cu` records that the
+-- job was counted under the user alone; older versions counted it under guild:user).
 if tonumber(redis.call('HGET', K.user_pending(), u) or '0') >= tonumber(ARGV[12]) then
   return {E.user_over_cap, 0}
 end
@@ -31,7 +31,7 @@ if queued_bytes + size > (tonumber(ARGV[14]) or math.huge) then
   return {E.queue_busy, 0}
 end
 redis.call('HSET', K.job(jid), 'data', data, 'g', g, 'u', u, 't', ARGV[6], 'dl', ARGV[7],
-  'eq', fmt(now), 'a', 0, 'c', 2, 'b', size)
+  'eq', fmt(now), 'a', 0, 'c', 1, 'cu', 1, 'b', size)
 redis.call('INCRBY', K.queued_bytes(), size)
 redis.call('SET', K.image(jid), ARGV[8], 'EX', ARGV[9])
 redis.call('INCR', K.pending())
