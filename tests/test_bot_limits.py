@@ -137,6 +137,34 @@ async def test_one_person_in_three_servers_is_refused_beyond_their_cap_in_total(
         await server.close()
 
 
+async def test_two_peoples_dms_do_not_share_a_line() -> None:
+    # Each person's DMs are a line (and a cap, MAX_PENDING_PER_GUILD) of their own: a
+    # stranger's full DMs refuse nobody else, where a shared "dm" line refused everybody.
+    server = DiscordServer()
+    await server.start()
+    prefix = unique_prefix()
+    redis = Redis.from_url(REDIS_URL)
+    keys = Keys(prefix)
+    try:
+        await redis.zadd(keys.workers, {"idle": time.time() + 600})
+        settings = bot_settings(server, prefix, max_pending_per_guild=1, user_cooldown_s=0)
+        async with running_bot(settings):
+            image = server.attachment(png_bytes(one_shape_scene(seed=6).image), "s.png")
+            ann, bob = server.user("ann"), server.user("bob")
+            await server.slash("describe", user=ann, attachments={"image": image}, dm=True)
+            await _until_pending(redis, keys, ann.id, 1)
+            again = await server.slash("describe", user=ann, attachments={"image": image}, dm=True)
+            assert "You already have 1 request waiting" in (await error_for(server, again)).text
+            await server.slash("describe", user=bob, attachments={"image": image}, dm=True)
+            await _until_pending(redis, keys, bob.id, 1)
+            ring = await aw(redis.lrange(keys.guild_ring, 0, -1))
+            assert ring == [f"dm-{ann.id}".encode(), f"dm-{bob.id}".encode()]
+    finally:
+        await delete_prefix(redis, prefix)
+        await redis.aclose()
+        await server.close()
+
+
 async def _until_pending(redis: Redis, keys: Keys, user_id: int, n: int) -> bool:
     """Wait until the queue counts `n` outstanding jobs for the person (the bot queues them)."""
     async with asyncio.timeout(10):

@@ -71,6 +71,10 @@ class Delivery:
     result: JobResult
 
 
+def _requests(n: int) -> str:
+    return f"{n} request" if n == 1 else f"{n} requests"
+
+
 class QueueClient:
     """Async client the bot uses; one per bot instance (`instance_id` names its stream)."""
 
@@ -149,13 +153,13 @@ class QueueClient:
             raise ValueError(f"job {job.job_id} was already submitted")
         if status == UserOverCap.code:
             raise UserOverCap(
-                f"You already have {s.max_pending_per_user} requests waiting (counted across "
+                f"You already have {_requests(s.max_pending_per_user)} waiting (counted across "
                 "every server and DM). You can send another as soon as one is answered."
             )
         if status == GuildOverCap.code:
             where = "You already have" if job.guild_id == DM_GUILD else "This server already has"
             raise GuildOverCap(
-                f"{where} {s.max_pending_per_guild} requests waiting. More can be sent as "
+                f"{where} {_requests(s.max_pending_per_guild)} waiting. More can be sent as "
                 "soon as one of them is answered."
             )
         if status != SubmitStatus.OK:
