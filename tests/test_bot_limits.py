@@ -165,6 +165,31 @@ async def test_two_peoples_dms_do_not_share_a_line() -> None:
         await server.close()
 
 
+async def test_pictures_over_the_queues_byte_budget_are_refused_as_busy_and_counted() -> None:
+    server = DiscordServer()
+    await server.start()
+    prefix = unique_prefix()
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        await redis.zadd(Keys(prefix).workers, {"idle": time.time() + 600})
+        settings = bot_settings(server, prefix, max_queued_bytes=100, user_cooldown_s=0)
+        async with running_bot(settings) as bot:
+            image = server.attachment(png_bytes(one_shape_scene(seed=7).image), "s.png")
+            state = await server.slash(
+                "describe", user=server.user("cy"), attachments={"image": image}
+            )
+            assert (
+                "busy right now. Please try again in a moment"
+                in (await error_for(server, state)).text
+            )
+            busy = {"kind": "slash", "outcome": "busy"}
+            assert bot.metrics.registry.get_sample_value("palicord_bot_requests_total", busy) == 1
+    finally:
+        await delete_prefix(redis, prefix)
+        await redis.aclose()
+        await server.close()
+
+
 async def _until_pending(redis: Redis, keys: Keys, user_id: int, n: int) -> bool:
     """Wait until the queue counts `n` outstanding jobs for the person (the bot queues them)."""
     async with asyncio.timeout(10):
