@@ -29,7 +29,7 @@ from inference.display import reduced_picture, scale_detections
 from inference.errors import PalicordError
 from inference.intake import LoadedImage
 from inference.queue import JobResult
-from inference.queue.memory import FROM_CACHE, age_s
+from inference.queue.memory import FROM_CACHE, SAME_ORIGIN, age_s
 from inference.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -293,8 +293,11 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
         embeds.append(discord.Embed(title=title, description=body, colour=COLOUR_OK))
     for embed, item in zip(embeds, items, strict=False):
         notes = [_frame_note(item.result.context.get(FRAME_FIELD, ""))]
-        if item.result.ok and item.result.context.get(FROM_CACHE):
+        cached = item.result.context.get(FROM_CACHE) if item.result.ok else None
+        if cached == SAME_ORIGIN:  # when it was asked elsewhere is not this server's to know
             notes.append(f"⚡ From the cache · answered {_ago(age_s(item.result))}")
+        elif cached:
+            notes.append("⚡ From the cache")
         if any(notes):
             embed.set_footer(text=" · ".join(n for n in notes if n))
     return Answer(embeds=tuple(embeds), files=tuple(files[:MAX_FILES]))

@@ -14,7 +14,7 @@
     │   └── NotAllowed                 the user lacks a permission (e.g. Manage Server)
     └── QueueError
         ├── CooldownActive             the same user again, too soon
-        ├── DailyQuotaReached          the guild used today's quota
+        ├── DailyQuotaReached          the guild, or the person, used today's quota
         └── BotRestarted               the bot died between acknowledging and queueing
 
 Every message is fit to show the user as it is; `user_message` maps anything else
@@ -108,6 +108,27 @@ class CooldownActive(QueueError):
 class DailyQuotaReached(QueueError):
     code = "daily_quota"
     default_message = "This server has used up today's image quota. It resets at midnight UTC."
+
+    @classmethod
+    def for_server(cls, quota: int, resets_in_s: float) -> DailyQuotaReached:
+        return cls(
+            f"This server has used up today's quota of {quota} images. It resets at "
+            f"midnight UTC, {_in(resets_in_s)}."
+        )
+
+    @classmethod
+    def for_person(cls, quota: int, resets_in_s: float) -> DailyQuotaReached:
+        return cls(
+            f"You have used up your own quota of {quota} images for today (counted across "
+            f"every server and DM). It resets at midnight UTC, {_in(resets_in_s)}."
+        )
+
+
+def _in(seconds: float) -> str:
+    """'in 3 h 12 min' / 'in 5 min': when a limit frees up, roughly."""
+    minutes = max(1, round(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"in {hours} h {minutes} min" if hours else f"in {minutes} min"
 
 
 class BotRestarted(QueueError):

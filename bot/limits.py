@@ -1,10 +1,12 @@
-"""Per-user cooldown and per-guild daily quota, kept in Redis so every bot instance and
-every restart sees the same counts. (Concurrent-job caps are the queue's: it refuses
-a submit past `max_pending_per_user` / `max_pending_per_guild`.)"""
+"""Per-user cooldown and daily quotas (each guild's, and each person's own across every
+guild and DM), kept in Redis so every bot instance and every restart sees the same
+counts. (Concurrent-job caps are the queue's: it refuses a submit past
+`max_pending_per_user`, counted per person everywhere, or `max_pending_per_guild`.)"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
@@ -50,26 +52,56 @@ class Limits:
         raise CooldownActive.after(max(remaining_ms, 0) / 1000)
 
     async def charge(
-        self, guild_id: int | None, n: int, *, quota: int, user_id: int | None = None
-    ) -> int:
-        """Count `n` images against today's quota (the guild's; in DMs the user's own);
-        raise DailyQuotaReached if they don't fit."""
-        scope = quota_scope(guild_id, user_id)
-        total = await self._scripts.charge(scope, utc_day(), n, quota=quota, ttl_s=_USAGE_TTL_S)
+        self,
+        guild_id: int | None,
+        n: int,
+        *,
+        quota: int,
+        user_id: int | None = None,
+        user_quota: int | None = None,
+    ) -> Charge:
+        """Count `n` images against today's quotas, all or none: the guild's `quota` and,
+        given `user_id`, the person's own `user_quota` (in DMs only the person's, which
+        defaults to `quota`); raise DailyQuotaReached naming the one that is full."""
+        day = utc_day()
+        person = quota_scope(None, user_id) if user_id is not None else None
+        quotas: list[tuple[str, int]] = []
+        if guild_id is not None:
+            quotas.append((quota_scope(guild_id), quota))
+        if person is not None:
+            quotas.append((person, quota if user_quota is None else user_quota))
+        if not quotas:
+            quotas.append((quota_scope(None), quota))
+        total = await self._scripts.charge(day, n, quotas, ttl_s=_USAGE_TTL_S)
         if total < 0:
-            raise DailyQuotaReached()
-        return total
+            scope, full = quotas[-total - 1]
+            resets_in_s = seconds_to_midnight()
+            if scope == person:
+                raise DailyQuotaReached.for_person(full, resets_in_s)
+            raise DailyQuotaReached.for_server(full, resets_in_s)
+        return Charge(day=day, scopes=tuple(scope for scope, _ in quotas), total=total)
 
-    async def refund(self, guild_id: int | None, n: int, *, user_id: int | None = None) -> None:
-        """Give back images that were charged but never queued."""
+    async def refund(self, charge: Charge, n: int) -> None:
+        """Give back images that were charged but never queued, on the day they were
+        charged (a refund after midnight must not lower the new day's count)."""
         if n <= 0:
             return
-        key = self._keys.daily_usage(guild_id, utc_day(), user_id=user_id)
-        with redis_boundary():
-            await self._redis.decrby(key, n)
+        await self._scripts.charge(
+            charge.day, -n, [(scope, 0) for scope in charge.scopes], ttl_s=_USAGE_TTL_S
+        )
 
     async def used_today(self, guild_id: int | None, *, user_id: int | None = None) -> int:
+        """Today's count of a guild (or, without one, of the person `user_id`)."""
         key = self._keys.daily_usage(guild_id, utc_day(), user_id=user_id)
         with redis_boundary():
             raw = await self._redis.get(key)
         return int(raw or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one `Limits.charge` counted: the day, the quota scopes, the first one's total."""
+
+    day: str
+    scopes: tuple[str, ...]
+    total: int

@@ -1,7 +1,8 @@
 """What the bot reports to Prometheus (served by `inference.ops` from `python -m bot`).
 
 Requests by kind (mention, slash command, context menu) and outcome (queued, refused,
-error); how long interactions took to be acknowledged (Discord allows 3 s); answers
+busy: the queue's pictures at MAX_QUEUED_BYTES or Redis at its maxmemory, error); how
+long interactions took to be acknowledged (Discord allows 3 s); answers
 delivered or not; Discord HTTP errors by status (REST and interaction webhooks) and
 rate limits met. Guilds and users
 never become labels.

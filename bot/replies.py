@@ -271,15 +271,18 @@ class Replies:
 
 def progress_text(statuses: Sequence[JobStatus]) -> str:
     """The waiting line for a request whose unfinished jobs have these statuses."""
-    places = sorted(s.place for s in statuses if s.state is JobState.QUEUED and s.place > 0)
+    queued = sorted(
+        (s for s in statuses if s.state is JobState.QUEUED and s.place > 0), key=lambda s: s.place
+    )
+    places = [f"#{s.place}" if s.exact else f"about #{s.place}" for s in queued]
     running = sum(1 for s in statuses if s.state is JobState.RUNNING)
     if len(statuses) <= 1:
-        return f"⏳ In line: #{places[0]}" if places else "⚙️ Working on it…"
+        return f"⏳ In line: {places[0]}" if places else "⚙️ Working on it…"
     parts = [f"⏳ {len(statuses)} images to go"]
     if running:
         parts.append(f"{running} in progress")
     if places:
-        parts.append(f"next in line: #{places[0]}")
+        parts.append(f"next in line: {places[0]}")
     return " · ".join(parts)
 
 

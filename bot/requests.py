@@ -37,10 +37,10 @@ from bot.replies import (
     progress_text,
 )
 from bot.settings import BotSettings
-from inference.errors import PalicordError, QueueUnavailable, UnsupportedLanguage
+from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
 from inference.intake import ImageInfo, probe_image
-from inference.queue import JobResult, JobState, JobStatus, QueueClient
-from inference.queue.memory import PICTURE_FIELD, Memory, from_cache
+from inference.queue import DM_GUILD, JobResult, JobState, JobStatus, QueueClient, Submitted
+from inference.queue.memory import PICTURE_FIELD, Memory, from_cache, origin_of
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ class Requests:
         # An outage or a bug is ours, not a refusal of the user's request.
         ours = isinstance(failure, QueueUnavailable) or not isinstance(failure, PalicordError)
         outcome = "queued" if failure is None else "error" if ours else "refused"
+        if isinstance(failure, QueueBusy):
+            outcome = "busy"  # full for a moment: a capacity signal, not a fault
         self._metrics.requests.labels(kind, outcome).inc()
 
     def acknowledged(self, interaction: discord.Interaction) -> None:
@@ -249,12 +251,15 @@ class Requests:
             raise next(e for e in intake if isinstance(e, PalicordError))
         models = await self._serving_models(spec)  # that may answer from the cache
         quota = config.quota(self._settings.guild_daily_quota)
-        await self._limits.charge(who.guild_id, len(good), quota=quota, user_id=who.user_id)
+        charge = await self._limits.charge(
+            who.guild_id, len(good), quota=quota, user_id=who.user_id,
+            user_quota=self._settings.user_daily_quota,
+        )  # fmt: skip
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
         self._progress.track(request_id, address, [], shown="")
-        submitted: list[tuple[str, int]] = []
+        submitted: list[tuple[str, Submitted]] = []
         cached: dict[int, JobResult] = {}
         for i in good:
             picture = intake[i]
@@ -278,7 +283,7 @@ class Requests:
                     await self._record_failure(items[j], earlier, spec)
             submitted.append(place)
         # Answers from the cache took no GPU time: only queued images count for the day.
-        await self._limits.refund(who.guild_id, len(good) - len(submitted), user_id=who.user_id)
+        await self._limits.refund(charge, len(good) - len(submitted))
         if not submitted:
             self._progress.drop(request_id)
             if not cached:
@@ -288,7 +293,7 @@ class Requests:
         for i, hit in cached.items():  # the last outcome recorded delivers the answer
             await self._deliverer.record(items[i], hit)
         if submitted:
-            statuses = [JobStatus(JobState.QUEUED, place) for _, place in submitted]
+            statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for _, p in submitted]
             await self._progress.show_now(request_id, progress_text(statuses))
 
     async def _serving_models(self, spec: TaskSpec) -> set[str]:
@@ -313,11 +318,13 @@ class Requests:
         self._metrics.cache_hits.inc()
         if spec.task is Task.DETECT:
             self._images.put(item.request_id, item.index, data)
-        return from_cache(hit, job_id=item.job_id, context=context)
+        guild = DM_GUILD if item.address.guild_id is None else str(item.address.guild_id)
+        origin = origin_of(guild, str(item.address.user_id))
+        return from_cache(hit, job_id=item.job_id, context=context, origin=origin)
 
     async def _queue_one(
         self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, context: dict[str, str]
-    ) -> tuple[str, int]:
+    ) -> tuple[str, Submitted]:
         job = self._queue.new_job(
             spec,
             guild_id=who.guild_id,
@@ -337,7 +344,7 @@ class Requests:
             await self._store.remove_user_job(who.user_id, job.job_id)
             raise
         self._progress.add_job(item.request_id, job.job_id)
-        return job.job_id, submitted.place
+        return job.job_id, submitted
 
     async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
         result = JobResult.failure(item.job_id, item.to_context(), exc, task=spec.task)

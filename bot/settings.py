@@ -73,9 +73,11 @@ class BotSettings(QueueSettings):
     discord_cdn_url: str = DEFAULT_DISCORD_CDN_URL
 
     # Abuse limits on top of the queue's per-user and per-guild caps (max_pending_per_*).
-    # Guild admins may lower the daily quota with /settings, not raise it.
+    # Guild admins may lower the daily quota with /settings, not raise it. A person's own
+    # quota counts their images across every guild and DM (in DMs it is the only one).
     user_cooldown_s: float = Field(default=3.0, ge=0)
     guild_daily_quota: int = Field(default=500, ge=1)
+    user_daily_quota: int = Field(default=200, ge=1)
 
     # Progress edits: Discord allows ~5 edits per 5 s per token; one every few seconds
     # keeps well clear of that even with several images per request.

@@ -7,9 +7,17 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY inference ./inference
 RUN pip install --no-cache-dir ".[worker]"
-# The Hugging Face cache lives on a volume: the checkpoint downloads once.
+# Not root: Pillow's C decoders read untrusted pictures here. The program and its
+# packages stay root-owned (read-only to it); only the caches are its own.
+RUN useradd --uid 10001 --create-home --home-dir /home/palicord palicord \
+ && mkdir -p /data/huggingface /home/palicord/.cache \
+ && chown -R 10001:10001 /data/huggingface /home/palicord
+# The Hugging Face cache lives on a volume: the checkpoint downloads once. Other caches
+# (torch, triton) under XDG_CACHE_HOME, writable with a read-only root filesystem too.
 ENV METRICS_HOST=0.0.0.0 \
-    HF_HOME=/data/huggingface
+    HF_HOME=/data/huggingface \
+    XDG_CACHE_HOME=/home/palicord/.cache
+USER 10001
 EXPOSE 9102
 # Liveness only: a worker loading a large checkpoint is alive long before it is ready.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s \

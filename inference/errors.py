@@ -24,6 +24,7 @@
     │   ├── UserOverCap
     │   ├── NoWorkerAlive
     │   ├── QueueUnavailable
+    │   │   └── QueueBusy           over MAX_QUEUED_BYTES, or Redis at its maxmemory
     │   ├── JobTimedOut
     │   ├── JobFailed
     │   └── MalformedMessage
@@ -183,6 +184,14 @@ class NoWorkerAlive(QueueError):
 class QueueUnavailable(QueueError):
     code = "queue_unavailable"
     default_message = "I can't reach my job queue right now. Please try again shortly."
+
+
+class QueueBusy(QueueUnavailable):
+    """The queue holds as many pictures as it may (MAX_QUEUED_BYTES), or Redis refuses new
+    writes for memory (`maxmemory` with `noeviction`): it frees up as jobs finish."""
+
+    code = "queue_busy"
+    default_message = "I'm busy right now. Please try again in a moment."
 
 
 class JobTimedOut(QueueError):

@@ -53,7 +53,6 @@ log = logging.getLogger("sandbox")
 DEFAULT_PORT = 8080
 DATA_DIR = ROOT / ".palicord"
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"
-KEY_PREFIX = "{palicord-sandbox}:"
 SERVERS = ("Shapes Club", "Art Lounge", "Dev Corner")
 MODEL_LOAD_TIMEOUT_S = 30 * 60  # a 28B checkpoint from a slow disk
 BOT_START_TIMEOUT_S = 60
@@ -80,7 +79,7 @@ def check_children(configured_redis_url: str | None, local_redis_port: int) -> N
     common = {
         "_env_file": ROOT / ".env",
         "redis_url": configured_redis_url or f"redis://127.0.0.1:{local_redis_port}/0",
-        "key_prefix": KEY_PREFIX,
+        "key_prefix": key_prefix(DEFAULT_PORT),  # any sandbox's: same checks
         "metrics_port": 0,
     }
     load_settings(WorkerSettings, **common)
@@ -117,11 +116,17 @@ def _port(wanted: int) -> int:
     return port
 
 
-async def _clear_prefix(url: str) -> None:
+def key_prefix(port: int) -> str:
+    """The keys of the sandbox serving on `port`: a second sandbox on the same Redis (on
+    another port) has its own queue, results stream and keys, and clears only its own."""
+    return f"{{palicord-sandbox-{port}}}:"
+
+
+async def _clear_prefix(url: str, prefix: str) -> None:
     """The sandbox's own keys only: a Redis it shares with a real deployment keeps its."""
     redis = Redis.from_url(url)
     async with redis:
-        keys = [k async for k in redis.scan_iter(match=KEY_PREFIX.replace("{", "\\{") + "*")]
+        keys = [k async for k in redis.scan_iter(match=prefix.replace("{", "\\{") + "*")]
         for start in range(0, len(keys), 500):
             await redis.delete(*keys[start : start + 500])
 
@@ -187,7 +192,8 @@ class Stack:
             local_port=self.settings.local_redis_port,
         )
         log.info("Redis: %s", self.redis.description)
-        await _clear_prefix(self.redis.url)
+        self.port = _port(self.settings.sandbox_port)  # names this sandbox's keys too
+        await _clear_prefix(self.redis.url, key_prefix(self.port))
 
         model = os.environ.get("MODEL_ID") or str(DEMO_MODEL)
         demo = not os.environ.get("MODEL_ID")
@@ -199,10 +205,9 @@ class Stack:
         )
         page = Sandbox(self.server, notice=notice, samples=_samples())
         page.model_ready = False
-        self.port = _port(self.settings.sandbox_port)
         await self.server.start(port=self.port, more_routes=page.routes)
 
-        base = {**os.environ, "REDIS_URL": self.redis.url, "KEY_PREFIX": KEY_PREFIX}
+        base = {**os.environ, "REDIS_URL": self.redis.url, "KEY_PREFIX": key_prefix(self.port)}
         worker_port, bot_port = free_port(), free_port()
         worker_env = {**base, "MODEL_ID": model, "METRICS_PORT": str(worker_port)}
         if demo:
@@ -219,7 +224,7 @@ class Stack:
             # Stickers and custom emoji from the sandbox's CDN; links to the sandbox's own
             # pictures are not on IMAGE_LINK_HOSTS, so they are read from its previews.
             "DISCORD_CDN_URL": self.server.cdn.url,
-            "INSTANCE_ID": "sandbox",
+            "INSTANCE_ID": f"sandbox-{self.port}",
             "METRICS_PORT": str(bot_port),
         }
         bot_log = logs / "bot.log"
@@ -257,7 +262,7 @@ class Stack:
             await self.server.close()
         if self.redis is not None:
             try:
-                await _clear_prefix(self.redis.url)
+                await _clear_prefix(self.redis.url, key_prefix(self.port))
             except RedisError as exc:
                 log.warning("could not remove the sandbox's keys from Redis: %s", exc)
             if self.redis.child is not None:

@@ -11,6 +11,12 @@ can drive the sandbox without a browser:
     POST /api/autocomplete                what the bot suggests for an option being typed
     GET  /api/channels/{id}/messages      the channel as it stands, oldest first
 
+Only the sandbox's own pages may call the API: a request whose `Host` is not this server
+(127.0.0.1 or localhost, on its port: another name resolving to 127.0.0.1 is DNS
+rebinding) or whose `Origin`, when a browser sends one, is not this server is refused
+(403), and JSON bodies must say `Content-Type: application/json` (415), which a page of
+another site cannot send without asking first. curl, `sandbox.client` and the page pass.
+
 Every user action becomes what Discord would send the bot (a MESSAGE_CREATE or an
 INTERACTION_CREATE on the gateway); every answer is whatever the bot sent back over REST.
 Nothing here knows how Palicord works: the sandbox stands in for Discord, not for it.
@@ -82,6 +88,7 @@ class Sandbox:
         self.stickers.append(server.sticker(LOTTIE_STICKER, "wave (Lottie)", p.STICKER_LOTTIE))
 
     def routes(self, app: web.Application) -> None:
+        app.middlewares.append(self._same_origin_only)
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._asset)
         app.router.add_get("/samples/{name}", self._sample)
@@ -91,6 +98,23 @@ class Sandbox:
         app.router.add_post("/api/interactions", self._api(self.interact))
         app.router.add_post("/api/autocomplete", self._api(self.autocomplete))
         app.router.add_get("/api/channels/{channel_id}/messages", self._api(self.channel))
+
+    def _own_hosts(self) -> set[str]:
+        port = self.server.port
+        return {f"127.0.0.1:{port}", f"localhost:{port}"}
+
+    @web.middleware
+    async def _same_origin_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Other web pages must not drive the sandbox (see the module doc)."""
+        if request.path.startswith("/api/"):
+            hosts = self._own_hosts()
+            if request.headers.get("Host", "") not in hosts:
+                return web.json_response({"error": "not this sandbox's address"}, status=403)
+            origin = request.headers.get("Origin")
+            if origin is not None and origin not in {f"http://{h}" for h in hosts}:
+                return web.json_response({"error": "cross-site request refused"}, status=403)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def _api(self, handler: Any) -> Any:
         async def wrapped(request: web.Request) -> web.Response:
@@ -139,6 +163,8 @@ class Sandbox:
             raise ApiError(503, "the bot is not connected to the sandbox yet")
 
     async def _json(self, request: web.Request) -> p.Json:
+        if request.content_type != "application/json":
+            raise ApiError(415, "send the body as application/json")
         try:
             body = await request.json()
         except ValueError:

@@ -145,7 +145,16 @@ async def test_an_identical_request_is_answered_from_the_cache_without_a_job(
     cached = await answer_for(server, again)
     assert len(worker.batches_taken) == batches, "the cached request reached the worker"
     assert "From the cache" in cached.text and "From the cache" not in fresh.text
+    assert "answered just now" in cached.text  # asked in this server: when is no secret
     assert fresh.payload["embeds"][0]["description"] == cached.payload["embeds"][0]["description"]
+    # Asked in another server: the answer is shared, when it was first asked is not.
+    elsewhere = await server.slash(
+        "describe", user=server.user("jo"), guild=server.guilds[1],
+        attachments={"image": server.attachment(data, "d.png")},
+    )  # fmt: skip
+    shared = await answer_for(server, elsewhere)
+    assert "From the cache" in shared.text and "answered" not in shared.text
+    assert len(worker.batches_taken) == batches
     # Another question about the same picture is not the same request: it is computed.
     other = await server.slash(
         "ask", user=server.user("ivy"), attachments={"image": server.attachment(data, "c.png")},
@@ -178,7 +187,7 @@ async def test_a_press_counts_against_the_pressers_own_cooldown(
 async def test_commands_work_in_direct_messages_with_a_quota_per_user(
     server: DiscordServer, prefix: str, worker: RecordingWorker
 ) -> None:
-    settings = bot_settings(server, prefix, guild_daily_quota=1)
+    settings = bot_settings(server, prefix, user_daily_quota=1)
     async with running_bot(settings):
         describe = server.command("describe")
         assert (describe["contexts"], describe["integration_types"]) == ([0, 1, 2], [0, 1])
@@ -190,8 +199,10 @@ async def test_commands_work_in_direct_messages_with_a_quota_per_user(
         answer = await answer_for(server, state)
         assert scene.shapes[0].kind in answer.text
         assert answer.params["token"] == state.token  # delivered privately, by its token
-        # The day's quota in DMs is each user's own: another user is not refused.
+        # The day's quota in DMs is each person's own (USER_DAILY_QUOTA): another person
+        # is not refused.
         other = await server.slash("describe", user=max_, attachments={"image": image}, dm=True)
         await answer_for(server, other)
         again = await server.slash("ocr", user=lee, attachments={"image": image}, dm=True)
-        assert "quota" in (await error_for(server, again)).text
+        refusal = (await error_for(server, again)).text
+        assert "your own quota of 1 images" in refusal and "resets at midnight UTC, in" in refusal

@@ -14,6 +14,8 @@ from inference.queue import JobState, JobStatus, QueueClient, QueueSettings
 
 def test_progress_text_for_one_and_several_images() -> None:
     assert progress_text([JobStatus(JobState.QUEUED, 3)]) == "⏳ In line: #3"
+    # an estimate (the exact place would need a walk over every waiting server)
+    assert progress_text([JobStatus(JobState.QUEUED, 40, exact=False)]) == "⏳ In line: about #40"
     assert progress_text([JobStatus(JobState.RUNNING)]) == "⚙️ Working on it…"
     several = [
         JobStatus(JobState.QUEUED, 5),

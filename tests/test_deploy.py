@@ -89,6 +89,7 @@ def test_compose_runs_redis_safely_and_checks_every_service() -> None:
         assert service["healthcheck"]["test"], name
     redis_conf = (DEPLOY / "redis.conf").read_text().split("\n")
     assert "maxmemory-policy noeviction" in redis_conf and "appendonly yes" in redis_conf
+    assert any(line.startswith("maxmemory ") for line in redis_conf)  # bounded
     assert "requirepass" in " ".join(services["redis"]["command"])
     assert "${REDIS_PASSWORD" in services["redis"]["environment"]["REDIS_PASSWORD"]
     for name, port in (("bot", BOT_METRICS_PORT), ("worker", WORKER_METRICS_PORT)):
@@ -126,3 +127,54 @@ def test_the_bot_image_has_no_torch_and_both_images_run_their_program() -> None:
     assert '".[bot]"' in installs and "torch" not in installs and "worker" not in installs
     assert '".[worker]"' in " ".join(a for i, a in worker if i == "RUN")
     assert "cuda" in worker[0][1]
+
+
+BOT_ONLY, WORKER_ONLY = "DISCORD_TOKEN", "HF_TOKEN"
+
+
+def _containers(manifest: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(pod spec, container) of every workload in a manifest."""
+    out = []
+    for doc in yaml.safe_load_all((DEPLOY / "k8s" / manifest).read_text()):
+        if doc and doc["kind"] in WORKLOADS:
+            spec = doc["spec"]["template"]["spec"]
+            out += [(spec, c) for c in spec["containers"]]
+    return out
+
+
+def test_each_program_runs_unprivileged_on_a_read_only_root() -> None:
+    worker_image = (DEPLOY / "worker.Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", worker_image, flags=re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert re.findall(r"^USER (\S+)", (DEPLOY / "bot.Dockerfile").read_text(), re.M) == ["nobody"]
+    for manifest in ("bot.yaml", "worker.yaml"):
+        for pod, container in _containers(manifest):
+            assert pod["securityContext"]["runAsNonRoot"] is True, manifest
+            assert pod["securityContext"]["runAsUser"] != 0, manifest
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, manifest
+            assert sc["readOnlyRootFilesystem"] is True, manifest
+            assert sc["capabilities"]["drop"] == ["ALL"], manifest
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, manifest  # writable where Python needs it
+    [(_, worker)] = _containers("worker.yaml")
+    mounts = {m["mountPath"] for m in worker["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert {env["HF_HOME"], env["XDG_CACHE_HOME"]} <= mounts  # the caches are volumes
+
+
+def test_each_program_gets_only_its_own_secrets() -> None:
+    [(_, bot)] = _containers("bot.yaml")
+    [(_, worker)] = _containers("worker.yaml")
+    bot_secrets = {s["secretRef"]["name"] for s in bot["envFrom"]}
+    worker_secrets = {s["secretRef"]["name"] for s in worker["envFrom"]}
+    assert bot_secrets == {"palicord-bot"} and worker_secrets == {"palicord-worker"}
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    assert compose["bot"]["env_file"] != compose["worker"]["env_file"]
+    assert ".env" not in {compose["bot"]["env_file"], compose["worker"]["env_file"]}
+    assert WORKER_ONLY not in json.dumps(compose["bot"])
+    assert BOT_ONLY not in json.dumps(compose["worker"])
+    units = {
+        n: (DEPLOY / "systemd" / f"palicord-{n}.service").read_text() for n in ("bot", "worker")
+    }
+    assert "/etc/palicord/bot.env" in units["bot"] and "bot.env" not in units["worker"]

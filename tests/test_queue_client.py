@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 
 import pytest
@@ -13,20 +14,23 @@ from redis.asyncio import Redis
 from inference.errors import (
     GuildOverCap,
     ImageTooLarge,
+    JobTimedOut,
     NoWorkerAlive,
+    QueueBusy,
     QueueFull,
     QueueUnavailable,
     UserOverCap,
 )
-from inference.queue import JobState, JobStatus, QueueClient, QueueSettings, connect
+from inference.queue import DM_GUILD, JobState, JobStatus, QueueClient, QueueSettings, connect
 from inference.queue.messages import JobResult
 from inference.queue.scripts import Scripts, Settlement
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker import Worker
 from inference.worker.testing import NoopEngine
-from tests.conftest import BOT_ID, RecordingWorker, collect, submit
+from tests.conftest import BOT_ID, RecordingWorker, aw, collect, submit
 from tests.discord_server.tcp_proxy import TcpProxy
+from tests.redis_server import own_redis_server
 
 
 def capped(settings: QueueSettings, **caps: int) -> QueueSettings:
@@ -66,10 +70,46 @@ async def test_global_guild_and_user_caps(redis: Redis, queue_settings: QueueSet
     await submit(client, guild="A", user="2")
     with pytest.raises(GuildOverCap):
         await submit(client, guild="A", user="3")
-    await submit(client, guild="B", user="1")
+    await submit(client, guild="B", user="2")
     with pytest.raises(QueueFull):
-        await submit(client, guild="C", user="1")
+        await submit(client, guild="C", user="3")
     assert await client.pending() == 4
+
+
+async def test_a_persons_cap_counts_every_server_and_dm(
+    redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    settings = capped(queue_settings, max_pending_per_user=3)
+    client = QueueClient(redis, settings, instance_id=BOT_ID, require_worker=False)
+    for guild in ("A", "B", "C"):
+        await submit(client, guild=guild, user="1")
+    for guild in ("A", "D", DM_GUILD):  # a throwaway server buys no more turns
+        with pytest.raises(UserOverCap, match=r"3 requests waiting .* every server and DM"):
+            await submit(client, guild=guild, user="1")
+    await submit(client, guild="A", user="2")
+    one_at_a_time = worker_settings.model_copy(update={"batch_size": 1})
+    await Worker(redis, one_at_a_time, NoopEngine()).run_once()
+    await submit(client, guild=DM_GUILD, user="1")  # one answered: room for one more
+    assert await aw(redis.hgetall(client.keys.user_pending)) == {b"1": b"3", b"2": b"1"}
+
+
+async def test_two_peoples_dms_do_not_share_a_line(
+    redis: Redis, queue_settings: QueueSettings
+) -> None:
+    client = QueueClient(
+        redis, capped(queue_settings, max_pending_per_guild=2, max_pending_per_user=5),
+        instance_id=BOT_ID, require_worker=False,
+    )  # fmt: skip
+    for _ in range(2):
+        await submit(client, guild=DM_GUILD, user="0")
+    with pytest.raises(GuildOverCap, match="You already have 2 requests waiting"):
+        await submit(client, guild=DM_GUILD, user="0")
+    # A stranger's full DMs do not block this person, who waits for a turn of their own
+    # in the round robin, as a server would.
+    second = await submit(client, guild=DM_GUILD, user="1")
+    assert second.place == 2
+    ring = await aw(redis.lrange(client.keys.guild_ring, 0, -1))
+    assert ring == [b"dm-0", b"dm-1"]
 
 
 async def test_caps_free_up_when_jobs_finish(
@@ -254,3 +294,55 @@ async def test_a_hung_redis_fails_commands_within_the_timeout(
             with contextlib.suppress(asyncio.CancelledError):
                 await read
             await reader.aclose()
+
+
+async def test_pictures_over_the_byte_budget_are_refused_as_busy(
+    redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    client = QueueClient(
+        redis, capped(queue_settings, max_queued_bytes=250_000), instance_id=BOT_ID,
+        require_worker=False,
+    )  # fmt: skip
+    spec = TaskSpec.build("caption")
+    picture = b"p" * 100_000
+    for user in ("1", "2"):
+        await client.submit(client.new_job(spec, guild_id="1", user_id=user), picture)
+    with pytest.raises(QueueBusy, match="try again in a moment"):
+        await client.submit(client.new_job(spec, guild_id="1", user_id="3"), picture)
+    assert int(await aw(redis.get(client.keys.queued_bytes))) == 200_000
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+    assert await aw(redis.get(client.keys.queued_bytes)) is None  # given back
+    await client.submit(client.new_job(spec, guild_id="1", user_id="3"), picture)
+
+
+async def test_a_full_redis_refuses_new_pictures_as_busy_and_still_drains(
+    queue_settings: QueueSettings, worker_settings: WorkerSettings
+) -> None:
+    # A private Redis with a small maxmemory and noeviction, as deploy/redis.conf sets it.
+    with own_redis_server("--maxmemory", "3mb", "--maxmemory-policy", "noeviction") as url:
+        redis = Redis.from_url(url)
+        roomy = capped(queue_settings, max_pending_per_user=1000, max_pending_per_guild=1000)
+        client = QueueClient(redis, roomy, instance_id=BOT_ID, require_worker=False)
+        hurried = QueueClient(
+            redis, roomy.model_copy(update={"job_deadline_s": 0.001}), instance_id=BOT_ID,
+            require_worker=False,
+        )  # fmt: skip
+        spec = TaskSpec.build("caption")
+        picture = os.urandom(100_000)
+        expiring = await hurried.submit(hurried.new_job(spec, guild_id="1", user_id="x"), picture)
+        ids = []
+        with pytest.raises(QueueBusy):
+            for i in range(100):
+                job = client.new_job(spec, guild_id="1", user_id=str(i))
+                ids.append((await client.submit(job, picture)).job_id)
+        assert len(ids) >= 3
+        # Redis refuses new writes now; cancelling, taking, expiring and settling still work.
+        assert await client.cancel(ids[0])
+        await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+        results = {d.result.job_id: d.result for d in await collect(client, len(ids))}
+        assert set(results) == {expiring.job_id, *ids[1:]}
+        assert isinstance(results[expiring.job_id].exception(), JobTimedOut)
+        assert all(results[j].ok for j in ids[1:])
+        assert await client.pending() == 0
+        await client.submit(client.new_job(spec, guild_id="1", user_id="again"), picture)
+        await redis.aclose()

@@ -4,6 +4,7 @@ and an in-process worker."""
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from importlib import resources
@@ -20,13 +21,21 @@ from inference.errors import (
     UserOverCap,
     error_types,
 )
-from inference.queue import JobState, QueueClient
+from inference.queue import JobState, QueueClient, QueueSettings
 from inference.queue.messages import Job
-from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus, constants_prelude
+from inference.queue.scripts import (
+    CancelOutcome,
+    Scripts,
+    Settlement,
+    SubmitStatus,
+    constants_prelude,
+)
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
+from inference.worker import Worker
 from inference.worker.testing import NoopEngine, SleepEngine
 from tests.conftest import RecordingWorker, aw, collect, submit
+from tests.redis_server import own_redis_server
 
 
 async def test_a_flooding_guild_delays_another_by_at_most_one_batch(
@@ -182,16 +191,68 @@ async def test_jobs_reaped_back_do_not_put_a_flooding_guild_ahead(
     scripts = Scripts(redis, queue_client.keys)
     dead = await scripts.take("dead-worker", 4, 0.0, Task, 32)  # a lease lapsed at once
     assert len(dead.jobs) == 4
+    await scripts.begin("dead-worker", [j.job_id for j in dead.jobs])
     lone = await submit(queue_client, guild="B")
     worker = RecordingWorker(redis, worker_settings, NoopEngine())
     assert await worker.reap() == 4
     await worker.run_once()
-    await worker.run_once()
-    # A reaped job went first, alone (it may be what killed its worker); the other guild's
-    # job came next, a single small batch later.
-    suspect, second = worker.batches_taken
-    assert len(suspect) == 1 and suspect[0] in {j.job_id for j in dead.jobs}
-    assert lone.job_id in second
+    # One crash blames nobody: the reaped jobs run again in an ordinary fair batch, beside
+    # the other guild's job (round robin between the guilds).
+    [batch] = worker.batches_taken
+    assert len(batch) == worker_settings.batch_size
+    assert lone.job_id in batch
+    assert len({j.job_id for j in dead.jobs} & set(batch)) == worker_settings.batch_size - 1
+
+
+async def crash(scripts: Scripts, reaper: Worker, jobs: int, *, start: bool = True) -> list[str]:
+    """A worker takes a batch of `jobs` (its lease lapsing at once), starts it unless told
+    otherwise, and dies; `reaper` reaps. The ids taken."""
+    taken = await scripts.take("doomed", jobs, 0.0, Task, 8 * jobs)
+    ids = [j.job_id for j in taken.jobs]
+    if start:
+        assert await scripts.begin("doomed", ids) == len(ids)
+    await reaper.reap()
+    return ids
+
+
+async def test_blame_a_second_crash_isolates_and_only_a_lone_crash_dead_letters(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(4)]
+    scripts = Scripts(redis, queue_client.keys)
+    reaper = Worker(redis, worker_settings, NoopEngine())
+    assert worker_settings.max_attempts == 3
+    # Two crashes of the whole batch: nobody is dead-lettered, everybody becomes a suspect.
+    assert sorted(await crash(scripts, reaper, 4)) == sorted(ids)
+    assert sorted(await crash(scripts, reaper, 4)) == sorted(ids)
+    assert await aw(redis.llen(queue_client.keys.dead_letter)) == 0
+    # Suspects come one per batch; the third crash, alone, is the first one charged.
+    [first] = await crash(scripts, reaper, 4)
+    [letter] = [json.loads(e) for e in await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))]
+    assert letter["job_id"] == first
+    # The others, alone and fine, are answered.
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.run(burst=True) == 0
+    assert all(len(b) == 1 for b in worker.batches_taken)
+    results = {d.result.job_id: d.result for d in await collect(queue_client, 4)}
+    assert all(results[j].ok for j in ids if j != first)
+    assert not results[first].ok
+
+
+async def test_jobs_taken_ahead_and_never_started_are_not_suspects(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    ids = [(await submit(queue_client, user=str(i))).job_id for i in range(4)]
+    scripts = Scripts(redis, queue_client.keys)
+    reaper = Worker(redis, worker_settings, NoopEngine())
+    for _ in range(worker_settings.max_attempts + 2):  # far more than it takes to isolate
+        await crash(scripts, reaper, 4, start=False)
+    worker = RecordingWorker(redis, worker_settings, NoopEngine())
+    assert await worker.run_once() == 4  # one batch, attempt 1: those takes did not count
+    results = await collect(queue_client, 4)
+    assert sorted(d.result.job_id for d in results) == sorted(ids)
+    assert all(d.result.ok and d.result.attempt == 1 for d in results)
+    assert await aw(redis.llen(queue_client.keys.dead_letter)) == 0
 
 
 async def test_planted_job_fields_never_crash_the_worker(
@@ -255,3 +316,68 @@ async def test_the_generated_words_are_pythons(redis: Redis) -> None:
         SubmitStatus.DUPLICATE,
         CancelOutcome.RUNNING,
     ]
+
+
+async def _commands_per_status(redis: Redis, client: QueueClient, job_id: str) -> int:
+    """Redis commands one `status` runs (inside its script), from INFO commandstats."""
+    await client.status(job_id)  # the script is loaded (SCRIPT LOAD) before counting
+    await redis.config_resetstat()
+    await client.status(job_id)
+    stats = await redis.info("commandstats")
+    skip = {"cmdstat_evalsha", "cmdstat_info", "cmdstat_config"}
+    return sum(int(s["calls"]) for name, s in stats.items() if name not in skip)
+
+
+async def test_a_place_lookup_costs_the_same_with_10_or_500_guilds_waiting(
+    queue_settings: QueueSettings,
+) -> None:
+    # A private Redis: the shared one's command statistics count everybody's calls.
+    with own_redis_server() as url:
+        redis = Redis.from_url(url)
+        settings = queue_settings.model_copy(update={"max_pending": 10_000})
+        client = QueueClient(redis, settings, instance_id="bot-test", require_worker=False)
+        probe = (await submit(client, guild="probe", user="p")).job_id
+        counts = {}
+        waiting = 0
+        for guilds in (10, 500):
+            for g in range(waiting, guilds):
+                for u in range(2):
+                    await submit(client, guild=f"g{g}", user=f"{g}-{u}")
+            waiting = guilds
+            counts[guilds] = await _commands_per_status(redis, client, probe)
+        await redis.aclose()
+    assert counts[10] == counts[500] < 20, counts
+
+
+async def test_places_are_close_to_the_order_jobs_are_taken_in(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    rnd = random.Random(3)
+    ids = []
+    for _ in range(150):
+        g = str(rnd.randrange(15))
+        ids.append((await submit(queue_client, guild=g, user=f"{g}-{rnd.randrange(3)}")).job_id)
+    estimated = {j: await queue_client.status(j) for j in ids}
+    scripts = Scripts(redis, queue_client.keys)
+    order = []
+    while taken := (await scripts.take("w", 1, 60.0, Task, 8)).jobs:
+        order += [j.job_id for j in taken]
+    assert sorted(order) == sorted(ids)
+    for place, job_id in enumerate(order, start=1):
+        status = estimated[job_id]
+        assert abs(status.place - place) <= max(3, place // 10), (place, status)
+        if status.exact:
+            assert status.place == place
+
+
+async def test_dead_letters_older_than_their_ttl_are_dropped(
+    redis: Redis, queue_client: QueueClient
+) -> None:
+    scripts = Scripts(redis, queue_client.keys)
+    dead = queue_client.keys.dead_letter
+    await aw(redis.rpush(dead, json.dumps({"job_id": "old", "at": time.time() - 7200})))
+    letter = json.dumps({"job_id": "new", "at": time.time()})
+    settlement = Settlement("", None, 60, 60_000, dead_letter=letter, dead_letter_ttl_s=3600)
+    assert await scripts.settle("new", settlement) == 1
+    assert [json.loads(e)["job_id"] for e in await aw(redis.lrange(dead, 0, -1))] == ["new"]
+    assert 0 < await redis.ttl(dead) <= 3600

@@ -152,7 +152,7 @@ async def test_the_bots_stores_work_on_a_cluster(cluster: Redis, settings: Worke
     assert await store.user_jobs(2) == ["j0"]
 
     limits = Limits(cluster, Scripts(cluster, keys), keys, cooldown_s=0)
-    assert await limits.charge(3, 2, quota=2) == 2
+    assert (await limits.charge(3, 2, quota=2)).total == 2
     with pytest.raises(DailyQuotaReached):
         await limits.charge(3, 1, quota=2)
     configs = GuildConfigStore(cluster, keys)

@@ -5,6 +5,7 @@ modal, autocomplete, ephemeral errors, and the channel as the page shows it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,9 @@ import aiohttp
 import pytest
 
 from bot.client import PalicordBot
+from inference.queue import QueueSettings
 from inference.worker.service import Worker
+from sandbox.__main__ import key_prefix
 from sandbox.web import Sandbox
 from tests.discord_server.fixtures import prefix, worker
 from tests.discord_server.harness import (
@@ -248,3 +251,30 @@ async def test_links_get_previews_and_stickers_can_be_sent(
     assert mine["stickers"] == [{**{k: lottie[k] for k in ("id", "name")}, "format_type": "3"}]
     [refusal] = [m for m in messages if m["reply_to"] == posted["id"]]
     assert "vector stickers" in refusal["content"]
+
+
+async def test_other_sites_cannot_drive_the_sandbox(api: Api, sandbox: Sandbox) -> None:
+    port = sandbox.server.port
+    await api.call("GET", "/api/state")  # no Origin (curl, the client): served
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        page = {"Host": host, "Origin": f"http://{host}"}
+        await api.call("GET", "/api/state", headers=page)
+    state = await api.call("GET", "/api/state")
+    body = {"channel_id": state["servers"][0]["channels"][0]["id"], "user_id": "1", "content": "x"}
+    refused = [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Host": f"evil.example:{port}"},  # DNS rebinding: a site's name on 127.0.0.1
+    ]
+    for headers in refused:
+        await api.call("POST", "/api/messages", json=body, headers=headers, status=403)
+    # A form or a no-CORS fetch from another site can only send text/plain.
+    plain = {"data": json.dumps(body), "headers": {"Content-Type": "text/plain"}}
+    await api.call("POST", "/api/messages", status=415, **plain)
+
+
+def test_each_sandbox_on_a_redis_has_its_own_keys() -> None:
+    # A second sandbox runs on another port: its queue, stream and clean-up are its own.
+    first, second = key_prefix(8080), key_prefix(8081)
+    assert first != second and not first.startswith(second) and not second.startswith(first)
+    QueueSettings(key_prefix=first)  # a valid prefix (with its hash tag)

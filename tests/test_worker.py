@@ -27,9 +27,11 @@ from tests.conftest import REDIS_URL, aw, collect, submit
 
 
 async def lapse_once(scripts: Scripts, worker: Worker) -> None:
-    """A 'dead worker' takes one job with a lease that lapses at once; then reap."""
+    """A 'dead worker' takes one job with a lease that lapses at once, starts it alone (and
+    dies with it); then reap."""
     taken = await scripts.take("dead-worker", 1, 0.0, [Task.CAPTION], 8)
     assert len(taken.jobs) == 1
+    assert await scripts.begin("dead-worker", [taken.jobs[0].job_id]) == 1
     await worker.reap()
 
 
@@ -61,6 +63,10 @@ async def test_dead_letter_after_max_attempts_with_an_error_result(
     assert delivery.result.attempt == worker_settings.max_attempts
     [entry] = [json.loads(e) for e in await aw(redis.lrange(queue_client.keys.dead_letter, 0, -1))]
     assert entry["job_id"] == job_id and entry["reason"] == "max_attempts"
+    # Kept to debug the job, not to answer it: no interaction token, and not forever.
+    assert json.loads(entry["data"])["task"] == "caption" and "t-1" not in json.dumps(entry)
+    ttl_s = await redis.ttl(queue_client.keys.dead_letter)
+    assert 0 < ttl_s <= worker_settings.dead_letter_ttl_s
     assert await queue_client.pending() == 0
     assert await redis.zcard(queue_client.keys.leases) == 0
 

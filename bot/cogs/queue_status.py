@@ -18,7 +18,9 @@ MAX_LISTED = 10
 
 def describe_status(status: JobStatus) -> str:
     if status.state is JobState.QUEUED:
-        return f"#{status.place} in line" if status.place else "in line"
+        if not status.place:
+            return "in line"
+        return f"#{status.place} in line" if status.exact else f"about #{status.place} in line"
     if status.state is JobState.RUNNING:
         return "being answered now"
     return status.state.value

@@ -22,9 +22,16 @@ from dataclasses import dataclass
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from inference.errors import ImageTooLarge, MalformedMessage, QueueUnavailable, error_from_code
+from inference.errors import (
+    GuildOverCap,
+    ImageTooLarge,
+    MalformedMessage,
+    QueueUnavailable,
+    UserOverCap,
+    error_from_code,
+)
 from inference.queue.connection import redis_boundary
-from inference.queue.keys import Keys, check_part, is_key_part
+from inference.queue.keys import DM_GUILD, Keys, check_part, fairness_unit, is_key_part
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus
 from inference.queue.settings import QueueSettings
@@ -42,14 +49,18 @@ class Submitted:
 
     job_id: str
     place: int
+    exact: bool = True  # False: "about" (see JobStatus)
 
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """Where a job is; `place` is meaningful only while it is queued."""
+    """Where a job is; `place` is meaningful only while it is queued. A place that would
+    cost a walk over every waiting guild to know exactly is estimated: `exact` False,
+    shown as "about"."""
 
     state: JobState
     place: int = 0
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,10 @@ class Delivery:
 
     entry_id: str
     result: JobResult
+
+
+def _requests(n: int) -> str:
+    return f"{n} request" if n == 1 else f"{n} requests"
 
 
 class QueueClient:
@@ -112,14 +127,17 @@ class QueueClient:
 
     async def submit(self, job: Job, image: bytes) -> Submitted:
         """Queue `job` with its image; raises QueueFull, GuildOverCap, UserOverCap,
-        NoWorkerAlive, ImageTooLarge or QueueUnavailable."""
+        NoWorkerAlive, ImageTooLarge, QueueBusy (pictures over MAX_QUEUED_BYTES, or Redis
+        full) or QueueUnavailable. In DMs the job waits for its
+        person's own turn (`fairness_unit`); the per-user cap counts the person's jobs in
+        every guild and DM."""
         if len(image) > self._settings.max_image_bytes:
             raise ImageTooLarge()
         s = self._settings
-        status, place = await self._scripts.submit(
+        status, place, exact = await self._scripts.submit(
             job.job_id,
             job.to_json(),
-            guild=job.guild_id,
+            guild=fairness_unit(job.guild_id, job.user_id),
             user=job.user_id,
             task=job.spec.task,
             deadline_at=job.deadline_at,
@@ -129,17 +147,29 @@ class QueueClient:
             max_guild=s.max_pending_per_guild,
             max_user=s.max_pending_per_user,
             require_worker=self._require_worker,
+            max_queued_bytes=s.max_queued_bytes,
         )
         if status == SubmitStatus.DUPLICATE:
             raise ValueError(f"job {job.job_id} was already submitted")
+        if status == UserOverCap.code:
+            raise UserOverCap(
+                f"You already have {_requests(s.max_pending_per_user)} waiting (counted across "
+                "every server and DM). You can send another as soon as one is answered."
+            )
+        if status == GuildOverCap.code:
+            where = "You already have" if job.guild_id == DM_GUILD else "This server already has"
+            raise GuildOverCap(
+                f"{where} {_requests(s.max_pending_per_guild)} waiting. More can be sent as "
+                "soon as one of them is answered."
+            )
         if status != SubmitStatus.OK:
             raise error_from_code(status)
-        return Submitted(job_id=job.job_id, place=place)
+        return Submitted(job_id=job.job_id, place=place, exact=exact)
 
     async def status(self, job_id: str) -> JobStatus:
         """The job's state and, while queued, its estimated place in line."""
-        state, place = await self._scripts.status(job_id)
-        return JobStatus(state=state, place=place)
+        state, place, exact = await self._scripts.status(job_id)
+        return JobStatus(state=state, place=place, exact=exact)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job; True if this prevents its result (queued or running)."""

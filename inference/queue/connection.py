@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 
-from inference.errors import QueueUnavailable
+from inference.errors import QueueBusy, QueueUnavailable
 from inference.queue.settings import QueueSettings
 
 T = TypeVar("T")
@@ -73,6 +73,9 @@ def redis_boundary() -> Iterator[None]:
     """
     try:
         yield
+    except redis_errors.OutOfMemoryError as exc:
+        # Redis at its maxmemory: finishing jobs frees it, so "in a moment" is honest.
+        raise QueueBusy() from exc
     except redis_errors.RedisError as exc:
         raise QueueUnavailable() from exc
 

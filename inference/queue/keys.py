@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "{palicord}:"
-# Direct messages have no guild; they share one pseudo-guild and are fair among users.
+# Direct messages and group DMs have no guild: a job's guild_id says DM_GUILD, and in the
+# queue each person is a unit of fairness of their own (`fairness_unit`).
 DM_GUILD = "dm"
 
 # name -> template; `{}` stands for the dynamic parts, in order.
@@ -24,6 +25,13 @@ _TEMPLATES: dict[str, str] = {
     "guild_users": "g:{}:users",
     # hash guild id -> number of job ids in its users' lines (for place estimates)
     "guild_queued": "queued:guild",
+    # the place-in-line index (lua/lib.lua): a Fenwick tree over the ring visits each
+    # waiting guild needs, and what each guild put in it ("queued:weight")
+    "place_rank": "place:rank",
+    "place_guild": "place:guild",
+    # the ring's order as a sorted set guild -> sequence number, and the sequence
+    "ring_order": "place:ring",
+    "ring_seq": "place:seq",
     # per guild and user: FIFO list of job ids
     "user_queue": "g:{}:u:{}",
     # hash: data (job JSON), g, u, t (task), dl (deadline_at), eq (enqueued at), a (attempt)
@@ -36,7 +44,10 @@ _TEMPLATES: dict[str, str] = {
     "lease_owner": "lease-owner",
     # outstanding (queued or running) counts, for the caps
     "pending": "pending",
+    # bytes of the pictures of queued and running jobs (MAX_QUEUED_BYTES)
+    "queued_bytes": "queued:bytes",
     "guild_pending": "pending:guild",
+    # per person, across every guild and DM (older versions counted "guild:user")
     "user_pending": "pending:user",
     "weights": "weights",
     # a short list workers block on (BLPOP) so they wake as soon as a job arrives
@@ -50,7 +61,7 @@ _TEMPLATES: dict[str, str] = {
     # --- the bot's own state, beside the queue's under the same prefix ---
     # string with a TTL: present while the user must wait
     "cooldown": "bot:cooldown:{}",
-    # counter of images queued for a guild (or "dm") on a UTC day (YYYY-MM-DD)
+    # counter of images queued for a guild (or a person, "user-<id>") on a UTC day
     "daily_usage": "bot:usage:{}:{}",
     # hash of a guild's /settings
     "guild_config": "bot:guild:{}",
@@ -73,11 +84,18 @@ _TEMPLATES: dict[str, str] = {
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
+def fairness_unit(guild_id: str, user_id: str) -> str:
+    """Whose turn a job waits for in the round robin between guilds: its guild's, or in
+    DMs its person's own (no shared "dm" line where strangers' requests queue together)."""
+    return f"{DM_GUILD}-{user_id}" if guild_id == DM_GUILD else guild_id
+
+
 def quota_scope(guild_id: int | None, user_id: int | None = None) -> str:
-    """Who shares a daily quota: a guild's members; in DMs, each user alone."""
+    """Who shares a daily quota: a guild's members; without a guild, one person (their
+    own quota across every guild and DM, `USER_DAILY_QUOTA`)."""
     if guild_id is not None:
         return str(guild_id)
-    return DM_GUILD if user_id is None else f"{DM_GUILD}-{user_id}"
+    return DM_GUILD if user_id is None else f"user-{user_id}"
 
 
 def is_key_part(value: str) -> bool:
@@ -137,6 +155,10 @@ class Keys:
         return self._k("pending")
 
     @property
+    def queued_bytes(self) -> str:
+        return self._k("queued_bytes")
+
+    @property
     def guild_pending(self) -> str:
         return self._k("guild_pending")
 
@@ -170,7 +192,7 @@ class Keys:
         return self._k("cooldown", str(user_id))
 
     def daily_usage(self, guild_id: int | None, day: str, *, user_id: int | None = None) -> str:
-        """A guild's count for `day`; in DMs (no guild) each user's own, when given."""
+        """A guild's count for `day`; without a guild, the person's own, when given."""
         return self._k("daily_usage", quota_scope(guild_id, user_id), day)
 
     def guild_config(self, guild_id: int) -> str:

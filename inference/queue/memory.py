@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from inference.errors import MalformedMessage
 from inference.queue.connection import awaited, redis_boundary
-from inference.queue.keys import Keys
+from inference.queue.keys import Keys, fairness_unit
 from inference.queue.messages import JobResult
 from inference.queue.scripts import Scripts
 from inference.queue.settings import QueueSettings
@@ -41,6 +41,18 @@ DIGEST_RE = re.compile(rf"^[0-9a-f]{{{DIGEST_HEX}}}$")
 # from the cache.
 PICTURE_FIELD = "pic"
 FROM_CACHE = "cache"
+# FROM_CACHE's values: asked before in the same server (or by the same person in DMs),
+# so when is theirs to know; or elsewhere, which an age would give away.
+SAME_ORIGIN, ELSEWHERE = "1", "elsewhere"
+# In a kept answer's context: a hash of where it was asked (guild, or the person in DMs).
+ORIGIN = "origin"
+
+
+def origin_of(guild_id: str, user_id: str) -> str:
+    """Who may learn when an answer was first asked: its guild's members, in DMs the
+    person; hashed, so the cache holds no guild or user id."""
+    unit = fairness_unit(guild_id, user_id)
+    return hashlib.sha256(f"origin:{unit}".encode()).hexdigest()[:16]
 
 
 def picture_digest(data: bytes) -> str:
@@ -97,12 +109,14 @@ class Memory:
     # --- answers -----------------------------------------------------------------------
 
     async def keep_answer(
-        self, digest: str, spec: TaskSpec, model_id: str, result: JobResult
+        self, digest: str, spec: TaskSpec, model_id: str, result: JobResult, *, origin: str = ""
     ) -> None:
-        """Keep a successful answer (without its reply context, which is per request)."""
+        """Keep a successful answer (without its reply context, which is per request; with
+        the `origin_of` its request)."""
         if not self.caching or not result.ok:
             return
-        bare = dataclasses.replace(result, job_id="cached", context={}, worker_id=None)
+        context = {ORIGIN: origin} if origin else {}
+        bare = dataclasses.replace(result, job_id="cached", context=context, worker_id=None)
         s = self._settings
         await self._scripts.stash(
             RESULT,
@@ -133,13 +147,17 @@ class Memory:
         return None
 
 
-def from_cache(cached: JobResult, *, job_id: str, context: dict[str, str]) -> JobResult:
-    """A kept answer as the result of one request's image, marked as coming from the cache
-    (`finished_at` still says when it was computed)."""
+def from_cache(
+    cached: JobResult, *, job_id: str, context: dict[str, str], origin: str = ""
+) -> JobResult:
+    """A kept answer as the result of one request's image, marked as coming from the cache:
+    SAME_ORIGIN when it was first asked where this request comes from (`origin`), so its
+    age may be shown (`finished_at` still says when it was computed), else ELSEWHERE."""
+    same = bool(origin) and cached.context.get(ORIGIN) == origin
     return dataclasses.replace(
         cached,
         job_id=job_id,
-        context={**context, FROM_CACHE: "1"},
+        context={**context, FROM_CACHE: SAME_ORIGIN if same else ELSEWHERE},
         queue_wait_s=0.0,
         run_s=0.0,
     )

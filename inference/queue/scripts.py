@@ -2,12 +2,19 @@
 
 Every change to the queue's structure happens inside one of these scripts, so each is
 atomic: submission with its caps, fair batched dispatch with leases, lease extension,
-the reaper, handing jobs back, publishing a result, cancelling, status, and the bot's
-daily quota. Each script
-is sent with a generated prelude (the key builders of `inference.queue.keys`, and the
-error codes and states below as Lua tables) and the helpers in `lua/lib.lua`, so the
-Lua never spells a key name, an error code or a state of its own. Script replies are
-decoded here into typed values; callers never see Redis's nested arrays.
+marking a batch started, the reaper, handing jobs back, publishing a result, cancelling,
+status, and the bot's daily quota. Each script is sent with a generated prelude (the key
+builders of `inference.queue.keys`, and the error codes and states below as Lua tables)
+and the helpers in `lua/lib.lua`, so the Lua never spells a key name, an error code or a
+state of its own. Script replies are decoded here into typed values; callers never see
+Redis's nested arrays.
+
+Redis at its `maxmemory` (with `noeviction`) refuses writes. The scripts that let the
+queue drain and so free memory (take, begin, extend, reap, release, settle, cancel, and
+the workers' heartbeat)
+declare `#!lua flags=allow-oom` (Redis 7 script flags): finishing, cancelling or expiring
+a job deletes its picture, which is what frees the memory. submit, stash and charge do
+not: new pictures and counters are refused ("busy") until there is room again.
 """
 
 from __future__ import annotations
@@ -35,9 +42,19 @@ from inference.tasks import Task
 MAX_SKIP = 1_024
 
 _SCRIPT_NAMES = (
-    "submit", "take", "extend", "reap", "release", "settle", "cancel", "status", "charge",
-    "clock", "stash",
+    "submit", "take", "begin", "extend", "reap", "release", "settle", "cancel", "status",
+    "charge", "clock", "stash", "beat",
 )  # fmt: skip
+
+# Crashes a job may be part of before it runs alone (docs/reliability.md, "Blame"): one
+# crash is usually nobody's fault and costs one batch; a job in two is isolated.
+ISOLATE_AFTER_CRASHES = 2
+
+
+def isolate_after(max_attempts: int) -> int:
+    """Crashes after which a job runs alone: ISOLATE_AFTER_CRASHES, lowered so that a job
+    that crashes every batch still crashes alone by its `max_attempts`-th crash."""
+    return max(1, min(ISOLATE_AFTER_CRASHES, max_attempts - 1))
 
 
 class SubmitStatus(enum.StrEnum):
@@ -78,8 +95,14 @@ def lua_file(name: str) -> str:
 
 @cache
 def script_source(name: str) -> str:
-    """The full Lua text of script `name`: the generated preludes, the helpers, the body."""
-    return lua_prelude() + constants_prelude() + lua_file("lib") + lua_file(name)
+    """The full Lua text of script `name`: the generated preludes, the helpers, the body.
+    A body's `#!lua flags=...` line (Redis 7) must open the script, so it goes first."""
+    body = lua_file(name)
+    shebang = ""
+    if body.startswith("#!lua"):
+        shebang, _, body = body.partition("\n")
+        shebang += "\n"
+    return shebang + lua_prelude() + constants_prelude() + lua_file("lib") + body
 
 
 def _text(value: Any) -> str:
@@ -103,17 +126,19 @@ class TakenJob:
     attempt: int
     expired: bool = False
     enqueued_at: float | None = None  # server clock, for queue-wait timing
+    isolated: bool = False  # a suspect, taken alone: it was in several crashed batches
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> TakenJob:
-        """One `{jid, data, attempt, expired, enqueued_at}` row of a script's reply."""
-        job_id, data, attempt, expired, enqueued_at = row
+        """One `{jid, data, attempt, expired, enqueued_at[, isolated]}` row of a reply."""
+        job_id, data, attempt, expired, enqueued_at, *rest = row
         return cls(
             job_id=_text(job_id),
             data=data,
             attempt=int(attempt),
             expired=int(expired) == 1,
             enqueued_at=_seconds(enqueued_at),
+            isolated=bool(rest) and int(rest[0]) == 1,
         )
 
 
@@ -145,6 +170,7 @@ class Settlement:
     retention_ms: int
     dead_letter: str | None = None
     max_dead_letters: int = 10_000
+    dead_letter_ttl_s: int = 7 * 24 * 3600
 
 
 class Scripts:
@@ -177,13 +203,15 @@ class Scripts:
         max_guild: int,
         max_user: int,
         require_worker: bool,
-    ) -> tuple[str, int]:
-        """Queue a job if the caps allow: (SubmitStatus or an error code, place in line)."""
-        status, place = await self._call(
+        max_queued_bytes: int,
+    ) -> tuple[str, int, bool]:
+        """Queue a job if the caps allow: (SubmitStatus or an error code, place in line,
+        whether the place is exact)."""
+        status, place, *exact = await self._call(
             "submit", job_id, data, guild, user, task.value, repr(deadline_at), image,
-            image_ttl_s, max_pending, max_guild, max_user, int(require_worker),
+            image_ttl_s, max_pending, max_guild, max_user, int(require_worker), max_queued_bytes,
         )  # fmt: skip
-        return _text(status), int(place)
+        return _text(status), int(place), not exact or int(exact[0]) == 1
 
     async def take(
         self,
@@ -195,15 +223,24 @@ class Scripts:
         *,
         fresh: bool = True,
         max_skip: int = MAX_SKIP,
+        isolate_after: int = ISOLATE_AFTER_CRASHES,
     ) -> Taken:
         """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged. A job
-        taken before and never handed back comes alone, and only to a `fresh` call (one
-        that starts a batch): it may be what killed its last worker."""
+        that was in `isolate_after` batches that took their worker down comes alone, and
+        only to a `fresh` call (one that starts a batch): it may be what killed them."""
         caps = ",".join(sorted(t.value for t in capabilities))
         now, rows = await self._call(
-            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip, int(fresh)
-        )
+            "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip, int(fresh),
+            isolate_after,
+        )  # fmt: skip
         return Taken(now=float(now), jobs=[TakenJob.from_reply(row) for row in rows])
+
+    async def begin(self, worker_id: str, job_ids: list[str]) -> int:
+        """Mark a batch as started on the engine (only started jobs share the blame if the
+        worker dies now); returns how many this worker still held."""
+        if not job_ids:
+            return 0
+        return int(await self._call("begin", worker_id, *job_ids))
 
     async def extend(self, worker_id: str, lease_s: float, job_ids: list[str]) -> list[str]:
         """Extend this worker's leases; returns the ids it lost."""
@@ -220,9 +257,10 @@ class Scripts:
         by_heartbeat: bool = True,
         presumed_dead: str = "",
     ) -> Reaped:
-        """Requeue lapsed leases at the front of their lines; lease out-of-attempts jobs.
-        A lease also counts as lapsed when its owner's heartbeat is gone (`by_heartbeat`)
-        or its owner is `presumed_dead`."""
+        """Requeue lapsed leases at the front of their lines, charging a crash to the jobs
+        of a started batch; lease to the reaper the jobs that crashed `max_attempts` times,
+        the last one alone. A lease also counts as lapsed when its owner's heartbeat is
+        gone (`by_heartbeat`) or its owner is `presumed_dead`."""
         requeued, rows = await self._call(
             "reap", reaper_id, max_attempts, lease_s, limit, int(by_heartbeat), presumed_dead
         )
@@ -243,7 +281,7 @@ class Scripts:
         s = settlement
         return await self._call(
             "settle", job_id, s.reply_to or "", s.result_json, s.done_ttl_s, s.retention_ms,
-            s.dead_letter or "", s.max_dead_letters, client=client,
+            s.dead_letter or "", s.max_dead_letters, s.dead_letter_ttl_s, client=client,
         )  # fmt: skip
 
     async def settle_many(self, settlements: Sequence[tuple[str, Settlement]]) -> list[int]:
@@ -263,10 +301,14 @@ class Scripts:
         """Cancel a job."""
         return CancelOutcome(_text(await self._call("cancel", job_id, done_ttl_s)))
 
-    async def charge(self, guild: str, day: str, n: int, *, quota: int, ttl_s: int) -> int:
-        """Count `n` images against a guild's quota for `day`: the new total, or -1 (and
-        nothing counted) when they do not fit."""
-        return int(await self._call("charge", guild, day, n, quota, ttl_s))
+    async def charge(
+        self, day: str, n: int, quotas: Sequence[tuple[str, int]], *, ttl_s: int
+    ) -> int:
+        """Count `n` images for `day` against each (scope, quota), all or none: the first
+        scope's new total, or -i (nothing counted) when they do not fit the i-th quota
+        (1-based). A negative `n` refunds, never below zero."""
+        flat = [part for scope, quota in quotas for part in (scope, quota)]
+        return int(await self._call("charge", day, n, ttl_s, *flat))
 
     async def stash(
         self, kind: str, item_id: str, value: bytes | str, *, ttl_s: int, max_bytes: int
@@ -275,12 +317,20 @@ class Scripts:
         returns the kind's total bytes."""
         return int(await self._call("stash", kind, item_id, value, ttl_s, max_bytes))
 
+    async def beat(
+        self, worker_id: str, info_json: str, *, ttl_s: float, stale_s: float
+    ) -> tuple[int, int, int]:
+        """Write a worker's heartbeat; (jobs outstanding, guilds waiting, workers alive)."""
+        pending, guilds, workers = await self._call("beat", worker_id, info_json, ttl_s, stale_s)
+        return int(pending), int(guilds), int(workers)
+
     async def server_time(self) -> float:
         """Redis's clock, the one the scripts judge leases and heartbeats by."""
         seconds, micros = await self._call("clock")
         return int(seconds) + int(micros) / 1e6
 
-    async def status(self, job_id: str) -> tuple[JobState, int]:
-        """(state, place in line); place is 0 unless the state is QUEUED."""
-        state, place = await self._call("status", job_id)
-        return JobState(_text(state)), int(place)
+    async def status(self, job_id: str) -> tuple[JobState, int, bool]:
+        """(state, place in line, whether the place is exact); place is 0 unless the state
+        is QUEUED. Costs the same however many guilds are waiting."""
+        state, place, *exact = await self._call("status", job_id)
+        return JobState(_text(state)), int(place), not exact or int(exact[0]) == 1

@@ -134,6 +134,9 @@ class QueueSettings(ImageLimits):
     max_pending: int = Field(default=5_000, ge=1)
     max_pending_per_guild: int = Field(default=100, ge=1)
     max_pending_per_user: int = Field(default=5, ge=1)
+    # The pictures of outstanding jobs, in bytes: the queue's share of Redis's maxmemory
+    # (docs/operations.md). Over it, submissions are refused "busy, try again in a moment".
+    max_queued_bytes: int = Field(default=1 << 30, ge=1)
     # Discord interaction tokens last 15 minutes; a later answer could not be delivered.
     job_deadline_s: float = Field(default=14 * 60, gt=0)
     # Longer than any job can live (deadline + one last lease), so it never expires early.
@@ -147,6 +150,8 @@ class QueueSettings(ImageLimits):
     # refreshes its heartbeat four times per lifetime, even in the middle of a batch.
     worker_heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     max_dead_letters: int = Field(default=10_000, ge=1)
+    # Dead letters (jobs that could not be run, kept to debug them) older than this go.
+    dead_letter_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     # Pictures kept for follow-ups (buttons, replies to an answer) and answers kept for
     # identical requests (inference.queue.memory), each within its own Redis budget.
     picture_ttl_s: int = Field(default=24 * 3600, ge=60)

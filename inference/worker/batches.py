@@ -21,7 +21,7 @@ from inference.engine import Engine
 from inference.errors import JobFailed, QueueUnavailable
 from inference.queue import Job, JobResult, Keys, redis_boundary
 from inference.queue.connection import describe
-from inference.queue.memory import Memory, picture_digest
+from inference.queue.memory import Memory, origin_of, picture_digest
 from inference.queue.scripts import Taken
 from inference.tasks import InferenceRequest
 from inference.worker import outcomes
@@ -73,18 +73,22 @@ async def prepare_batch(
 
 
 async def remember(
-    memory: Memory, model_id: str, answered: list[tuple[InferenceRequest, JobResult]]
+    memory: Memory, model_id: str, answered: list[tuple[InferenceRequest, JobResult, Job]]
 ) -> None:
     """Keep the answers for identical requests (under the digest the engine computed while
-    preparing, else hashed here); a cache that cannot be written is only a missed saving,
-    never a failed job."""
+    preparing, else hashed here, with where they were asked); a cache that cannot be
+    written is only a missed saving, never a failed job."""
     try:
         await asyncio.gather(
             *(
                 memory.keep_answer(
-                    request.digest or picture_digest(request.image), request.spec, model_id, result
+                    request.digest or picture_digest(request.image),
+                    request.spec,
+                    model_id,
+                    result,
+                    origin=origin_of(job.guild_id, job.user_id),
                 )
-                for request, result in answered
+                for request, result, job in answered
             )
         )
     except QueueUnavailable as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,23 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_DATA_CHARS = 4_096  # enough to debug a payload, not enough to bloat Redis
 REAP_LIMIT = 100  # lapsed leases handled per reaper pass; the rest wait for the next one
+# What answers a job (the interaction token, webhook addresses) never goes to the dead
+# letters: kept for days, it would let whoever reads Redis answer in the user's place.
+_TOKEN_RE = re.compile(rb'"(token|context)"\s*:\s*("(?:[^"\\]|\\.)*"|\{[^}]*\})')
+
+
+def _without_reply_context(raw: bytes) -> bytes:
+    """The job's JSON without its `context` (where the interaction token is); a payload
+    that is not JSON loses anything that looks like a token or a context instead."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # nested past Python's limit: planted, not JSON
+        return _TOKEN_RE.sub(rb'"\1":"(removed)"', raw)
+    if isinstance(data, dict):
+        data.pop("context", None)
+        data.pop("token", None)
+        return json.dumps(data, separators=(",", ":")).encode()
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +130,9 @@ def _dead_letter_entry(outcome: Outcome, worker_id: str) -> str | None:
             "reason": outcome.dead_letter_reason,
             "worker_id": worker_id,
             "at": time.time(),
-            "data": outcome.raw[:DEAD_LETTER_DATA_CHARS].decode("utf-8", "replace"),
+            "data": _without_reply_context(outcome.raw)[:DEAD_LETTER_DATA_CHARS].decode(
+                "utf-8", "replace"
+            ),
         },
         separators=(",", ":"),
     )
@@ -140,6 +160,7 @@ async def publish(
                     retention_ms=settings.result_retention_s * 1000,
                     dead_letter=_dead_letter_entry(o, worker_id),
                     max_dead_letters=settings.max_dead_letters,
+                    dead_letter_ttl_s=settings.dead_letter_ttl_s,
                 ),
             )
             for o in outcomes

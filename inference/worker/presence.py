@@ -67,21 +67,10 @@ class Presence:
         """Write (or refresh) the heartbeat key and this worker's entry in the index; in the
         same round trip, return the shared queue at a glance (jobs outstanding, guilds
         waiting, workers alive) for the metrics."""
-        now = await self._scripts.server_time()
-        with redis_boundary():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.set(self._keys.worker(self._worker_id), self._info_json, ex=int(self._ttl_s) + 1)
-            pipe.zadd(self._keys.workers, {self._worker_id: now + self._ttl_s})
-            pipe.zremrangebyscore(self._keys.workers, "-inf", now - STALE_WORKER_S)
-            pipe.get(self._keys.pending)
-            pipe.llen(self._keys.guild_ring)
-            pipe.zcount(self._keys.workers, now, "+inf")
-            *_, pending, guilds, workers = await pipe.execute()
-        return {
-            "depth": int(pending or 0),
-            "guilds_waiting": int(guilds),
-            "workers_alive": int(workers),
-        }
+        pending, guilds, workers = await self._scripts.beat(
+            self._worker_id, self._info_json, ttl_s=self._ttl_s, stale_s=STALE_WORKER_S
+        )
+        return {"depth": pending, "guilds_waiting": guilds, "workers_alive": workers}
 
     async def withdraw(self) -> None:
         """Remove the heartbeat now, so the bot stops counting this worker at once."""

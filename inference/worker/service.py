@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from inference.engine import Engine
 from inference.errors import QueueUnavailable
 from inference.ops import log_ids
-from inference.queue import JobResult, Keys
+from inference.queue import Job, JobResult, Keys
 from inference.queue.connection import Backoff, cancel_and_wait, describe
 from inference.queue.memory import Memory
 from inference.queue.scripts import Scripts
@@ -281,6 +281,7 @@ class Worker:
     async def _run(self, batch: Batch) -> list[str]:
         """Run the batch on the engine; adds its outcomes, returns the unstarted ids."""
         requests = batch.requests
+        await self._taker.mark_started([job.job_id for job, _ in batch.jobs])
         started = time.perf_counter()
         self._on_engine = (len(requests), time.monotonic())
         try:
@@ -293,7 +294,7 @@ class Worker:
         self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
         self.metrics.batch_run.observe(run_s)
         unstarted: list[str] = []
-        answered: list[tuple[InferenceRequest, JobResult]] = []
+        answered: list[tuple[InferenceRequest, JobResult, Job]] = []
         for (job, wait_s), request, result in zip(batch.jobs, requests, results, strict=True):
             if result is None:
                 unstarted.append(job.job_id)
@@ -302,7 +303,7 @@ class Worker:
                 job, result, worker_id=self.worker_id, queue_wait_s=wait_s, run_s=run_s
             )
             batch.decided.append(Outcome(job.job_id, job.reply_to, job_result))
-            answered.append((request, job_result))
+            answered.append((request, job_result, job))
         await remember(self._memory, self._engine.model_id, answered)
         return unstarted
 

@@ -1,5 +1,5 @@
-"""Taking work from the queue: a fair batch with a short linger, suspects alone, and the
-wake-up a worker blocks on while the line is empty.
+"""Taking work from the queue: a fair batch with a short linger, suspects alone, marking a
+batch started, and the wake-up a worker blocks on while the line is empty.
 
 The jobs taken are added to `held`, the set of leases the worker's keep-alive extends
 until their outcomes are settled.
@@ -8,22 +8,26 @@ until their outcomes are settled.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Collection
 from typing import cast
 
 from redis.asyncio import Redis
 
+from inference.errors import QueueUnavailable
 from inference.queue import Keys, redis_boundary
-from inference.queue.scripts import Scripts, Taken
+from inference.queue.connection import describe
+from inference.queue.scripts import Scripts, Taken, isolate_after
 from inference.settings import WorkerSettings
 from inference.tasks import Task
 
+log = logging.getLogger(__name__)
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 
 
 def holds_a_suspect(taken: Taken) -> bool:
-    """Whether the batch is a job taken again after its worker died with it: it runs alone."""
-    return any(j.attempt > 1 and not j.expired for j in taken.jobs)
+    """Whether the batch is a job isolated after several crashes: it runs alone."""
+    return any(j.isolated and not j.expired for j in taken.jobs)
 
 
 class Taker:
@@ -77,9 +81,19 @@ class Taker:
             self._capabilities,
             SCAN_PER_SLOT * count,
             fresh=fresh,
+            isolate_after=isolate_after(self._settings.max_attempts),
         )
         self.held.update(j.job_id for j in taken.jobs)
         return taken
+
+    async def mark_started(self, job_ids: list[str]) -> None:
+        """Mark a batch started: should this process die while it runs, these jobs are
+        the suspects, not those of the batch taken ahead (docs/reliability.md, "Blame")."""
+        try:
+            await self._scripts.begin(self._worker_id, job_ids)
+        except QueueUnavailable as exc:
+            # Unmarked, a crash now would blame nobody; not worth holding the batch for.
+            log.warning("could not mark the batch started: %s", describe(exc))
 
     async def wait_for_work(self, stopping: asyncio.Event, *, burst: bool) -> None:
         """Block until a submission wakes us, a timeout passes, or `stopping` is set."""

@@ -4,6 +4,7 @@ httpx's MockTransport); they implement `inference.engine.Engine` without torch:
     NoopEngine     answers "ok" at once (queue benchmarks, queue-only tests)
     SleepEngine    sleeps per batch; can fake GPU out-of-memory, fatal CUDA errors, and a
                    poison input that kills the process (as a crashing native library would)
+    Slowed         a real model whose every batch takes at least a given time
     ShapesOracle   really looks at one-shape demo pictures and answers like the demo model
 
 Select one on the command line, e.g.::
@@ -21,12 +22,14 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from PIL import Image
 
 from inference.demo.shapes import BACKGROUND, COLORS
 from inference.detection import Detection
 from inference.display import display_picture
+from inference.engine.base import Engine
 from inference.intake import load_image
 from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task
@@ -239,3 +242,36 @@ class ShapesOracle(StandIn):
 def oracle_engine(settings: WorkerSettings, sleep_s: str = "0") -> ShapesOracle:
     """Factory for `python -m inference.worker --engine ...:oracle_engine`."""
     return ShapesOracle(float(sleep_s))
+
+
+class Slowed:
+    """A real engine whose every batch takes at least `batch_s` (the rest of the time
+    asleep): a GPU's per-batch cost on a CPU machine, for recovery benchmarks."""
+
+    def __init__(self, inner: Engine, batch_s: float) -> None:
+        self._inner = inner
+        self.batch_s = batch_s
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    @property
+    def capabilities(self) -> frozenset[Task]:
+        return self._inner.capabilities
+
+    def generate(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
+        started = time.monotonic()
+        out = self._inner.generate(requests)
+        time.sleep(max(0.0, self.batch_s - (time.monotonic() - started)))
+        return out
+
+
+def slowed_engine(settings: WorkerSettings, batch_s: str = "1.5") -> Engine:
+    """Factory: the configured model (MODEL_ID), each batch padded to `batch_s` seconds."""
+    from inference.engine.paligemma import PaliGemmaEngine  # loads torch: only when asked
+
+    return cast("Engine", Slowed(PaliGemmaEngine.from_settings(settings), float(batch_s)))

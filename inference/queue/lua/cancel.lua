@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Cancel a job. ARGV: prefix, job_id, done_ttl_s
 -- Returns Cancel.cancelled (removed from the line), Cancel.running (a worker has it: its
 -- result will be dropped) or Cancel.unknown (already answered, or no such job).
@@ -10,5 +11,5 @@ end
 uncount(jid)
 if redis.call('ZSCORE', K.leases(), jid) then return Cancel.running end
 if f[2] and f[3] then unqueue(jid, f[2], f[3]) end
-redis.call('DEL', K.job(jid), K.image(jid))
+drop_job(jid)
 return Cancel.cancelled

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Extend this worker's leases. ARGV: prefix, worker_id, lease_s, job_id...
 -- Returns the job ids this worker lost: their lease lapsed and was reaped. A job settled
 -- a moment ago (its done marker is set) is not lost, only finished.

@@ -1,8 +1,18 @@
+#!lua flags=allow-oom
 -- Put jobs whose lease lapsed, or whose worker's heartbeat is gone, back at the front of
--- their line. A job that already ran `max_attempts` times (or whose metadata is broken)
--- is leased to the reaper instead and returned, so the caller can dead-letter it and
--- answer with an error through settle; if the caller dies first, its lease lapses again
--- and the next reaper does it.
+-- their line, counting blame:
+--   * a job taken but never started (the pipelined worker's batch taken ahead; no `r`
+--     mark from begin.lua) is blameless: back in line as if released, the take not
+--     counted as an attempt;
+--   * a job of the started batch gets one more crash (`k`); with `max_attempts` crashes,
+--     the last one in a batch of one (it ran alone: nothing else can have done it), it
+--     is leased to the reaper instead and returned, so the caller can dead-letter it and
+--     answer with an error through settle (a job whose metadata is broken, too); if the
+--     caller dies first, its lease lapses again and the next reaper does it.
+-- A crash in a batch of several never dead-letters anyone: it may be any one job's fault,
+-- or nobody's. take.lua runs a job alone once it has crashed `isolate_after` times (2),
+-- so a job that kills every batch it is in dies alone at its `max_attempts`-th crash
+-- (the worker lowers isolate_after below 2 when max_attempts is under 3).
 -- ARGV: prefix, reaper_id, max_attempts, lease_s, limit, by_heartbeat (1/0), presumed_dead
 --       (a worker id whose leases count as lapsed whatever its heartbeat says, or '')
 -- Returns {requeued_count, {{jid, data, attempt, 0, enqueued_at}, ...}} (rows as take's).
@@ -45,15 +55,25 @@ end
 local dying = {}
 local back = {}
 for _, jid in ipairs(lapsed) do
-  local f = redis.call('HMGET', K.job(jid), 'data', 'g', 'u', 'a', 'eq')
+  local f = redis.call('HMGET', K.job(jid), 'data', 'g', 'u', 'a', 'eq', 'r', 'k')
+  local started = tonumber(f[6])
+  local crashes = math.floor(tonumber(f[7]) or 0)
+  if started then crashes = crashes + 1 end
   if not f[1] or redis.call('EXISTS', K.done(jid)) == 1 then
     forget(jid)  -- already answered or cancelled
-  elseif (tonumber(f[4]) or 0) >= max_attempts or not f[2] or not f[3] then
+  elseif (started == 1 and crashes >= max_attempts) or not f[2] or not f[3] then
+    -- `r` and `k` stay: should this reaper die too, the next one reaches the same verdict
     redis.call('ZADD', K.leases(), now + lease_s, jid)
     redis.call('HSET', K.lease_owner(), jid, ARGV[2])
     table.insert(dying, {jid, f[1], tonumber(f[4]) or 0, 0, f[5] or ''})
   else
     drop_lease(jid)
+    if started then
+      redis.call('HSET', K.job(jid), 'k', crashes)
+      redis.call('HDEL', K.job(jid), 'r')
+    else
+      bump_attempt(jid, -1)
+    end
     local eq = tonumber(f[5])
     if not eq or eq ~= eq then eq = 0 end  -- NaN would break table.sort's ordering
     table.insert(back, {jid, f[2], f[3], eq})

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Hand back jobs this worker took but never started (shutdown, or the rest of a split
 -- batch). They go to the front of their line and this take does not count as an attempt.
 -- A job cancelled meanwhile ends here: nothing else would ever delete its hash and image.
@@ -12,6 +13,7 @@ for i = #ARGV, 3, -1 do
     elseif f[2] and f[3] then
       drop_lease(jid)
       bump_attempt(jid, -1)
+      redis.call('HDEL', K.job(jid), 'r')  -- not run: blameless, whatever its batch did
       enqueue(jid, f[2], f[3], true)
       n = n + 1
     end

@@ -1,8 +1,9 @@
+#!lua flags=allow-oom
 -- Publish a job's one outcome, idempotently: only the call that sets the job's `done`
 -- marker (SET NX) adds the result to the stream, so a retried job never answers twice.
 -- Every call clears the job's lease, metadata and image.
 -- ARGV: prefix, job_id, reply_to ('' = nowhere to answer), result_json, done_ttl_s,
---       retention_ms, dead_letter_entry ('' = none), max_dead_letters
+--       retention_ms, dead_letter_entry ('' = none), max_dead_letters, dead_letter_ttl_s
 -- Returns 1 if this call decided the job's outcome (and published it, when there is
 -- somewhere to answer), else 0: another call settled it first.
 --
@@ -24,8 +25,22 @@ if first then
     redis.call('PEXPIRE', stream, tonumber(ARGV[6]) * 2)
   end
   if ARGV[7] ~= '' then
-    redis.call('LPUSH', K.dead_letter(), ARGV[7])
-    redis.call('LTRIM', K.dead_letter(), 0, tonumber(ARGV[8]) - 1)
+    local dead, ttl = K.dead_letter(), tonumber(ARGV[9])
+    redis.call('LPUSH', dead, ARGV[7])
+    redis.call('LTRIM', dead, 0, tonumber(ARGV[8]) - 1)
+    if ttl then
+      -- Newest first: drop the oldest while they are past their time (a few per call),
+      -- and the whole list when no new letter came for that long.
+      local t = redis.call('TIME')
+      for _ = 1, 16 do
+        local oldest = redis.call('LINDEX', dead, -1)
+        local ok, entry = pcall(cjson.decode, oldest or '')
+        local at = ok and type(entry) == 'table' and tonumber(entry['at'])
+        if not at or at >= tonumber(t[1]) - ttl then break end
+        redis.call('RPOP', dead)
+      end
+      redis.call('EXPIRE', dead, ttl)
+    end
   end
 end
 forget(jid)

@@ -1,15 +1,21 @@
+#!lua flags=allow-oom
 -- Fair batched dispatch: take up to B jobs, round robin across guilds (a guild of weight
 -- w gets up to w jobs per turn), and across users within a guild; lease each one.
 -- ARGV: prefix, worker_id, batch_size, lease_s, capabilities ('caption,ocr,...'),
---       max_scan, max_skip, fresh (1: this call starts a batch; 0: it tops one up)
--- Returns {now, {{jid, data, attempt, expired (0/1), enqueued_at}, ...}}.
+--       max_scan, max_skip, fresh (1: this call starts a batch; 0: it tops one up),
+--       isolate_after (crashes after which a job runs alone)
+-- Returns {now, {{jid, data, attempt, expired (0/1), enqueued_at, isolated (0/1)}, ...}}.
 --
--- A job taken before and never handed back (its worker died, or hung, with it) is a
--- suspect: it may be what killed that worker. It runs alone, as a batch of one, so that a
--- job that crashes the process each time blames only itself: its batch neighbours, also
--- taken again, each succeed alone, and it reaches the reaper's attempt limit and the
--- dead letters without them. So a suspect is taken only by a fresh call that has taken
--- nothing yet, and ends that call; met later, it waits at the head of its line.
+-- Blame (see reap.lua): field `k` counts the started batches a job was in when they took
+-- their worker down. A job recovered from one crash runs again in an ordinary fair batch:
+-- most crashes (an OOM kill, a lost host, a deploy) are nobody's fault, and recovering
+-- them one job per batch would cost a batch per job. A job with `isolate_after` crashes
+-- or more (it was in batches that killed workers more than once) is a suspect and runs
+-- alone, as a batch of one, so that a job that crashes the process each time blames only
+-- itself: its former neighbours each succeed alone, and it dies alone, the only crash the
+-- reaper charges towards the dead letters. So a suspect is taken only by a fresh call
+-- that has taken nothing yet, and ends that call; met later, it waits at the head of its
+-- line.
 --
 -- Jobs past their deadline are leased and returned flagged `expired` (the worker answers
 -- them "timed out" without running them); they do not count toward B. A job whose task
@@ -22,6 +28,7 @@
 local wid, B, lease_s = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_scan, max_skip = tonumber(ARGV[6]), tonumber(ARGV[7])
 local fresh = ARGV[8] == '1'
+local isolate_after = tonumber(ARGV[9]) or 2
 local alone = false  -- a suspect was met: this call takes nothing more
 local caps = {}
 for t in string.gmatch(ARGV[5], '[^,]+') do caps[t] = true end
@@ -29,11 +36,11 @@ local now = now_s()
 local rows = {}
 local taken, scanned, skipped = 0, 0, 0
 
-local function lease(jid, f, expired)
+local function lease(jid, f, expired, isolated)
   local a = bump_attempt(jid, 1)
   redis.call('ZADD', K.leases(), now + lease_s, jid)
   redis.call('HSET', K.lease_owner(), jid, wid)
-  table.insert(rows, {jid, f[1], a, expired, f[4] or ''})
+  table.insert(rows, {jid, f[1], a, expired, f[4] or '', isolated or 0})
 end
 
 -- The served user is at the head of guild_users(g): pop its job and rotate the user to
@@ -60,7 +67,7 @@ local function serve_guild(g, quota)
       scanned = scanned + 1
       redis.call('LPOP', gu)  -- repair a broken invariant rather than loop on it
     else
-      local f = redis.pcall('HMGET', K.job(jid), 'data', 't', 'dl', 'eq', 'a')
+      local f = redis.pcall('HMGET', K.job(jid), 'data', 't', 'dl', 'eq', 'k')
       if f.err then f = {} end  -- a planted key of another type: a stale id, dropped
       local dl = tonumber(f[3] or '')
       if not f[1] then
@@ -73,11 +80,11 @@ local function serve_guild(g, quota)
       elseif f[2] and not caps[f[2]] then
         blocked, skipped = blocked + 1, skipped + 1
         redis.call('LMOVE', gu, gu, 'LEFT', 'RIGHT')
-      elseif (tonumber(f[5]) or 0) >= 1 then
+      elseif (tonumber(f[5]) or 0) >= isolate_after then
         alone = true
         if fresh and taken == 0 then
           pop_head(g, u)
-          lease(jid, f, 0)
+          lease(jid, f, 0, 1)
           got, taken = got + 1, taken + 1
         end
         break
@@ -101,8 +108,10 @@ while taken < B and scanned < max_scan and skipped < max_skip and not alone do
   if alone and got == 0 then break end  -- the guild keeps its turn for its suspect
   if redis.call('LLEN', K.guild_users(g)) == 0 then
     redis.call('LPOP', ring)
+    ring_drop(g)
   else
     redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+    ring_back(g)
   end
   if got == 0 then stalled = stalled + 1 else stalled = 0 end
   -- a whole turn of the ring without taking anything: nothing here for this worker
