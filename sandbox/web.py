@@ -11,11 +11,7 @@ can drive the sandbox without a browser:
     POST /api/autocomplete                what the bot suggests for an option being typed
     GET  /api/channels/{id}/messages      the channel as it stands, oldest first
 
-Only the sandbox's own pages may call the API: a request whose `Host` is not this server
-(127.0.0.1 or localhost, on its port: another name resolving to 127.0.0.1 is DNS
-rebinding) or whose `Origin`, when a browser sends one, is not this server is refused
-(403), and JSON bodies must say `Content-Type: application/json` (415), which a page of
-another site cannot send without asking first. curl, `sandbox.client` and the page pass.
+Who may call it, and how bodies and errors travel, is `sandbox.http`.
 
 Every user action becomes what Discord would send the bot (a MESSAGE_CREATE or an
 INTERACTION_CREATE on the gateway); every answer is whatever the bot sent back over REST.
@@ -29,7 +25,6 @@ import io
 import mimetypes
 import re
 from collections import OrderedDict
-from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -39,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from sandbox.discord import DiscordServer, InteractionState
 from sandbox.discord import interactions as ix
 from sandbox.discord import payloads as p
+from sandbox.http import ApiError, api, asset, json_body, page, same_origin_only
 from sandbox.views import message_view, modal_view
 
 CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
@@ -46,18 +42,7 @@ CALLBACK_WAIT_S = 3.5  # Discord's 3 s to acknowledge, and a little slack
 LOTTIE_STICKER = b'{"v":"5.7.4","fr":30,"ip":0,"op":30,"w":160,"h":160,"layers":[]}'
 _LINK_RE = re.compile(r"https?://[^\s<>]+")
 MAX_KEPT_ATTACHMENTS = 500
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
 _TYPE_CASTS: dict[int, Any] = {4: int, 5: bool, 10: float}  # integer, boolean, number
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _static(name: str) -> bytes:
-    return resources.files("sandbox").joinpath("static", name).read_bytes()
 
 
 class Sandbox:
@@ -88,53 +73,18 @@ class Sandbox:
         self.stickers.append(server.sticker(LOTTIE_STICKER, "wave (Lottie)", p.STICKER_LOTTIE))
 
     def routes(self, app: web.Application) -> None:
-        app.middlewares.append(self._same_origin_only)
-        app.router.add_get("/", self._page)
-        app.router.add_get("/static/{name}", self._asset)
+        app.middlewares.append(same_origin_only(lambda: self.server.port))
+        app.router.add_get("/", page)
+        app.router.add_get("/static/{name}", asset)
         app.router.add_get("/samples/{name}", self._sample)
-        app.router.add_get("/api/state", self._api(self.state))
-        app.router.add_post("/api/attachments", self._api(self.upload))
-        app.router.add_post("/api/messages", self._api(self.post_message))
-        app.router.add_post("/api/interactions", self._api(self.interact))
-        app.router.add_post("/api/autocomplete", self._api(self.autocomplete))
-        app.router.add_get("/api/channels/{channel_id}/messages", self._api(self.channel))
-
-    def _own_hosts(self) -> set[str]:
-        port = self.server.port
-        return {f"127.0.0.1:{port}", f"localhost:{port}"}
-
-    @web.middleware
-    async def _same_origin_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Other web pages must not drive the sandbox (see the module doc)."""
-        if request.path.startswith("/api/"):
-            hosts = self._own_hosts()
-            if request.headers.get("Host", "") not in hosts:
-                return web.json_response({"error": "not this sandbox's address"}, status=403)
-            origin = request.headers.get("Origin")
-            if origin is not None and origin not in {f"http://{h}" for h in hosts}:
-                return web.json_response({"error": "cross-site request refused"}, status=403)
-        response: web.StreamResponse = await handler(request)
-        return response
-
-    def _api(self, handler: Any) -> Any:
-        async def wrapped(request: web.Request) -> web.Response:
-            try:
-                return web.json_response(await handler(request))
-            except ApiError as exc:
-                return web.json_response({"error": str(exc)}, status=exc.status)
-
-        return wrapped
+        app.router.add_get("/api/state", api(self.state))
+        app.router.add_post("/api/attachments", api(self.upload))
+        app.router.add_post("/api/messages", api(self.post_message))
+        app.router.add_post("/api/interactions", api(self.interact))
+        app.router.add_post("/api/autocomplete", api(self.autocomplete))
+        app.router.add_get("/api/channels/{channel_id}/messages", api(self.channel))
 
     # --- page ------------------------------------------------------------------------
-
-    async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(body=_static("index.html"), content_type="text/html")
-
-    async def _asset(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in _STATIC:
-            raise web.HTTPNotFound()
-        return web.Response(body=_static(name), content_type=_STATIC[name])
 
     async def _sample(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -161,17 +111,6 @@ class Sandbox:
     def _require_bot(self) -> None:
         if not self.server.gateway.ready.is_set():
             raise ApiError(503, "the bot is not connected to the sandbox yet")
-
-    async def _json(self, request: web.Request) -> p.Json:
-        if request.content_type != "application/json":
-            raise ApiError(415, "send the body as application/json")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "the body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        return body
 
     # --- API ---------------------------------------------------------------------------
 
@@ -248,7 +187,7 @@ class Sandbox:
         return found
 
     async def post_message(self, request: web.Request) -> p.Json:
-        body = await self._json(request)
+        body = await json_body(request)
         self._require_bot()
         guild, user = self._guild(body.get("channel_id")), self._user(body)
         content = str(body.get("content") or "")
@@ -330,7 +269,7 @@ class Sandbox:
             raise ApiError(400, f"the bot has no command named {name!r}") from None
 
     async def interact(self, request: web.Request) -> p.Json:
-        body = await self._json(request)
+        body = await json_body(request)
         self._require_bot()
         user = self._user(body)
         if isinstance(body.get("modal"), dict):
@@ -396,7 +335,7 @@ class Sandbox:
         }
 
     async def autocomplete(self, request: web.Request) -> p.Json:
-        body = await self._json(request)
+        body = await json_body(request)
         self._require_bot()
         user, guild = self._user(body), self._guild(body.get("channel_id"))
         command = self._command(body.get("command"), ix.CHAT_INPUT)
