@@ -105,7 +105,7 @@ def test_bad_job_messages_are_malformed(raw: str | bytes) -> None:
 
 def test_task_parameters_are_validated_again_on_decode() -> None:
     with pytest.raises(UnknownTask):
-        Job.from_json(_mutated(task="segment"))
+        Job.from_json(_mutated(task="panoptic"))
     with pytest.raises(InvalidParameter):
         Job.from_json(_mutated(max_new_tokens=100_000))
 
