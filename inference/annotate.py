@@ -21,7 +21,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 from inference.detection import Detection
 from inference.errors import MalformedMessage
 from inference.intake import to_rgb
-from inference.segmentation import decode_mask, mask_in_box
+from inference.segmentation import MAX_SEGMENTS, decode_mask, mask_in_box
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,12 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
     tag_h = font_px + 2 * pad
 
     colors = assign_colors(d.label for d in detections)
-    masked = {i for i, det in enumerate(detections) if _draw_mask(out, det, colors, line_px)}
+    # A worker sends at most MAX_SEGMENTS masks; past that (a hostile result) only boxes.
+    masked = {
+        i
+        for i, det in enumerate(detections[:MAX_SEGMENTS])
+        if _draw_mask(out, det, colors, line_px)
+    }
     draw = ImageDraw.Draw(out)
     boxes: list[tuple[int, int, int, int]] = []
     for i, det in enumerate(detections):

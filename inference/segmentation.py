@@ -81,9 +81,16 @@ def parse_segments(text: str, width: int, height: int) -> list[ParsedSegment]:
     return out
 
 
+def pack_mask(levels: Image.Image) -> str:
+    """A 64×64 "L" mask (128 standing for the decoder's 0, foreground above) as compact
+    text for the queue: zlib, base64; a few hundred characters for a real mask."""
+    if levels.mode != "L" or levels.size != (MASK_SIZE, MASK_SIZE):
+        raise ValueError(f"a mask is a {MASK_SIZE}x{MASK_SIZE} L image, got {levels}")
+    return base64.b64encode(zlib.compress(levels.tobytes(), 9)).decode()
+
+
 def decode_mask(text: str) -> Image.Image:
-    """A packed mask (`inference.engine.masks.encode_mask`) as a 64×64 "L" picture, 128
-    standing for the decoder's 0 (foreground above). Raises MalformedMessage."""
+    """Inverse of `pack_mask`. Raises MalformedMessage."""
     if len(text) > MAX_MASK_CHARS:
         raise MalformedMessage("A segment mask is too long.")
     try:
@@ -108,12 +115,15 @@ def mask_in_box(
     x0, y0, x1, y1 = (int(v) for v in box)
     left, top = max(x0, 0), max(y0, 0)
     right, bottom = min(x1, width), min(y1, height)
-    if right <= left or bottom <= top:
+    if right <= left or bottom <= top or x1 <= x0 or y1 <= y0:
         return 0, 0, None
-    # Resized over the whole box, then cut: a box partly outside the picture keeps the
-    # mask's proportions. One byte a pixel (Pillow, no numpy: the bot draws with this).
-    full = mask.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
-    region = full.crop((left - x0, top - y0, right - x0, bottom - y0))
+    # Only the part inside the picture is resized (the box's corners may lie anywhere a
+    # hostile result puts them), sampled as if the whole box had been, so a box partly
+    # outside keeps the mask's proportions. One byte a pixel, and no numpy: the bot
+    # draws with this.
+    fx, fy = MASK_SIZE / (x1 - x0), MASK_SIZE / (y1 - y0)
+    source = ((left - x0) * fx, (top - y0) * fy, (right - x0) * fx, (bottom - y0) * fy)
+    region = mask.resize((right - left, bottom - top), Image.Resampling.BILINEAR, box=source)
     return left, top, region.point(lambda v: 255 if v >= 128 else 0)
 
 
@@ -153,11 +163,12 @@ def rle_encode(mask: Image.Image, box: Sequence[int], size: tuple[int, int]) -> 
 def segments_json(segments: Sequence[Detection], size: tuple[int, int]) -> list[dict[str, object]]:
     """Segments as users get them (the CLI's output, the bot's JSON file): label, box
     [x0, y0, x1, y1] and mask as COCO RLE on the whole picture of `size` (width, height),
-    or None where there is no mask or it does not unpack."""
+    or None where there is no mask or it does not unpack (or past MAX_SEGMENTS)."""
     out: list[dict[str, object]] = []
-    for segment in segments:
+    for n, segment in enumerate(segments):
         rle = None
-        if segment.mask is not None:
+        # More than a worker ever sends (MAX_SEGMENTS) is not worth a raster scan each.
+        if segment.mask is not None and n < MAX_SEGMENTS:
             with contextlib.suppress(MalformedMessage):  # a bad mask: the box alone
                 rle = rle_encode(decode_mask(segment.mask), segment.box, size)
         out.append({"label": segment.label, "box": list(segment.box), "mask": rle})

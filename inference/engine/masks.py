@@ -13,18 +13,17 @@ edges.
 
 from __future__ import annotations
 
-import base64
 import logging
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from inference.detection import Detection
 from inference.errors import ModelLoadError
-from inference.segmentation import parse_segments
+from inference.segmentation import pack_mask, parse_segments
 from inference.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -172,13 +171,12 @@ def decode_masks(decoder: MaskDecoder, codes: Sequence[Sequence[int]]) -> np.nda
 
 
 def encode_mask(mask: np.ndarray) -> str:
-    """A 64×64 decoder output in [-1, 1] packed for the queue: one byte a pixel (0 ↦ 128,
-    so foreground is >= 128), zlib, base64; a few hundred characters for a real mask.
-    `inference.segmentation.decode_mask` unpacks it without numpy."""
+    """A 64×64 decoder output in [-1, 1] packed for the queue (`segmentation.pack_mask`):
+    one byte a pixel, 0 ↦ 128, so foreground is >= 128 and the bot needs no numpy."""
     if mask.shape != (MASK_SIZE, MASK_SIZE):
         raise ValueError(f"a mask is {MASK_SIZE}x{MASK_SIZE}, got {mask.shape}")
     levels = np.clip(np.rint((np.asarray(mask, np.float64) + 1.0) * 127.5), 0, 255)
-    return base64.b64encode(zlib.compress(levels.astype(np.uint8).tobytes(), 9)).decode()
+    return pack_mask(Image.fromarray(levels.astype(np.uint8), mode="L"))
 
 
 def mask_decoder_for(settings: EngineSettings, device: torch.device) -> MaskDecoder | None:
