@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,19 +27,9 @@ from sandbox.discord.recorder import Recorded
 from tests.discord_server.expect import answer_for, reply_answer, sent_file
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import one_shape_scene, png_bytes
+from tests.masks import rle_decode
 
 __all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
-
-
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    height, width = rle["size"]
-    values = np.zeros(height * width, dtype=np.bool_)
-    position, on = 0, False
-    for count in rle["counts"]:
-        values[position : position + count] = on
-        position += count
-        on = not on
-    return values.reshape(width, height).T
 
 
 def truth(scene: Scene) -> np.ndarray:

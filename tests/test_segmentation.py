@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import zlib
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from inference.segmentation import (
     parse_segments,
     rle_encode,
 )
+from tests.masks import rle_decode
 
 CODES = "".join(f"<seg{c:03d}>" for c in range(0, 128, 8))
 
@@ -94,18 +94,6 @@ def test_bad_packed_masks_are_refused(text: str) -> None:
 
 def _levels(picture: np.ndarray) -> Image.Image:
     return Image.fromarray(np.where(picture, 255, 0).astype(np.uint8), mode="L")
-
-
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """An independent decoder: the (height, width) boolean mask of a COCO RLE."""
-    height, width = (int(v) for v in rle["size"])
-    values = np.zeros(height * width, dtype=np.bool_)
-    position, on = 0, False
-    for count in rle["counts"]:
-        values[position : position + count] = on
-        position += count
-        on = not on
-    return values.reshape(width, height).T
 
 
 @pytest.mark.parametrize(
