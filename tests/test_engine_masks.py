@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from inference.detection import MAX_MASK_CHARS
 from inference.engine.masks import (
     MaskDecoder,
     decode_masks,
@@ -17,7 +18,7 @@ from inference.engine.masks import (
     segment_results,
 )
 from inference.errors import ModelLoadError
-from inference.segmentation import decode_mask
+from inference.segmentation import MAX_LABEL_CHARS, MAX_SEGMENTS, decode_mask
 
 # ---- The reference: big_vision/evaluators/proj/paligemma/transfers/segmentation.py,
 # followed literally in numpy (NHWC activations, HWIO kernels made by its `transp`).
@@ -170,3 +171,15 @@ def test_segment_results_with_and_without_a_decoder(tmp_path: Path) -> None:
     boxes_only, note = segment_results(None, text, 1024, 512)
     assert [s.mask for s in boxes_only] == [None, None]
     assert "python -m inference.fetch_mask_decoder" in note and "MASK_DECODER" in note
+
+
+def test_hostile_model_output_is_capped_before_decoding(tmp_path: Path) -> None:
+    decoder = load_mask_decoder(save(tmp_path / "vae.npz", random_state(6)))
+    codes = "".join(f"<seg{c:03d}>" for c in range(16))
+    one = f"<loc0000><loc0000><loc0100><loc0100>{codes} {'@everyone ' * 1000}"
+    segments, _ = segment_results(decoder, " ; ".join([one] * 400), 5000, 5000)
+    assert len(segments) == MAX_SEGMENTS
+    assert all(s.mask is not None and len(s.mask) <= MAX_MASK_CHARS for s in segments)
+    assert all(len(s.label) <= MAX_LABEL_CHARS for s in segments)
+    garbage, note = segment_results(decoder, "<seg999><loc><eos>" * 5000 + "<seg12" * 9, 9, 9)
+    assert garbage == () and note == ""
