@@ -56,7 +56,6 @@ _TITLE_RESERVE = 300
 # 1/16 of the upload limit is left for the small JSON and text files beside the pictures.
 _TEXT_FILES_SHARE = 16
 _NO_TEXT = {Task.OCR: "No text found.", Task.DETECT: "Nothing found."}
-_DRAWN = (Task.DETECT, Task.SEGMENT)
 # The job context's "k/n": an animation was answered about its frame k of n.
 FRAME_FIELD = "frame"
 COLOUR_OK = discord.Colour.blurple()
@@ -312,7 +311,7 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
             description = truncate("⚠️ " + neutralize_mentions(message), budget)
             embeds.append(discord.Embed(title=title, description=description, colour=COLOUR_ERROR))
             continue
-        if result.task in _DRAWN:
+        if result.task is not None and result.task.draws:
             embed, drawn = _detection(item, n, title, per_image_bytes, budget)
             if drawn is not None:
                 files.append(drawn)

@@ -2,10 +2,10 @@
 
 Three steps: the first stage (caption, describe, answer, detect; about 14 minutes on 2
 cores), the mask VQ-VAE (`mask_decoder.npz`, in big_vision's vae-oid.npz layout), and the
-segment stage on top of the first. `--stage segment` runs only the last two, starting from
-the first stage's checkpoint already in DIR. With 2 torch threads this reproduces the
-committed `models/palicord-tiny` bit for bit; another thread count trains a different,
-similar model.
+segment stage on top of the first (together about 6 minutes). `--stage segment` runs only
+the last two, starting from the first stage's checkpoint already in DIR. With 2 torch
+threads this reproduces the committed `models/palicord-tiny` bit for bit; another thread
+count trains a different, similar model.
 """
 
 from __future__ import annotations
