@@ -30,7 +30,8 @@ from inference.errors import PalicordError
 from inference.intake import LoadedImage
 from inference.queue import JobResult
 from inference.queue.memory import FROM_CACHE, SAME_ORIGIN, age_s
-from inference.tasks import Task
+from inference.segmentation import segments_json
+from inference.tasks import NOTE_FIELD, Task
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,29 @@ def _text_body(result: JobResult, budget: int) -> tuple[str, OutFile | None, str
     return body, overflow, task.value
 
 
-def _boxes_json(detections: Sequence[Detection]) -> bytes:
-    return json.dumps([d.to_dict() for d in detections], indent=2).encode()
+def _boxes_file(item: ItemAnswer, n: int, max_bytes: int) -> OutFile:
+    """The raw answer as JSON: boxes, and for segment masks as COCO RLE on the upload;
+    cut to the first entries that fit `max_bytes` (a hostile result may hold thousands)."""
+    result = item.result
+    if result.task is not Task.SEGMENT:
+        entries = [d.to_dict() for d in result.detections]
+    elif result.display is None:  # a worker that sent no picture: boxes only
+        entries = [{"label": d.label, "box": list(d.box), "mask": None} for d in result.detections]
+    else:
+        entries = segments_json(result.detections, result.display.original_size)
+    lines: list[str] = []
+    size = 4  # one entry a line: readable, and its size known as it grows
+    for entry in entries:
+        line = json.dumps(entry, ensure_ascii=False)
+        size += len(line.encode()) + 2
+        if size > max_bytes:
+            break
+        lines.append(line)
+    return OutFile(_json_name(item, n), ("[\n" + ",\n".join(lines) + "\n]\n").encode())
+
+
+def _json_name(item: ItemAnswer, n: int) -> str:
+    return f"{'segments' if item.result.task is Task.SEGMENT else 'boxes'}-{n}.json"
 
 
 def picture_for(item: ItemAnswer) -> LoadedImage | None:
@@ -220,35 +242,43 @@ def draw_boxes(
 
 def _draw(item: ItemAnswer, n: int, max_bytes: int) -> tuple[OutFile | None, str]:
     """The marked-up picture, or None and a note saying why there is none."""
+    json_name = _json_name(item, n)
     try:
         picture = picture_for(item)
         if picture is None:
             return (
                 None,
-                f"The picture is too large to draw on here; the boxes are in boxes-{n}.json.",
+                f"The picture is too large to draw on here; the boxes are in {json_name}.",
             )
         data, extension = draw_boxes(picture, item.result.detections, max_bytes)
     except ValueError:
         return None, (
             f"The picture with its boxes would not fit the {_mib(max_bytes)} upload "
-            f"limit here; the boxes are in boxes-{n}.json."
+            f"limit here; the boxes are in {json_name}."
         )
     except PalicordError as exc:
         log.info("could not draw detections: %s", exc.code)
-        return None, f"I couldn't draw the boxes; they are in boxes-{n}.json."
-    return OutFile(f"detections-{n}.{extension}", data), ""
+        return None, f"I couldn't draw the boxes; they are in {json_name}."
+    name = "masks" if item.result.task is Task.SEGMENT else "detections"
+    return OutFile(f"{name}-{n}.{extension}", data), ""
 
 
 def _detection(
-    item: ItemAnswer, n: int, title: str | None, max_bytes: int
+    item: ItemAnswer, n: int, title: str | None, max_bytes: int, budget: int
 ) -> tuple[discord.Embed, OutFile | None]:
-    """The legend embed and, when it can be drawn within `max_bytes`, the marked-up picture."""
-    description = legend(item.result.detections)
+    """The legend embed (within `budget` characters) and, when it can be drawn within
+    `max_bytes`, the marked-up picture."""
+    notes: list[str] = []
+    if note := item.result.context.get(NOTE_FIELD, ""):  # the worker's, e.g. "no decoder"
+        notes.append(safe_text(note))
     drawn: OutFile | None = None
     if item.drawable:
         drawn, note = _draw(item, n, max_bytes)
         if note:
-            description += "\n\n" + note
+            notes.append(note)
+    tail = truncate("".join("\n\n" + note for note in notes), budget // 2)
+    # Hundreds of distinct labels (a hostile or looping model) are cut, not the notes.
+    description = truncate(legend(item.result.detections), budget - len(tail)) + tail
     embed = discord.Embed(title=title, description=description, colour=COLOUR_OK)
     if drawn is not None:
         embed.set_image(url=f"attachment://{drawn.filename}")
@@ -263,6 +293,7 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
     # Discord states its limit per file; sharing it between a message's pictures keeps the
     # whole upload within it as well, and annotated pictures are rarely near the limit.
     pictures_bytes = max_file_bytes - max_file_bytes // _TEXT_FILES_SHARE
+    text_bytes = max_file_bytes // _TEXT_FILES_SHARE // max(len(items), 1)
     per_image_bytes = pictures_bytes // max(drawable, 1)
     budget = min(
         EMBED_DESCRIPTION_LIMIT,
@@ -280,11 +311,11 @@ def compose(items: Sequence[ItemAnswer], *, max_file_bytes: int) -> Answer:
             description = truncate("⚠️ " + neutralize_mentions(message), budget)
             embeds.append(discord.Embed(title=title, description=description, colour=COLOUR_ERROR))
             continue
-        if result.task is Task.DETECT:
-            embed, drawn = _detection(item, n, title, per_image_bytes)
+        if result.task is not None and result.task.draws:
+            embed, drawn = _detection(item, n, title, per_image_bytes, budget)
             if drawn is not None:
                 files.append(drawn)
-            files.append(OutFile(f"boxes-{n}.json", _boxes_json(result.detections)))
+            files.append(_boxes_file(item, n, text_bytes))
             embeds.append(embed)
             continue
         body, overflow, task = _text_body(result, budget)

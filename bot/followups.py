@@ -1,5 +1,6 @@
 """Follow-ups on an answer: its buttons ("Ask about this image", "Describe in detail",
-"Detect…", "Read text") and replies to it run on the same picture without a new upload.
+"Detect…", "Segment…", "Read text": Discord's five a row) and replies to it run on the
+same picture without a new upload.
 
 A button holds all it needs in its `custom_id` (`pc:<action>:<picture digest>`), and the
 picture is kept in Redis (`inference.queue.memory`), so the bot keeps no per-message state
@@ -27,6 +28,7 @@ ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "ask": ("Ask about this image", discord.ButtonStyle.primary),
     "describe": ("Describe in detail", discord.ButtonStyle.secondary),
     "detect": ("Detect…", discord.ButtonStyle.secondary),
+    "segment": ("Segment…", discord.ButtonStyle.secondary),
     "ocr": ("Read text", discord.ButtonStyle.secondary),
 }
 TEMPLATE = rf"{PREFIX}:(?P<action>{'|'.join(ACTIONS)}):(?P<digest>[0-9a-f]{{{DIGEST_HEX}}})"
@@ -88,7 +90,8 @@ class FollowUp(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], templ
         elif self.action == "ask":
             await interaction.response.send_modal(AskModal(self.digest))
         else:
-            await interaction.response.send_modal(DetectModal(self.digest))
+            task = Task.SEGMENT if self.action == "segment" else Task.DETECT
+            await interaction.response.send_modal(ObjectsModal(self.digest, task))
 
 
 class AskModal(discord.ui.Modal, title="Ask about this image"):
@@ -108,20 +111,23 @@ class AskModal(discord.ui.Modal, title="Ask about this image"):
         )
 
 
-class DetectModal(discord.ui.Modal, title="Detect objects"):
-    objects: discord.ui.TextInput[DetectModal] = discord.ui.TextInput(
+class ObjectsModal(discord.ui.Modal, title="Detect objects"):
+    """Which objects to detect (or segment, `task`) on the picture behind a button."""
+
+    objects: discord.ui.TextInput[ObjectsModal] = discord.ui.TextInput(
         label="Objects to find, separated by ;",
         placeholder="e.g. cat ; dog",
         max_length=MAX_OBJECTS_CHARS,
     )
 
-    def __init__(self, digest: str) -> None:
-        super().__init__(timeout=MODAL_TIMEOUT_S)
-        self.digest = digest
+    def __init__(self, digest: str, task: Task = Task.DETECT) -> None:
+        title = "Segment objects" if task is Task.SEGMENT else "Detect objects"
+        super().__init__(timeout=MODAL_TIMEOUT_S, title=title)
+        self.digest, self.task = digest, task
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await _runner(interaction).follow_up(
-            interaction, self.digest, Task.DETECT, objects=self.objects.value
+            interaction, self.digest, self.task, objects=self.objects.value
         )
 
 

@@ -316,7 +316,7 @@ class Requests:
         if hit is None:
             return None
         self._metrics.cache_hits.inc()
-        if spec.task is Task.DETECT:
+        if spec.task.draws:
             self._images.put(item.request_id, item.index, data)
         guild = DM_GUILD if item.address.guild_id is None else str(item.address.guild_id)
         origin = origin_of(guild, str(item.address.user_id))
@@ -333,7 +333,7 @@ class Requests:
             context=context,
             job_id=item.job_id,
         )
-        if spec.task is Task.DETECT:
+        if spec.task.draws:
             self._images.put(item.request_id, item.index, data)
         # Listed before submitting: a fast worker's result may arrive before submit returns.
         await self._store.add_user_job(who.user_id, job.job_id, job.deadline_at)

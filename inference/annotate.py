@@ -1,7 +1,9 @@
-"""Draw detection boxes and their labels onto an image, encoded to fit a Discord upload.
+"""Draw detection boxes (and segment masks) with their labels onto an image, encoded to
+fit a Discord upload.
 
 Torch-free. Boxes are in the pixel coordinates of the image passed in (the original-size
-upload), which is also the size drawn, unless the byte cap forces a smaller copy.
+upload), which is also the size drawn, unless the byte cap forces a smaller copy. A
+segment's 64×64 mask is resized into its box at the size drawn, never before.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from inference.detection import Detection
+from inference.errors import MalformedMessage
 from inference.intake import to_rgb
+from inference.segmentation import MAX_SEGMENTS, decode_mask, mask_in_box
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ MIN_SIDE_PX = 32  # below this an annotated image is useless; give up instead
 PNG_SAMPLE_TILE_PX = 128
 PNG_SAMPLE_GRID = 3  # 3 x 3 tiles: a 147-kpx sample, a few ms to encode
 PNG_ESTIMATE_SLACK = 1.25  # try PNG unless the sample predicts well over the cap
+MASK_OPACITY = 0.45  # the picture stays visible under a mask
 _BLACK, _WHITE = (0, 0, 0), (255, 255, 255)
 _ELLIPSIS = "…"
 
@@ -161,14 +166,22 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
     tag_h = font_px + 2 * pad
 
     colors = assign_colors(d.label for d in detections)
+    # A worker sends at most MAX_SEGMENTS masks; past that (a hostile result) only boxes.
+    masked = {
+        i
+        for i, det in enumerate(detections[:MAX_SEGMENTS])
+        if _draw_mask(out, det, colors, line_px)
+    }
     draw = ImageDraw.Draw(out)
     boxes: list[tuple[int, int, int, int]] = []
-    for det in detections:
+    for i, det in enumerate(detections):
         x0, y0, x1, y1 = det.box
         # Box edges are pixel boundaries; the outline is drawn on the pixels inside them.
         x0, y0 = _clamp(x0, 0, width - 1), _clamp(y0, 0, height - 1)
         x1, y1 = _clamp(x1 - 1, x0, width - 1), _clamp(y1 - 1, y0, height - 1)
         boxes.append((x0, y0, x1, y1))
+        if i in masked:  # its mask's outline stands for the box
+            continue
         # A one-pixel dark rim on both sides keeps the line visible on its own colour.
         draw.rectangle((x0, y0, x1, y1), outline=_BLACK, width=line_px + 2)
         inner = (x0 + 1, y0 + 1, max(x0 + 1, x1 - 1), max(y0 + 1, y1 - 1))
@@ -190,6 +203,30 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
             (tag_x + pad, tag_y + tag_h / 2), text, fill=text_color(color), font=font, anchor="lm"
         )
     return out
+
+
+def _draw_mask(out: Image.Image, det: Detection, colors: dict[str, RGB], line_px: int) -> bool:
+    """Fill `det`'s mask semi-transparently in its colour and outline it; False when it has
+    no usable mask (none, or one that does not unpack: its box is drawn instead)."""
+    if det.mask is None:
+        return False
+    try:
+        mask = decode_mask(det.mask)
+    except MalformedMessage:
+        return False
+    left, top, inside = mask_in_box(mask, det.box, out.size)
+    if inside is None or inside.getbbox() is None:
+        return False
+    crop = (left, top, left + inside.width, top + inside.height)
+    tinted = Image.new("RGB", inside.size, colors[det.label])
+    alpha = inside.point(lambda v: round(v * MASK_OPACITY))
+    out.paste(Image.composite(tinted, out.crop(crop), alpha), crop)
+    # The outline: the mask less its erosion, widened like a box's line, with a dark rim.
+    ring = ImageChops.subtract(inside, inside.filter(ImageFilter.MinFilter(3)))
+    size = 2 * (line_px // 2) + 1
+    out.paste(_BLACK, crop, ring.filter(ImageFilter.MaxFilter(size + 2)))
+    out.paste(colors[det.label], crop, ring.filter(ImageFilter.MaxFilter(size)))
+    return True
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -225,7 +262,8 @@ def _png_may_fit(image: Image.Image, max_bytes: int) -> bool:
 
 def _scaled(det: Detection, fx: float, fy: float) -> Detection:
     x0, y0, x1, y1 = det.box
-    return Detection(det.label, (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy)))
+    box = (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy))
+    return Detection(det.label, box, det.mask)
 
 
 def annotate(

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from inference.detection import Detection
 from inference.errors import ConfigurationError, PalicordError
 from inference.queue.settings import describe_errors, load_settings
+from inference.segmentation import segments_json
 from inference.settings import EngineSettings
 from inference.tasks import Task, TaskSpec
 
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("task", choices=[t.value for t in Task])
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, GIF, WebP, BMP)")
     parser.add_argument("--question", "-q", help="question for `answer`")
-    parser.add_argument("--objects", "-o", help='objects for `detect`, e.g. "cat ; dog"')
+    parser.add_argument(
+        "--objects", "-o", help='objects for `detect` and `segment`, e.g. "cat ; dog"'
+    )
     parser.add_argument("--lang", "-l", default=None, help="language code (default en)")
     parser.add_argument("--model", "-m", default=None, help="hub id or local checkpoint dir")
     parser.add_argument("--quantization", choices=["none", "8bit", "4bit"], default=None)
@@ -45,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the annotated image here")
+    parser.add_argument(
+        "--mask-decoder", type=Path, default=None, help="vae-oid.npz for `segment` masks"
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log to stderr")
     return parser
 
@@ -100,12 +106,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         overrides["generation_loop"] = args.generation_loop
     if args.device:
         overrides["device"] = args.device
+    if args.mask_decoder:
+        overrides["mask_decoder"] = args.mask_decoder
     settings = load_settings(EngineSettings, **overrides)
 
     # Check the picture before the slow model load, so a bad file fails in a blink.
     from inference.intake import probe_image
 
-    probe_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    info = probe_image(
+        data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+    )
 
     # Imported here so `--help` and argument errors stay instant (torch is slow to import).
     from inference.engine.paligemma import PaliGemmaEngine
@@ -119,9 +129,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     (result,) = generate_resilient(engine, [InferenceRequest(spec, data)])
     if result is None or not result.ok:  # None only when stopped, which nothing does here
         raise PalicordError(result.error_message if result else None)
-    if args.out is not None and spec.task is Task.DETECT:
+    if args.out is not None and spec.task.draws:
         _write_annotated(data, result.detections, args.out, settings)
-    return result.to_dict()
+    output = result.to_dict()
+    if spec.task is Task.SEGMENT:  # masks as COCO RLE on the picture, not packed 64 × 64
+        # The upright picture's size (the header's may be before EXIF rotation).
+        size = result.display.original_size if result.display else (info.width, info.height)
+        output["segments"] = segments_json(result.detections, size)
+    return output
 
 
 def _write_annotated(

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inference.errors import MalformedMessage
 
 LOC_BINS = 1024  # <loc0000> .. <loc1023>
 DEFAULT_LABEL = "object"
+# A packed 64×64 mask is at most ~5.5 k characters (inference.segmentation).
+MAX_MASK_CHARS = 6_000
 
 # Eight digits is plenty to see a value is out of range and stays far below Python's
 # int-from-string digit limit, which would otherwise raise ValueError on hostile text.
@@ -30,31 +32,43 @@ _LABEL_JUNK_RE = re.compile(r"[<>;]")
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One labelled box in pixel coordinates of the original image: (x0, y0, x1, y1)."""
+    """One labelled box in pixel coordinates of the original image: (x0, y0, x1, y1).
+
+    A segment is a detection with a mask: its 64×64 decoder output covering the box, as
+    `inference.engine.masks.encode_mask` packs it (None: no mask).
+    """
 
     label: str
     box: tuple[int, int, int, int]
+    mask: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form: {"label": str, "box": [x0, y0, x1, y1]}."""
-        return {"label": self.label, "box": list(self.box)}
+        """JSON-ready form: {"label": str, "box": [x0, y0, x1, y1]} (+ "mask" if any)."""
+        out: dict[str, object] = {"label": self.label, "box": list(self.box)}
+        if self.mask is not None:
+            out["mask"] = self.mask
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Detection:
         """Inverse of `to_dict`; raises MalformedMessage on anything else."""
         label = data.get("label")
         box = data.get("box")
+        mask = data.get("mask")
         if not isinstance(label, str):
             raise MalformedMessage("A detection has no text label.")
         if not isinstance(box, list | tuple) or len(box) != 4:
             raise MalformedMessage("A detection box must have four coordinates.")
+        # Its content is checked where it is unpacked (segmentation.decode_mask).
+        if mask is not None and (not isinstance(mask, str) or len(mask) > MAX_MASK_CHARS):
+            raise MalformedMessage("A detection mask must be a short string.")
         coords: list[int] = []
         for value in box:
             # bool is an int subclass; True as a coordinate is a bug upstream, not a pixel.
             if not isinstance(value, int) or isinstance(value, bool):
                 raise MalformedMessage("Detection box coordinates must be integers.")
             coords.append(value)
-        return cls(label=label, box=(coords[0], coords[1], coords[2], coords[3]))
+        return cls(label=label, box=(coords[0], coords[1], coords[2], coords[3]), mask=mask)
 
 
 def clean_label(text: str) -> str:
@@ -67,7 +81,15 @@ def _check_size(width: int, height: int) -> None:
         raise ValueError(f"image size must be positive, got {width}x{height}")
 
 
-def _loc_to_px(loc: int, size: int) -> int:
+def loc_to_px(loc: int, size: int) -> int:
+    """A loc token's value (0..1023) as a pixel coordinate on a side of `size` pixels.
+
+    The one rule for detect and segment boxes: big_vision's segmentation evaluator
+    divides by 1023, its demo, Hugging Face's PaliGemma docs and our training targets
+    (`box_to_loc_tokens`) by 1024. The two differ by under 0.1% of the side (under one
+    pixel below 1,024 px); one rule keeps a segment's box equal to a detect box of the
+    same tokens, and 1024 is what the demo model learned.
+    """
     return round(loc * size / LOC_BINS)
 
 
@@ -87,8 +109,8 @@ def parse_detections(text: str, width: int, height: int) -> list[Detection]:
         if any(v >= LOC_BINS for v in locs):
             continue
         y_a, x_a, y_b, x_b = locs
-        x0, x1 = sorted((_loc_to_px(x_a, width), _loc_to_px(x_b, width)))
-        y0, y1 = sorted((_loc_to_px(y_a, height), _loc_to_px(y_b, height)))
+        x0, x1 = sorted((loc_to_px(x_a, width), loc_to_px(x_b, width)))
+        y0, y1 = sorted((loc_to_px(y_a, height), loc_to_px(y_b, height)))
         detections.append(Detection(label=clean_label(match.group(5)), box=(x0, y0, x1, y1)))
     return detections
 

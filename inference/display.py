@@ -188,7 +188,6 @@ def scale_detections(
     out = []
     for d in detections:
         x0, y0, x1, y1 = d.box
-        out.append(
-            Detection(d.label, (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy)))
-        )
+        box = (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy))
+        out.append(Detection(d.label, box, d.mask))
     return out

@@ -8,6 +8,7 @@ settings object from the environment. Secrets are SecretStr: they never print.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -64,6 +65,10 @@ class EngineSettings(ImageLimits):
     # with the demo model on 2 cores: the pipelined worker at 0.3 of raw with 2 threads,
     # 0.8-0.9 with 1).
     torch_threads: int | None = Field(default=None, ge=1, le=1024)
+    # big_vision's vae-oid.npz, which turns `segment` codes into masks (python -m
+    # inference.fetch_mask_decoder). Default: mask_decoder.npz in a local model's folder
+    # when there is one; without a decoder, segment answers have boxes only.
+    mask_decoder: Path | None = None
 
 
 class WorkerSettings(QueueSettings, EngineSettings):

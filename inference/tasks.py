@@ -24,6 +24,8 @@ DEFAULT_LANGUAGE = "en"
 MAX_QUESTION_CHARS = 500
 MAX_OBJECTS = 8
 MAX_OBJECT_CHARS = 60
+# The worker's note to the user (InferenceResult.note) travels in the result's context.
+NOTE_FIELD = "note"
 
 
 class Task(enum.StrEnum):
@@ -32,11 +34,12 @@ class Task(enum.StrEnum):
     ANSWER = "answer"
     OCR = "ocr"
     DETECT = "detect"
+    SEGMENT = "segment"
 
     @property
     def draws(self) -> bool:
         """Whether the answer is drawn on the picture (the worker sends a display copy)."""
-        return self is Task.DETECT
+        return self in (Task.DETECT, Task.SEGMENT)
 
     @classmethod
     def parse(cls, value: str) -> Task:
@@ -48,13 +51,15 @@ class Task(enum.StrEnum):
 
 
 # A caption is one short sentence; a description is a paragraph; OCR can be long; each
-# detected object costs 4 location tokens plus a few label tokens.
+# detected object costs 4 location tokens plus a few label tokens, a segmented one 16
+# mask codes more.
 DEFAULT_MAX_NEW_TOKENS: dict[Task, int] = {
     Task.CAPTION: 32,
     Task.DESCRIBE: 200,
     Task.ANSWER: 48,
     Task.OCR: 256,
     Task.DETECT: 128,
+    Task.SEGMENT: 256,
 }
 MAX_NEW_TOKENS_LIMIT = 512
 
@@ -128,7 +133,7 @@ class TaskSpec:
                 raise InvalidParameter(
                     f"Questions must be at most {MAX_QUESTION_CHARS} characters."
                 )
-        if t is Task.DETECT:
+        if t in (Task.DETECT, Task.SEGMENT):
             objs = split_objects(objects or "")
         if max_new_tokens is not None and not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise InvalidParameter(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}.")
@@ -151,12 +156,15 @@ class TaskSpec:
                 return "ocr"
             case Task.DETECT:
                 return "detect " + " ; ".join(self.objects)
+            case Task.SEGMENT:
+                return "segment " + " ; ".join(self.objects)
 
 
 @dataclass(frozen=True, slots=True)
 class InferenceResult:
-    """What one request produced: text, pixel boxes for detect, and the picture to draw
-    them on (for tasks that draw)."""
+    """What one request produced: text, pixel boxes for detect (with masks for segment),
+    the picture to draw them on (for tasks that draw), and a note for the user from the
+    worker (such as why a segment answer has no masks)."""
 
     task: Task
     text: str
@@ -164,6 +172,7 @@ class InferenceResult:
     error: str | None = None  # an errors.PalicordError code when this request failed
     error_message: str | None = None
     display: DisplayPicture | None = field(default=None, repr=False)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -173,6 +182,10 @@ class InferenceResult:
         out: dict[str, object] = {"task": self.task.value, "text": self.text}
         if self.task is Task.DETECT:
             out["detections"] = [d.to_dict() for d in self.detections]
+        if self.task is Task.SEGMENT:
+            out["segments"] = [d.to_dict() for d in self.detections]
+        if self.note:
+            out["note"] = self.note
         if self.error is not None:
             out["error"] = self.error
             out["error_message"] = self.error_message

@@ -2,6 +2,7 @@
 
     python -m sandbox.client [--url http://127.0.0.1:8080] ask PICTURE "what color is it?"
     python -m sandbox.client detect PICTURE circle
+    python -m sandbox.client segment PICTURE circle
     python -m sandbox.client describe PICTURE
 
 uploads the picture, runs the slash command as the sandbox's first member, waits for the
@@ -90,11 +91,15 @@ class SandboxClient:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL)
-    parser.add_argument("command", choices=("ask", "detect", "describe", "ocr"))
+    parser.add_argument("command", choices=("ask", "detect", "segment", "describe", "ocr"))
     parser.add_argument("picture", type=Path)
     parser.add_argument("text", nargs="?", default="", help="the question, or the objects")
     args = parser.parse_args(argv)
-    extra = {"ask": {"question": args.text}, "detect": {"objects": args.text}}
+    extra = {
+        "ask": {"question": args.text},
+        "detect": {"objects": args.text},
+        "segment": {"objects": args.text},
+    }
     answer = SandboxClient(args.url).run(
         args.command, args.picture.read_bytes(), **extra.get(args.command, {})
     )

@@ -68,9 +68,11 @@ def test_label_colour_is_the_same_in_another_process() -> None:
 
 
 def test_the_image_modules_never_import_torch() -> None:
-    # The bot imports annotate (and through it intake and detection) without a GPU stack.
+    # The bot imports annotate (and through it intake, detection and segmentation) without
+    # a GPU stack, or numpy.
     code = (
-        "import sys, inference.annotate, inference.intake, inference.detection; "
+        "import sys, inference.annotate, inference.intake, inference.detection, "
+        "inference.segmentation; "
         "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -35,8 +35,8 @@ async def test_login_ready_and_global_sync(server: DiscordServer, prefix: str) -
         synced = server.commands[None]
         slash = {c["name"]: c for c in synced if c.get("type", 1) == 1}
         menus = {c["name"] for c in synced if c.get("type") == 3}
-        assert set(slash) == {"describe", "ask", "detect", "ocr", "queue", "settings"}
-        assert menus == {"Describe image", "Read text (OCR)", "Detect objects…"}
+        assert set(slash) == {"describe", "ask", "detect", "segment", "ocr", "queue", "settings"}
+        assert menus == {"Describe image", "Read text (OCR)", "Detect objects…", "Segment…"}
 
         assert options(slash["describe"]) == [
             ("image", ATTACHMENT, True),

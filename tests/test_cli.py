@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageDraw
 
+from inference.demo.shapes import Shape, draw_shape, make_scene
 from tests.demo import DEMO_MODEL, ROOT
+from tests.masks import rle_decode
 
 SAMPLE = ROOT / "samples" / "shapes.png"
 
@@ -96,3 +101,72 @@ def test_a_question_spelling_the_image_token_is_answered() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads(proc.stdout)["text"]
+
+
+def _one_shape_picture(tmp_path: Path) -> tuple[Path, Shape, np.ndarray]:
+    scene = make_scene(random.Random(31), size=(260, 190), min_shapes=1, max_shapes=1)
+    [shape] = scene.shapes
+    path = tmp_path / "one.png"
+    scene.image.save(path)
+    truth = Image.new("L", scene.image.size, 0)
+    draw_shape(ImageDraw.Draw(truth), shape, fill=255)
+    return path, shape, np.asarray(truth) > 0
+
+
+def test_segment_prints_rle_masks_and_writes_the_overlay(tmp_path: Path) -> None:
+    picture, shape, truth = _one_shape_picture(tmp_path)
+    out = tmp_path / "overlay.png"
+    proc = run_cli(
+        "segment",
+        str(picture),
+        "--objects",
+        shape.kind,
+        "--model",
+        str(DEMO_MODEL),
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"task", "text", "segments"} and result["task"] == "segment"
+    [segment] = result["segments"]
+    assert segment["label"] == shape.kind and len(segment["box"]) == 4
+    rle = segment["mask"]
+    height, width = truth.shape
+    assert rle["size"] == [height, width] and sum(rle["counts"]) == width * height
+    mask = rle_decode(rle)
+    assert (mask & truth).sum() / (mask | truth).sum() >= 0.6
+    with Image.open(out) as overlay:
+        assert overlay.size == (width, height)
+        x0, y0, x1, y1 = shape.box
+        centre = overlay.convert("RGB").getpixel(((x0 + x1) // 2, (y0 + 2 * y1) // 3))
+    assert centre != Image.open(picture).convert("RGB").getpixel(
+        ((x0 + x1) // 2, (y0 + 2 * y1) // 3)
+    )
+
+
+def test_segment_without_a_decoder_gives_boxes_and_says_why(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL, model, ignore=shutil.ignore_patterns("mask_decoder.npz"))
+    picture, shape, _ = _one_shape_picture(tmp_path)
+    proc = run_cli("segment", str(picture), "--objects", shape.kind, "--model", str(model))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [s["mask"] for s in result["segments"]] == [None]
+    assert "python -m inference.fetch_mask_decoder" in result["note"]
+
+
+def test_a_broken_mask_decoder_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "vae-oid.npz"
+    np.savez(broken, decoder_0=np.zeros(3))
+    proc = run_cli(
+        "segment",
+        str(SAMPLE),
+        "--objects",
+        "circle",
+        "--model",
+        str(DEMO_MODEL),
+        "--mask-decoder",
+        str(broken),
+    )
+    assert_one_line_error(proc, "_vq_vae._embedding")

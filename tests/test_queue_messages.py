@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
 from inference.detection import Detection
 from inference.display import DisplayPicture
@@ -23,7 +24,8 @@ from inference.queue.messages import (
     WorkerInfo,
     salvage_reply_address,
 )
-from inference.tasks import InferenceResult, Task, TaskSpec
+from inference.segmentation import pack_mask
+from inference.tasks import NOTE_FIELD, InferenceResult, Task, TaskSpec
 
 
 def make_job(**kw: object) -> Job:
@@ -105,7 +107,7 @@ def test_bad_job_messages_are_malformed(raw: str | bytes) -> None:
 
 def test_task_parameters_are_validated_again_on_decode() -> None:
     with pytest.raises(UnknownTask):
-        Job.from_json(_mutated(task="segment"))
+        Job.from_json(_mutated(task="panoptic"))
     with pytest.raises(InvalidParameter):
         Job.from_json(_mutated(max_new_tokens=100_000))
 
@@ -152,6 +154,24 @@ def test_a_detect_result_carries_its_display_copy_and_older_results_still_read()
         JobResult.from_json(json.dumps(older))
 
 
+def test_a_segment_result_carries_packed_masks_and_the_workers_note() -> None:
+    job = make_job()
+    mask = pack_mask(Image.new("L", (64, 64), 200))
+    inference = InferenceResult(
+        task=Task.SEGMENT,
+        text="",
+        detections=(Detection("cat", (1, 2, 30, 40), mask), Detection("dog", (5, 5, 9, 9))),
+        note="masks need the decoder",
+    )
+    result = JobResult.success(job, inference, worker_id="w1")
+    again = JobResult.from_json(result.to_json())
+    assert again == result and again.detections[0].mask == mask
+    assert again.context[NOTE_FIELD] == "masks need the decoder"
+    assert len(result.to_json()) < 1_000  # 64 × 64 bytes, packed: never a raster
+    # The wire form of a detect result is unchanged: no "mask" key without a mask.
+    assert "mask" not in json.dumps(again.detections[1].to_dict())
+
+
 def test_failure_result_maps_back_to_its_error_class() -> None:
     job = make_job()
     result = JobResult.failure(job.job_id, job.context, JobTimedOut(), task=job.spec.task)
@@ -170,6 +190,8 @@ def test_failure_result_maps_back_to_its_error_class() -> None:
         {"text": None},
         {"finished_at": "x"},
         {"task": 3},
+        {"detections": [{"label": "x", "box": [0, 0, 1, 1], "mask": 7}]},
+        {"detections": [{"label": "x", "box": [0, 0, 1, 1], "mask": "A" * 10_000}]},
     ],
 )
 def test_bad_results_are_malformed(change: dict[str, object]) -> None:

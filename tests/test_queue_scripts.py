@@ -144,7 +144,7 @@ async def test_malformed_payloads_are_dead_lettered_and_never_crash_the_worker(
     )
     wrong_version = await plant(redis, queue_client, json.dumps({**template, "v": 99}))
     missing = await plant(redis, queue_client, json.dumps({"v": 1, "job_id": "x"}))
-    bad_task = await plant(redis, queue_client, json.dumps({**template, "task": "segment"}))
+    bad_task = await plant(redis, queue_client, json.dumps({**template, "task": "panoptic"}))
     # a bare id planted in a line, with no job behind it, is a stale entry: dropped
     await aw(redis.rpush(keys.user_queue("1", "10"), "ghost"))
     good = await submit(queue_client, user="99")

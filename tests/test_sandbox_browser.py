@@ -3,13 +3,15 @@ Debian's chromium-driver; nothing is downloaded): /detect on an uploaded picture
 annotated image and its legend, a mention with a question gets its answer, and a text
 file named .png gets an error only its user sees. The bot and a worker run for real.
 
-SANDBOX_SCREENSHOT=path keeps the screenshot taken with the detection answer on screen
-(the README's picture comes from here)."""
+SANDBOX_SCREENSHOT=path keeps the screenshot taken with the detection answer on screen,
+SANDBOX_SEGMENT_SCREENSHOT=path the one of /segment on the demo model (the README's
+pictures come from here)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,8 +27,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from bot.client import PalicordBot
+from inference.demo import shapes
 from inference.worker.service import Worker
 from sandbox.web import Sandbox
+from tests.demo import demo_engine
 from tests.discord_server.fixtures import prefix, worker
 from tests.discord_server.harness import (
     bot_settings,
@@ -34,6 +38,8 @@ from tests.discord_server.harness import (
     png_bytes,
     running_bot,
     running_sandbox,
+    running_worker,
+    worker_settings,
 )
 
 __all__ = ["prefix", "worker"]  # fixtures, used by name
@@ -193,3 +199,37 @@ async def test_the_page_runs_detect_a_mention_and_shows_errors(
     (tmp_path / "notes.png").write_text("not a picture at all")
     base = sandbox.server.base_url
     await asyncio.to_thread(browse, browser, base, tmp_path, scene.shapes[0].kind)
+
+
+def browse_segment(driver: WebDriver, base: str, folder: Path, shape: str) -> None:
+    """/segment on the demo model: the masks appear, and the answer's row of buttons
+    offers "Segment…" among Discord's five."""
+    driver.get(base + "/")
+    wait(driver, lambda d: "online" in d.find_element(By.ID, "bot-status").text, "the bot")
+    attach(driver, folder / "shapes.png")
+    run_slash(driver, "segment", objects=shape)
+    wait(driver, lambda d: len(bot_answers(d)) == 1, "the segment answer")
+    image = "li.msg .embed img[src*='masks']"
+    wait(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, image).get_property("naturalWidth"),
+        "the picture with its masks",
+    )
+    assert f"{shape} × 1" in bot_answers(driver)[0].find_element(By.CSS_SELECTOR, ".embed").text
+    buttons = "li.msg button[data-custom-id^='pc:']"
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, buttons), "the buttons")
+    labels = [b.text for b in driver.find_elements(By.CSS_SELECTOR, buttons)]
+    assert "Segment…" in labels and len(labels) == 5
+    shot = Path(os.environ.get("SANDBOX_SEGMENT_SCREENSHOT") or folder / "segment.png")
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+async def test_the_page_segments_with_the_demo_model(
+    browser: WebDriver, sandbox: Sandbox, bot: PalicordBot, prefix: str, tmp_path: Path
+) -> None:
+    # Three shapes; the triangle's mask shows the shape, not just its box.
+    scene = shapes.make_scene(random.Random(6), size=(320, 240))
+    kind = "triangle"
+    (tmp_path / "shapes.png").write_bytes(png_bytes(scene.image))
+    async with running_worker(worker_settings(prefix), demo_engine()):
+        await asyncio.to_thread(browse_segment, browser, sandbox.server.base_url, tmp_path, kind)

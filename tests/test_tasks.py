@@ -42,8 +42,8 @@ def test_unknown_language_is_a_clear_error() -> None:
 
 
 def test_unknown_task_lists_the_choices() -> None:
-    with pytest.raises(UnknownTask, match="caption, describe, answer, ocr, detect"):
-        Task.parse("segment")
+    with pytest.raises(UnknownTask, match="caption, describe, answer, ocr, detect, segment"):
+        Task.parse("panoptic")
 
 
 def test_answer_needs_a_question_and_detect_needs_objects() -> None:

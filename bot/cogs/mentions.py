@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
+_ARTICLE_RE = re.compile(r"(?i)(?:^|(?<=[;,]))\s*(?:the|an|a)\s+")
 _KEYWORDS = {
     "detect": Task.DETECT,
+    "segment": Task.SEGMENT,
     "describe": Task.DESCRIBE,
     "caption": Task.CAPTION,
     "ocr": Task.OCR,
@@ -40,15 +42,17 @@ def strip_mentions(text: str, bot_id: int) -> str:
 
 
 def parse_mention(text: str, bot_id: int) -> Ask:
-    """No text: caption. `detect a ; b`: detection. `describe`: a long description.
+    """No text: caption. `detect a ; b`: detection, `segment a ; b`: masks (a leading
+    "the", "a" or "an" dropped: "segment the cat"). `describe`: a long description.
     `ocr` / `read`: the text. `caption`: a caption. Anything else: a question."""
     rest = strip_mentions(text, bot_id)
     if not rest:
         return Ask(Task.CAPTION)
     word, _, tail = rest.partition(" ")
     task = _KEYWORDS.get(word.lower().rstrip(":,"))
-    if task is Task.DETECT:
-        return Ask(Task.DETECT, objects=tail)
+    if task in (Task.DETECT, Task.SEGMENT):
+        # PaliGemma's prompts name the objects bare; people write "the cat".
+        return Ask(task, objects=_ARTICLE_RE.sub("", tail))
     if task is not None:
         return Ask(task)
     return Ask(Task.ANSWER, question=rest)

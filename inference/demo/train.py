@@ -9,6 +9,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,16 +234,22 @@ class Pool:
     rows: list[Example]
     detects: list[Example]  # rows that ask for boxes
     singles: list[Example]  # rows whose picture holds one shape (the warm-up's)
+    segments: list[Example]  # rows that ask for masks (the second stage's, finetune.py)
 
 
-def build_pool(processor: PaliGemmaProcessor, rng: random.Random, n_scenes: int) -> Pool:
+def build_pool(
+    processor: PaliGemmaProcessor,
+    rng: random.Random,
+    n_scenes: int,
+    pairs_for: Callable[[shapes.Scene, random.Random], list[tuple[str, str]]] = examples_for,
+) -> Pool:
     """Render, shrink and encode each picture once; steps then only pad and stack."""
-    pool = Pool(pixels=[], rows=[], detects=[], singles=[])
+    pool = Pool(pixels=[], rows=[], detects=[], singles=[], segments=[])
     for index in range(n_scenes):
         scene = shapes.make_scene(rng, size=_random_size(rng))
         small = scene.image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
         targets = patch_targets(scene, IMAGE_SIZE // PATCH_SIZE)
-        pairs = examples_for(scene, rng)
+        pairs = pairs_for(scene, rng)
         pixel_values, encoded = encode_scene(processor, small, pairs)
         pool.pixels.append(pixel_values)
         for (prompt, _), row in zip(pairs, encoded, strict=True):
@@ -250,6 +257,8 @@ def build_pool(processor: PaliGemmaProcessor, rng: random.Random, n_scenes: int)
             pool.rows.append(example)
             if prompt.startswith("detect "):
                 pool.detects.append(example)
+            if prompt.startswith("segment "):
+                pool.segments.append(example)
             if len(scene.shapes) == 1:
                 pool.singles.append(example)
     log.info(

@@ -40,6 +40,7 @@ from inference.engine.inputs import (
     stack_pixels,
 )
 from inference.engine.loading import LoadedModel, load_model
+from inference.engine.masks import MaskDecoder, mask_decoder_for, segment_results
 from inference.engine.static_loop import StaticLoop, default_batch_buckets, eos_token_ids
 from inference.errors import PalicordError
 from inference.settings import EngineSettings, GenerationLoop
@@ -76,8 +77,10 @@ class PaliGemmaEngine:
         decode_timeout_s: float | None = None,
         torch_threads: int | None = None,
         generation_loop: GenerationLoop = "transformers",
+        mask_decoder: MaskDecoder | None = None,
     ) -> None:
         self._loaded = loaded
+        self._masks = mask_decoder
         self._threads = cpu_threads(loaded.device, torch_threads)
         self._max_batch_size = max_batch_size
         spec = spec_from_processor(
@@ -107,8 +110,9 @@ class PaliGemmaEngine:
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> PaliGemmaEngine:
         """Load the configured checkpoint and build an engine around it."""
+        loaded = load_model(settings)
         return cls(
-            load_model(settings),
+            loaded,
             max_batch_size=settings.batch_size,
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
@@ -117,6 +121,7 @@ class PaliGemmaEngine:
             decode_timeout_s=settings.decode_timeout_s,
             torch_threads=settings.torch_threads,
             generation_loop=settings.generation_loop,
+            mask_decoder=mask_decoder_for(settings, loaded.device),
         )
 
     @property
@@ -234,7 +239,7 @@ class PaliGemmaEngine:
             # Greedy decoding: cutting a longer run at this request's own budget gives
             # exactly the tokens it would have produced alone.
             text = lm.processor.decode(generated[: row.spec.token_budget], skip_special_tokens=True)
-            results.append(_finish(row, text.strip()))
+            results.append(_finish(row, text.strip(), self._masks))
         return results
 
 
@@ -252,11 +257,14 @@ def _prepared(request: InferenceRequest, encoded: Encoded | PalicordError) -> In
     return dataclasses.replace(request, prepared=ModelInput.of(encoded), digest=encoded.digest)
 
 
-def _finish(row: _Row, text: str) -> InferenceResult:
+def _finish(row: _Row, text: str, masks: MaskDecoder | None) -> InferenceResult:
+    width, height = row.input.original_size
     if row.spec.task is Task.DETECT:
-        width, height = row.input.original_size
         detections = tuple(parse_detections(text, width, height))
         return InferenceResult(row.spec.task, text, detections, display=row.input.display)
+    if row.spec.task is Task.SEGMENT:
+        segments, note = segment_results(masks, text, width, height)
+        return InferenceResult(row.spec.task, text, segments, display=row.input.display, note=note)
     return InferenceResult(row.spec.task, text)
 
 

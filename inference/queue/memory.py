@@ -31,7 +31,7 @@ from inference.queue.keys import Keys, fairness_unit
 from inference.queue.messages import JobResult
 from inference.queue.scripts import Scripts
 from inference.queue.settings import QueueSettings
-from inference.tasks import TaskSpec
+from inference.tasks import NOTE_FIELD, TaskSpec
 
 PICTURE, RESULT = "picture", "result"
 # 128 bits of SHA-256: ample against collisions, and short enough for a button's custom_id.
@@ -157,10 +157,16 @@ def from_cache(
     return dataclasses.replace(
         cached,
         job_id=job_id,
-        context={**context, FROM_CACHE: SAME_ORIGIN if same else ELSEWHERE},
+        # The worker's note (why there are no masks, say) belongs to the answer: kept.
+        context={**context, **_note(cached), FROM_CACHE: SAME_ORIGIN if same else ELSEWHERE},
         queue_wait_s=0.0,
         run_s=0.0,
     )
+
+
+def _note(cached: JobResult) -> dict[str, str]:
+    note = cached.context.get(NOTE_FIELD)
+    return {NOTE_FIELD: note} if note else {}
 
 
 def age_s(result: JobResult) -> float:

@@ -26,7 +26,7 @@ from inference.detection import Detection
 from inference.display import DisplayPicture
 from inference.errors import MalformedMessage, PalicordError, error_from_code
 from inference.queue.keys import DM_GUILD, check_part
-from inference.tasks import InferenceResult, Task, TaskSpec
+from inference.tasks import NOTE_FIELD, InferenceResult, Task, TaskSpec
 
 JOB_SCHEMA_VERSION = 1
 RESULT_SCHEMA_VERSION = 1
@@ -268,7 +268,7 @@ class JobResult:
         """Wrap an engine result (which may itself carry a per-request error)."""
         return cls(
             job_id=job.job_id,
-            context=job.context,
+            context=job.context | ({NOTE_FIELD: result.note} if result.note else {}),
             task=result.task,
             text=result.text,
             detections=tuple(result.detections),

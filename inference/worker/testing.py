@@ -24,13 +24,14 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from inference.demo.shapes import BACKGROUND, COLORS
 from inference.detection import Detection
 from inference.display import display_picture
 from inference.engine.base import Engine
 from inference.intake import load_image
+from inference.segmentation import MASK_SIZE, pack_mask
 from inference.settings import WorkerSettings
 from inference.tasks import InferenceRequest, InferenceResult, Task
 
@@ -200,6 +201,16 @@ def _analyse_any_size(image: Image.Image) -> tuple[str, str, tuple[int, int, int
     return colour, shape, (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy))
 
 
+def _shape_mask(image: Image.Image, box: tuple[int, int, int, int]) -> str:
+    """The shape's true mask in its box, packed as the engine packs a decoded one."""
+    inside = image.convert("RGB").crop(box)
+    background = Image.new("RGB", inside.size, BACKGROUND)
+    differs = ImageChops.difference(inside, background).convert("L")
+    binary = differs.point(lambda v: 255 if v > 30 else 0)
+    small = binary.resize((MASK_SIZE, MASK_SIZE), Image.Resampling.BILINEAR)
+    return pack_mask(small)
+
+
 class ShapesOracle(StandIn):
     """Really looks at one-shape demo pictures and answers like the demo model would, in
     milliseconds. Its OCR answer is hostile on purpose (mass mentions, markdown, a
@@ -224,6 +235,14 @@ class ShapesOracle(StandIn):
                 Detection(label=shape, box=box) for obj in request.spec.objects if obj == shape
             )
             # Like the real engine: the picture to draw on comes back with the boxes.
+            display = display_picture(loaded.image, loaded.original_size)
+            return InferenceResult(task=task, text="", detections=hits, display=display)
+        if task is Task.SEGMENT:
+            hits = tuple(
+                Detection(shape, box, _shape_mask(loaded.image, box))
+                for obj in request.spec.objects
+                if obj == shape
+            )
             display = display_picture(loaded.image, loaded.original_size)
             return InferenceResult(task=task, text="", detections=hits, display=display)
         if task is Task.ANSWER:
