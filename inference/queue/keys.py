@@ -16,11 +16,16 @@ DEFAULT_PREFIX = "{palicord}:"
 # Direct messages and group DMs have no guild: a job's guild_id says DM_GUILD, and in the
 # queue each person is a unit of fairness of their own (`fairness_unit`).
 DM_GUILD = "dm"
+# Fairness units of background work start with this (the Lua tests the same three chars).
+BACKGROUND_PREFIX = "bg."
 
 # name -> template; `{}` stands for the dynamic parts, in order.
 _TEMPLATES: dict[str, str] = {
     # list used as a ring of guild ids that have queued jobs (head = next to serve)
     "guild_ring": "guilds",
+    # the same for background work (alt text), served only in slots interactive jobs
+    # leave; its units are background_unit(guild)
+    "background_ring": "guilds:background",
     # per guild: list used as a ring of user ids with queued jobs
     "guild_users": "g:{}:users",
     # hash guild id -> number of job ids in its users' lines (for place estimates)
@@ -90,6 +95,13 @@ def fairness_unit(guild_id: str, user_id: str) -> str:
     return f"{DM_GUILD}-{user_id}" if guild_id == DM_GUILD else guild_id
 
 
+def background_unit(guild_id: str) -> str:
+    """The fairness unit of a guild's background work (automatic alt text): its own line,
+    in the background ring, with its own share of the per-guild cap, so it never crowds
+    out the guild's members' own requests (lua/lib.lua `is_background`)."""
+    return f"{BACKGROUND_PREFIX}{guild_id}"
+
+
 def quota_scope(guild_id: int | None, user_id: int | None = None) -> str:
     """Who shares a daily quota: a guild's members; without a guild, one person (their
     own quota across every guild and DM, `USER_DAILY_QUOTA`)."""
@@ -122,6 +134,10 @@ class Keys:
     @property
     def guild_ring(self) -> str:
         return self._k("guild_ring")
+
+    @property
+    def background_ring(self) -> str:
+        return self._k("background_ring")
 
     def guild_users(self, guild: str) -> str:
         return self._k("guild_users", guild)
