@@ -74,6 +74,13 @@ _TEMPLATES: dict[str, str] = {
     "request": "bot:request:{}",
     # sorted set job id -> deadline, for /queue
     "user_jobs": "bot:user-jobs:{}",
+    # automatic alt text (bot.alt_text): the set of people who opted out; per guild, set
+    # once its first description told people how to opt out; per channel and UTC hour,
+    # how many pictures were described; per described message, its reply (JSON)
+    "alt_opt_out": "bot:alt:opt-out",
+    "alt_notice": "bot:alt:notice:{}",
+    "alt_hourly": "bot:alt:hour:{}:{}",
+    "alt_reply": "bot:alt:reply:{}",
     # --- what both programs remember about pictures (inference.queue.memory) ---
     # per kind ("picture", "result") and id: the bytes, with a TTL; an index sorted by
     # when each was stored, their sizes, and the total, to keep the kind within its budget
@@ -222,6 +229,19 @@ class Keys:
 
     def intake(self, instance_id: str) -> str:
         return self._k("intake", instance_id)
+
+    @property
+    def alt_opt_out(self) -> str:
+        return self._k("alt_opt_out")
+
+    def alt_notice(self, guild_id: int) -> str:
+        return self._k("alt_notice", str(guild_id))
+
+    def alt_hourly(self, channel_id: int, hour: str) -> str:
+        return self._k("alt_hourly", str(channel_id), hour)
+
+    def alt_reply(self, message_id: int) -> str:
+        return self._k("alt_reply", str(message_id))
 
     def stash(self, kind: str, item_id: str) -> str:
         return self._k("stash", kind, item_id)
