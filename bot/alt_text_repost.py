@@ -99,17 +99,19 @@ class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
             return
         assert isinstance(channel, discord.TextChannel) and guild is not None
         await interaction.response.defer(ephemeral=True, thinking=True)
+        # The private "thinking…" message becomes the outcome.
+        say = interaction.edit_original_response
         posted = await store.get(self.message_id)
         if posted is None or posted.gone or not posted.alt_texts:
-            await interaction.followup.send(EXPIRED, ephemeral=True)
+            await say(content=EXPIRED)
             return
         try:
             original = await channel.fetch_message(self.message_id)
         except discord.NotFound:
-            await interaction.followup.send(GONE, ephemeral=True)
+            await say(content=GONE)
             return
         if not fits_upload(original.attachments, guild.filesize_limit):
-            await interaction.followup.send(TOO_LARGE, ephemeral=True)
+            await say(content=TOO_LARGE)
             return
         # The pictures that were described, in the order their descriptions were stored.
         wanting = wanting_alt_text(original, len(original.attachments))
@@ -142,7 +144,7 @@ class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
         note = "Re-posted with alt text."
         if not deleted:
             note += " I may not delete messages here: you can delete your original yourself."
-        await interaction.followup.send(note, ephemeral=True)
+        await say(content=note)
 
     async def _webhook(self, channel: discord.TextChannel, me: discord.Member) -> discord.Webhook:
         """The channel's webhook this bot made for re-posts, made once."""

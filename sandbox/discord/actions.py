@@ -193,10 +193,11 @@ class DiscordServer(FakeDiscord):
         guild: p.FakeGuild | None = None,
         attachments: dict[str, p.Json] | None = None,
         dm: bool = False,
+        channel: p.FakeChannel | None = None,
         **options: Any,
     ) -> ix.InteractionState:
         """A user runs `/name` with `options` (attachments by option name), in a guild's
-        channel or (`dm`) in their direct messages with the bot."""
+        `channel` (by default its first) or (`dm`) in their direct messages with the bot."""
         where = None if dm else guild or self.guild
         state, payload = ix.slash_payload(
             app_id=self.app_id,
@@ -205,7 +206,7 @@ class DiscordServer(FakeDiscord):
             attachments=attachments or {},
             user=user,
             guild=where,
-            channel=self.dm_channel(user) if where is None else where.channel,
+            channel=self.dm_channel(user) if where is None else channel or where.channel,
         )
         await self._dispatch_interaction(state, payload)
         return state
@@ -240,15 +241,19 @@ class DiscordServer(FakeDiscord):
     async def message_command(
         self, name: str, target: p.Json, *, user: p.FakeUser, guild: p.FakeGuild | None = None
     ) -> ix.InteractionState:
-        """A user picks Apps → `name` on message `target`."""
+        """A user picks Apps → `name` on message `target`, where it is."""
         guild = guild or self.guild
+        if target.get("guild_id"):
+            guild, channel = self.channel_of(target)
+        else:
+            channel = guild.channel
         state, payload = ix.message_command_payload(
             app_id=self.app_id,
             command=self.command(name, kind=ix.MESSAGE_COMMAND),
             target=target,
             user=user,
             guild=guild,
-            channel=guild.channel,
+            channel=channel,
         )
         await self._dispatch_interaction(state, payload)
         return state
@@ -263,7 +268,7 @@ class DiscordServer(FakeDiscord):
         custom_id = found.get(label) or (label if label in found.values() else None)
         if custom_id is None:
             raise AssertionError(f"no button {label!r} on that message; it has {list(found)}")
-        if guild is None and current.get("guild_id"):
+        if current.get("guild_id"):  # pressed where the message is
             guild, channel = self.channel_of(current)
         else:
             guild = guild or self.guild
