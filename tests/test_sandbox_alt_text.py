@@ -70,6 +70,9 @@ def browse(driver: WebDriver, base: str, folder: Path, shot: Path) -> None:
     assert "Ben" in text and "look at this" in text and "AI description: a picture of" in text
     alt = driver.find_elements(By.CSS_SELECTOR, "figure.described img")[-1].get_attribute("alt")
     assert alt and alt.startswith("AI description:")
+    driver.execute_script(
+        "const m = document.getElementById('messages'); m.scrollTop = m.scrollHeight;"
+    )
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
 
