@@ -31,6 +31,7 @@ from bot.download import ImageRef
 from bot.guild_config import GuildConfig
 from bot.requests import choose_language
 from inference.errors import PalicordError
+from inference.intake import probe_image
 from inference.queue import JobResult
 from inference.queue.memory import PICTURE_FIELD, from_cache, origin_of
 from inference.tasks import Task, TaskSpec
@@ -90,7 +91,7 @@ class AltText(commands.Cog):
             *(bot.downloader.fetch(ImageRef.from_attachment(a)) for a in pictures),
             return_exceptions=True,
         )
-        datas = [d for d in fetched if isinstance(d, bytes)]
+        datas = [d for d in fetched if isinstance(d, bytes) and await self._safe(d)]
         if not datas:
             return
         texty = await asyncio.gather(*(asyncio.to_thread(looks_like_text, d) for d in datas))
@@ -133,6 +134,18 @@ class AltText(commands.Cog):
             except PalicordError as exc:  # full, say: this picture goes without
                 await self.handle(JobResult.failure(job_id, context, exc, task=spec.task))
         await bot.limits.refund(charge, len(jobs) - queued)
+
+    async def _safe(self, data: bytes) -> bool:
+        """The engine's own intake checks (size, pixels, hostile encodings), as for any
+        request, before the bot itself looks at the picture (`looks_like_text`)."""
+        s = self.bot.settings
+        try:
+            await asyncio.to_thread(
+                probe_image, data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels
+            )
+        except PalicordError:
+            return False
+        return True
 
     # --- results ------------------------------------------------------------------------
 
