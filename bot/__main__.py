@@ -41,6 +41,13 @@ _TOKEN_IN_PATH = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.\-]{2
 _TOKEN_IN_PAYLOAD = re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+""")
 REDACTED = "[redacted]"
 EXIT_BAD_CONFIGURATION = 2
+# Discord closes the gateway with 4014 when the bot asks for an intent its application
+# has not been granted; the only one Palicord may ask for is Message Content.
+PRIVILEGED_INTENT_REFUSED = (
+    "Discord refused the Message Content intent (gateway close code 4014). Automatic alt "
+    "text needs it: switch on Developer Portal → your application → Bot → Message Content "
+    "Intent, or set MESSAGE_CONTENT_INTENT=false to run without automatic alt text."
+)
 MIN_SECRET_CHARS = 4
 
 
@@ -148,6 +155,9 @@ def main() -> int:
         pass
     except discord.LoginFailure:
         log.error("Discord refused the token (DISCORD_TOKEN)")
+        return 1
+    except discord.PrivilegedIntentsRequired:
+        log.error(PRIVILEGED_INTENT_REFUSED)
         return 1
     finally:
         if ops is not None:

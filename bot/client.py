@@ -51,6 +51,7 @@ EXTENSIONS = (
     "bot.cogs.mentions",
     "bot.cogs.queue_status",
     "bot.cogs.admin",
+    "bot.cogs.alt_text",
 )
 REDIS_PING_INTERVAL_S = 5.0
 # Outcomes of a request wait in Redis at most this long after its last job's deadline.
@@ -67,13 +68,15 @@ def apply_endpoints(api_base: str | None, gateway_url: str | None) -> None:
         log.info("Discord gateway: %s", gateway_url)
 
 
-def intents() -> discord.Intents:
-    """Guild and DM message events (for mentions) and guilds; nothing privileged. Messages
-    that mention the bot carry their content without the message-content intent."""
+def intents(settings: BotSettings) -> discord.Intents:
+    """Guild and DM message events (for mentions) and guilds. Messages that mention the
+    bot carry their content without the message-content intent; it is asked for only with
+    MESSAGE_CONTENT_INTENT, for automatic alt text (privileged: see `bot.__main__`)."""
     out = discord.Intents.none()
     out.guilds = True
     out.guild_messages = True
     out.dm_messages = True
+    out.message_content = settings.message_content_intent
     return out
 
 
@@ -112,7 +115,7 @@ class PalicordBot(commands.AutoShardedBot):
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: there are no text commands
-            intents=intents(),
+            intents=intents(settings),
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
             tree_cls=PalicordTree,

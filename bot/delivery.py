@@ -8,7 +8,8 @@ concurrently (up to MAX_HANDLING at once) and answers with pictures are drawn a 
 time (MAX_DRAWING), so one slow drawing or a slow Discord never holds up the other
 answers. Boxes are drawn on the display copy the worker sends with the result; for a
 result without one (an older worker), images queued for detection are kept in a bounded
-memory cache (`ImageCache`), and downloaded again on a miss.
+memory cache (`ImageCache`), and downloaded again on a miss. Results of other kinds of
+work (automatic alt text) name a route (`ROUTE_FIELD`) and go to its handler instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import statistics
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 
@@ -58,6 +59,7 @@ DEFAULT_IMAGE_CACHE_ENTRIES = 10_000
 # Interaction tokens last 15 minutes: an intake older than that can no longer be answered.
 INTAKE_TTL_S = 15 * 60
 _CLAIM_FIELD = "delivered"
+ROUTE_FIELD = "via"  # in a job's context: which handler in `Deliverer.routes` answers it
 
 
 class Deliverer:
@@ -87,6 +89,7 @@ class Deliverer:
         self._handling: dict[str, asyncio.Task[None]] = {}  # by stream entry id
         self._slots = asyncio.Semaphore(MAX_HANDLING)
         self._drawing = asyncio.Semaphore(MAX_DRAWING)
+        self.routes: dict[str, Callable[[JobResult], Awaitable[None]]] = {}
 
     def typical_wait_s(self) -> float | None:
         """Median time from queued to answered over recent results, if any."""
@@ -157,6 +160,9 @@ class Deliverer:
 
     async def handle(self, result: JobResult) -> None:
         """Record one job's outcome and deliver its request's answer if it was the last."""
+        route = self.routes.get(result.context.get(ROUTE_FIELD, ""))
+        if route is not None:
+            return await route(result)
         try:
             item = ItemContext.from_context(result.context)
         except MalformedMessage as exc:

@@ -23,12 +23,20 @@ class GuildConfig:
     daily_quota: int | None = None  # None: the operator's default
     language: str | None = None  # None: each user's Discord locale, else English
     mention_replies: bool = True
+    # Channels where pictures posted without alt text are described (bot.alt_text); empty:
+    # nowhere. Independent of `channels`, which limits where people can ask the bot.
+    alt_text_channels: frozenset[int] = field(default_factory=frozenset)
 
     def allows_channel(self, channel_id: int | None, parent_id: int | None = None) -> bool:
         """Whether the bot answers in this channel (a thread counts as its parent)."""
         if not self.channels:
             return True
         return channel_id in self.channels or (parent_id is not None and parent_id in self.channels)
+
+    def describes_channel(self, channel_id: int) -> bool:
+        """Whether pictures posted in this channel get automatic alt text (not threads:
+        a re-post through a webhook would need the thread's id as well)."""
+        return channel_id in self.alt_text_channels
 
     def quota(self, operator_quota: int) -> int:
         """The effective daily quota: admins may lower the operator's, never raise it."""
@@ -44,6 +52,9 @@ def _decode(raw: dict[bytes, bytes]) -> GuildConfig:
         if fields.get("channels"):
             ids = frozenset(int(c) for c in fields["channels"].split(",") if c)
             config = replace(config, channels=ids)
+        if fields.get("alt_text_channels"):
+            ids = frozenset(int(c) for c in fields["alt_text_channels"].split(",") if c)
+            config = replace(config, alt_text_channels=ids)
         if fields.get("daily_quota"):
             config = replace(config, daily_quota=max(1, int(fields["daily_quota"])))
     except ValueError:
@@ -64,6 +75,7 @@ def _encode(config: GuildConfig) -> dict[str, str]:
         "daily_quota": "" if config.daily_quota is None else str(config.daily_quota),
         "language": config.language or "",
         "mention_replies": "1" if config.mention_replies else "0",
+        "alt_text_channels": ",".join(str(c) for c in sorted(config.alt_text_channels)),
     }
 
 

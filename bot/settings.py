@@ -79,6 +79,14 @@ class BotSettings(QueueSettings):
     guild_daily_quota: int = Field(default=500, ge=1)
     user_daily_quota: int = Field(default=200, ge=1)
 
+    # Automatic alt text (/settings alt_text_channels). Messages that do not mention the
+    # bot carry their pictures only with Discord's privileged Message Content intent: it
+    # must be switched on in the Developer Portal (Bot → Message Content Intent) and here.
+    message_content_intent: bool = False
+    # Most pictures described automatically per channel per hour (a flood in one channel
+    # costs the server's quota and the workers' idle time, never more than this).
+    alt_text_per_channel_per_hour: int = Field(default=60, ge=1)
+
     # Progress edits: Discord allows ~5 edits per 5 s per token; one every few seconds
     # keeps well clear of that even with several images per request.
     progress_interval_s: float = Field(default=4.0, gt=0)

@@ -54,6 +54,8 @@ DEFAULT_PORT = 8080
 DATA_DIR = ROOT / ".palicord"
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 SERVERS = ("Shapes Club", "Art Lounge", "Dev Corner")
+# A second channel in each server; in the first, its admins turned automatic alt text on.
+ALT_TEXT_CHANNEL = "art"
 MODEL_LOAD_TIMEOUT_S = 30 * 60  # a 28B checkpoint from a slow disk
 BOT_START_TIMEOUT_S = 60
 DEMO_NOTICE = (
@@ -201,7 +203,10 @@ class Stack:
         if demo:
             log.warning(DEMO_NOTICE)
         self.server = DiscordServer(
-            guild_names=SERVERS, keep_records=5_000, cdn_max_bytes=256 * 1024 * 1024
+            guild_names=SERVERS,
+            extra_channels=(ALT_TEXT_CHANNEL,),
+            keep_records=5_000,
+            cdn_max_bytes=256 * 1024 * 1024,
         )
         page = Sandbox(self.server, notice=notice, samples=_samples())
         page.model_ready = False
@@ -226,6 +231,8 @@ class Stack:
             "DISCORD_CDN_URL": self.server.cdn.url,
             "INSTANCE_ID": f"sandbox-{self.port}",
             "METRICS_PORT": str(bot_port),
+            # The sandbox's application has the intent: #art describes pictures by itself.
+            "MESSAGE_CONTENT_INTENT": "true",
         }
         bot_log = logs / "bot.log"
         self.children.append((spawn("bot", python_module("bot"), bot_env, bot_log), bot_log))
@@ -240,6 +247,7 @@ class Stack:
             gateway.ready.is_set, "Connecting the bot", BOT_START_TIMEOUT_S, False
         ):
             return False
+        await self._turn_on_alt_text()
         print(
             "\nPalicord is up.\n"
             f"  Sandbox: http://127.0.0.1:{self.port}/\n"
@@ -252,6 +260,18 @@ class Stack:
             flush=True,
         )
         return True
+
+    async def _turn_on_alt_text(self) -> None:
+        """In the first server, #art describes pictures posted without alt text: set the
+        way an admin would, with /settings (its private reply goes to nobody on the page)."""
+        assert self.server is not None
+        guild = self.server.guild
+        art = guild.channel_named(ALT_TEXT_CHANNEL)
+        admin = self.server.user("sandbox admin", admin=True)
+        state = await self.server.slash(
+            "settings", user=admin, guild=guild, alt_text_channels=f"<#{art.id}>"
+        )
+        await self.server.wait_for_callback(state, timeout_s=10)
 
     async def stop(self) -> None:
         # The bot first: no new jobs; then the worker finishes or hands back its batch.

@@ -12,6 +12,7 @@ def _author(user: p.Json) -> p.Json:
         "id": user["id"],
         "name": user.get("global_name") or user.get("username"),
         "bot": bool(user.get("bot")),
+        "avatar_url": user.get("avatar_url"),  # a webhook message's (a re-post's) avatar
     }
 
 
@@ -27,7 +28,7 @@ def message_view(msg: p.Json) -> p.Json:
         "content": msg.get("content") or "",
         "embeds": msg.get("embeds") or [],
         "attachments": [
-            {k: a.get(k) for k in ("id", "filename", "url", "content_type", "size")}
+            {k: a.get(k) for k in ("id", "filename", "url", "content_type", "size", "description")}
             for a in msg.get("attachments") or []
         ],
         "stickers": [

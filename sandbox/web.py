@@ -103,9 +103,13 @@ class Sandbox:
         raise ApiError(400, "unknown user_id (see GET /api/state)")
 
     def _guild(self, channel_id: object) -> p.FakeGuild:
+        return self._place(channel_id)[0]
+
+    def _place(self, channel_id: object) -> tuple[p.FakeGuild, p.FakeChannel]:
         for guild in self.server.guilds:
-            if str(guild.channel.id) == str(channel_id):
-                return guild
+            for channel in guild.channels:
+                if str(channel.id) == str(channel_id):
+                    return guild, channel
         raise ApiError(404, "unknown channel_id (see GET /api/state)")
 
     def _require_bot(self) -> None:
@@ -189,13 +193,17 @@ class Sandbox:
     async def post_message(self, request: web.Request) -> p.Json:
         body = await json_body(request)
         self._require_bot()
-        guild, user = self._guild(body.get("channel_id")), self._user(body)
+        (guild, channel), user = self._place(body.get("channel_id")), self._user(body)
         content = str(body.get("content") or "")
         bot = self.server.bot_user
         mention = re.compile(rf"<@!?{bot.id}>|@{re.escape(bot.name)}\b", re.IGNORECASE)
         mentions_bot = bool(mention.search(content))
         content = re.sub(r"\s+", " ", mention.sub("", content)).strip()
         attachments = [self._attachment(i) for i in body.get("attachment_ids") or []]
+        described = body.get("descriptions") or {}
+        if not isinstance(described, dict):
+            raise ApiError(400, "descriptions maps attachment ids to alt text")
+        attachments = [_described(a, described.get(a["id"])) for a in attachments]
         by_id = {s["id"]: s for s in self.stickers}
         stickers = [by_id.get(str(i)) for i in body.get("sticker_ids") or []]
         if None in stickers:
@@ -215,6 +223,7 @@ class Sandbox:
             reply_to=reply_to,
             guild=guild,
             stickers=[s for s in stickers if s is not None],
+            channel=channel,
         )
         # Discord previews links; the sandbox can only reach its own pictures.
         found = [(link, self._own_picture(link)) for link in _LINK_RE.findall(content)]
@@ -286,7 +295,7 @@ class Sandbox:
             except AssertionError as exc:
                 raise ApiError(400, str(exc)) from None
         else:
-            guild = self._guild(body.get("channel_id"))
+            guild, channel = self._place(body.get("channel_id"))
             target_id = body.get("target_message_id")
             if target_id:
                 target = self.server.messages.get(int(target_id))
@@ -300,7 +309,12 @@ class Sandbox:
                 command = self._command(body.get("command"), ix.CHAT_INPUT)
                 options, files = self._options(command, body.get("options") or {})
                 state = await self.server.slash(
-                    command["name"], user=user, guild=guild, attachments=files, **options
+                    command["name"],
+                    user=user,
+                    guild=guild,
+                    channel=channel,
+                    attachments=files,
+                    **options,
                 )
         return await self._outcome(state)
 
@@ -362,3 +376,10 @@ class Sandbox:
         self._guild(channel_id)
         found = [m for m in self.server.messages.values() if m["channel_id"] == channel_id]
         return [message_view(m) for m in sorted(found, key=lambda m: int(m["id"]))]
+
+
+def _described(attachment: p.Json, alt: object) -> p.Json:
+    """The attachment with its alt text (Discord's `description`, at most 1,024 chars)."""
+    if not isinstance(alt, str) or not alt.strip():
+        return attachment
+    return {**attachment, "description": alt.strip()[:1024]}

@@ -35,7 +35,16 @@ async def test_login_ready_and_global_sync(server: DiscordServer, prefix: str) -
         synced = server.commands[None]
         slash = {c["name"]: c for c in synced if c.get("type", 1) == 1}
         menus = {c["name"] for c in synced if c.get("type") == 3}
-        assert set(slash) == {"describe", "ask", "detect", "segment", "ocr", "queue", "settings"}
+        assert set(slash) == {
+            "describe",
+            "ask",
+            "detect",
+            "segment",
+            "ocr",
+            "queue",
+            "settings",
+            "alttext",
+        }
         assert menus == {"Describe image", "Read text (OCR)", "Detect objects…", "Segment…"}
 
         assert options(slash["describe"]) == [
@@ -59,7 +68,9 @@ async def test_login_ready_and_global_sync(server: DiscordServer, prefix: str) -
             "daily_quota",
             "language",
             "mention_replies",
+            "alt_text_channels",
         ]
+        assert options(slash["alttext"]) == [("mine", BOOLEAN, False)]
         assert int(slash["settings"]["default_member_permissions"]) == MANAGE_GUILD
         # Descriptions are the commands' docstrings, shown to users by Discord.
         assert slash["describe"]["description"].startswith("Describe an image")

@@ -31,7 +31,14 @@ from inference.errors import (
     error_from_code,
 )
 from inference.queue.connection import redis_boundary
-from inference.queue.keys import DM_GUILD, Keys, check_part, fairness_unit, is_key_part
+from inference.queue.keys import (
+    DM_GUILD,
+    Keys,
+    background_unit,
+    check_part,
+    fairness_unit,
+    is_key_part,
+)
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus
 from inference.queue.settings import QueueSettings
@@ -125,29 +132,40 @@ class QueueClient:
             job_id=job_id,
         )
 
-    async def submit(self, job: Job, image: bytes) -> Submitted:
+    async def submit(self, job: Job, image: bytes, *, background: bool = False) -> Submitted:
         """Queue `job` with its image; raises QueueFull, GuildOverCap, UserOverCap,
         NoWorkerAlive, ImageTooLarge, QueueBusy (pictures over MAX_QUEUED_BYTES, or Redis
         full) or QueueUnavailable. In DMs the job waits for its
         person's own turn (`fairness_unit`); the per-user cap counts the person's jobs in
-        every guild and DM."""
+        every guild and DM.
+
+        `background` (automatic alt text, which nobody asked for): the job waits in the
+        background ring, taken only in batch slots interactive jobs leave; it is counted
+        under its guild's background unit and its channel, not the person, and may fill at
+        most half of MAX_PENDING and MAX_QUEUED_BYTES, so interactive work always has room."""
         if len(image) > self._settings.max_image_bytes:
             raise ImageTooLarge()
         s = self._settings
+        guild, user = fairness_unit(job.guild_id, job.user_id), job.user_id
+        max_pending, max_user, max_bytes = s.max_pending, s.max_pending_per_user, s.max_queued_bytes
+        if background:
+            guild, user = background_unit(guild), f"c{job.channel_id or job.guild_id}"
+            max_pending, max_bytes = max(1, max_pending // 2), max(1, max_bytes // 2)
+            max_user = s.max_pending_per_guild  # per channel: the guild's cap bounds it
         status, place, exact = await self._scripts.submit(
             job.job_id,
             job.to_json(),
-            guild=fairness_unit(job.guild_id, job.user_id),
-            user=job.user_id,
+            guild=guild,
+            user=user,
             task=job.spec.task,
             deadline_at=job.deadline_at,
             image=image,
             image_ttl_s=s.image_ttl_s,
-            max_pending=s.max_pending,
+            max_pending=max_pending,
             max_guild=s.max_pending_per_guild,
-            max_user=s.max_pending_per_user,
+            max_user=max_user,
             require_worker=self._require_worker,
-            max_queued_bytes=s.max_queued_bytes,
+            max_queued_bytes=max_bytes,
         )
         if status == SubmitStatus.DUPLICATE:
             raise ValueError(f"job {job.job_id} was already submitted")

@@ -16,11 +16,16 @@ DEFAULT_PREFIX = "{palicord}:"
 # Direct messages and group DMs have no guild: a job's guild_id says DM_GUILD, and in the
 # queue each person is a unit of fairness of their own (`fairness_unit`).
 DM_GUILD = "dm"
+# Fairness units of background work start with this (the Lua tests the same three chars).
+BACKGROUND_PREFIX = "bg."
 
 # name -> template; `{}` stands for the dynamic parts, in order.
 _TEMPLATES: dict[str, str] = {
     # list used as a ring of guild ids that have queued jobs (head = next to serve)
     "guild_ring": "guilds",
+    # the same for background work (alt text), served only in slots interactive jobs
+    # leave; its units are background_unit(guild)
+    "background_ring": "guilds:background",
     # per guild: list used as a ring of user ids with queued jobs
     "guild_users": "g:{}:users",
     # hash guild id -> number of job ids in its users' lines (for place estimates)
@@ -69,6 +74,13 @@ _TEMPLATES: dict[str, str] = {
     "request": "bot:request:{}",
     # sorted set job id -> deadline, for /queue
     "user_jobs": "bot:user-jobs:{}",
+    # automatic alt text (bot.alt_text): the set of people who opted out; per guild, set
+    # once its first description told people how to opt out; per channel and UTC hour,
+    # how many pictures were described; per described message, its reply (JSON)
+    "alt_opt_out": "bot:alt:opt-out",
+    "alt_notice": "bot:alt:notice:{}",
+    "alt_hourly": "bot:alt:hour:{}:{}",
+    "alt_reply": "bot:alt:reply:{}",
     # --- what both programs remember about pictures (inference.queue.memory) ---
     # per kind ("picture", "result") and id: the bytes, with a TTL; an index sorted by
     # when each was stored, their sizes, and the total, to keep the kind within its budget
@@ -88,6 +100,13 @@ def fairness_unit(guild_id: str, user_id: str) -> str:
     """Whose turn a job waits for in the round robin between guilds: its guild's, or in
     DMs its person's own (no shared "dm" line where strangers' requests queue together)."""
     return f"{DM_GUILD}-{user_id}" if guild_id == DM_GUILD else guild_id
+
+
+def background_unit(guild_id: str) -> str:
+    """The fairness unit of a guild's background work (automatic alt text): its own line,
+    in the background ring, with its own share of the per-guild cap, so it never crowds
+    out the guild's members' own requests (lua/lib.lua `is_background`)."""
+    return f"{BACKGROUND_PREFIX}{guild_id}"
 
 
 def quota_scope(guild_id: int | None, user_id: int | None = None) -> str:
@@ -122,6 +141,10 @@ class Keys:
     @property
     def guild_ring(self) -> str:
         return self._k("guild_ring")
+
+    @property
+    def background_ring(self) -> str:
+        return self._k("background_ring")
 
     def guild_users(self, guild: str) -> str:
         return self._k("guild_users", guild)
@@ -206,6 +229,19 @@ class Keys:
 
     def intake(self, instance_id: str) -> str:
         return self._k("intake", instance_id)
+
+    @property
+    def alt_opt_out(self) -> str:
+        return self._k("alt_opt_out")
+
+    def alt_notice(self, guild_id: int) -> str:
+        return self._k("alt_notice", str(guild_id))
+
+    def alt_hourly(self, channel_id: int, hour: str) -> str:
+        return self._k("alt_hourly", str(channel_id), hour)
+
+    def alt_reply(self, message_id: int) -> str:
+        return self._k("alt_reply", str(message_id))
 
     def stash(self, kind: str, item_id: str) -> str:
         return self._k("stash", kind, item_id)

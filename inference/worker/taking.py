@@ -122,6 +122,7 @@ class Taker:
         with redis_boundary():
             pipe = self._redis.pipeline(transaction=False)
             pipe.llen(self._keys.guild_ring)
+            pipe.llen(self._keys.background_ring)
             pipe.zcard(self._keys.leases)
-            ring, leases = await pipe.execute()
-        return int(ring) == 0 and int(leases) == 0
+            ring, background, leases = await pipe.execute()
+        return int(ring) == 0 and int(background) == 0 and int(leases) == 0

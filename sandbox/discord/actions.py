@@ -45,8 +45,10 @@ class DiscordServer(FakeDiscord):
         url: str | None = None,
         width: int | None = None,
         height: int | None = None,
+        description: str | None = None,
     ) -> p.Json:
-        """Put `data` on the CDN and describe it; `size`/`url` may lie, as a test requires."""
+        """Put `data` on the CDN and describe it (`description`: its alt text); `size`/`url`
+        may lie, as a test requires."""
         served = self.add_cdn_file(data, filename, content_type or "")
         return p.attachment(
             p.snowflake(),
@@ -56,6 +58,7 @@ class DiscordServer(FakeDiscord):
             content_type=content_type,
             width=width,
             height=height,
+            description=description,
         )
 
     def sticker(self, data: bytes, name: str, format_type: int = p.STICKER_PNG) -> p.Json:
@@ -115,10 +118,13 @@ class DiscordServer(FakeDiscord):
         guild: p.FakeGuild | None = None,
         embeds: list[p.Json] | tuple[p.Json, ...] = (),
         stickers: list[p.Json] | tuple[p.Json, ...] = (),
+        channel: p.FakeChannel | None = None,
     ) -> p.Json:
-        """A user posts a message (with the preview `embeds` Discord already made, and
-        `stickers` from `sticker`); it is dispatched as MESSAGE_CREATE."""
+        """A user posts a message in `channel` (by default the guild's first) (with the
+        preview `embeds` Discord already made, and `stickers` from `sticker`); it is
+        dispatched as MESSAGE_CREATE."""
         guild = guild or self.guild
+        channel = channel or guild.channel
         mentions = []
         if mention_bot:
             content = f"<@{self.bot_user.id}> {content}".strip()
@@ -127,7 +133,7 @@ class DiscordServer(FakeDiscord):
             )
         msg = p.message(
             p.snowflake(),
-            channel_id=guild.channel.id,
+            channel_id=channel.id,
             guild_id=guild.id,
             author=author.payload(),
             content=content,
@@ -145,6 +151,36 @@ class DiscordServer(FakeDiscord):
         await self.gateway.dispatch("MESSAGE_CREATE", event)
         return msg
 
+    async def delete_message(self, message: p.Json) -> bool:
+        """Someone deletes a message (MESSAGE_DELETE); False if it was gone already."""
+        return await self._messages.delete(int(message["id"]))
+
+    async def edit_message(
+        self,
+        message: p.Json,
+        *,
+        content: str | None = None,
+        attachments: list[p.Json] | None = None,
+    ) -> p.Json:
+        """The author edits their message (new text, or attachments kept or removed, with
+        their alt text): MESSAGE_UPDATE with the whole message, as Discord sends it."""
+        current = self.messages.get(int(message["id"]), message)
+        if content is not None:
+            current["content"] = content
+        if attachments is not None:
+            current["attachments"] = attachments
+        current["edited_timestamp"] = p.now_iso()
+        await self.gateway.dispatch("MESSAGE_UPDATE", current)
+        return current
+
+    def channel_of(self, message: p.Json) -> tuple[p.FakeGuild, p.FakeChannel]:
+        channel_id = int(message["channel_id"])
+        for guild in self.guilds:
+            for channel in guild.channels:
+                if channel.id == channel_id:
+                    return guild, channel
+        raise AssertionError(f"no guild channel {channel_id}")
+
     async def _dispatch_interaction(self, state: ix.InteractionState, payload: p.Json) -> None:
         self.interactions[state.token] = state
         await self.gateway.dispatch("INTERACTION_CREATE", payload)
@@ -157,10 +193,11 @@ class DiscordServer(FakeDiscord):
         guild: p.FakeGuild | None = None,
         attachments: dict[str, p.Json] | None = None,
         dm: bool = False,
+        channel: p.FakeChannel | None = None,
         **options: Any,
     ) -> ix.InteractionState:
         """A user runs `/name` with `options` (attachments by option name), in a guild's
-        channel or (`dm`) in their direct messages with the bot."""
+        `channel` (by default its first) or (`dm`) in their direct messages with the bot."""
         where = None if dm else guild or self.guild
         state, payload = ix.slash_payload(
             app_id=self.app_id,
@@ -169,7 +206,7 @@ class DiscordServer(FakeDiscord):
             attachments=attachments or {},
             user=user,
             guild=where,
-            channel=self.dm_channel(user) if where is None else where.channel,
+            channel=self.dm_channel(user) if where is None else channel or where.channel,
         )
         await self._dispatch_interaction(state, payload)
         return state
@@ -204,15 +241,19 @@ class DiscordServer(FakeDiscord):
     async def message_command(
         self, name: str, target: p.Json, *, user: p.FakeUser, guild: p.FakeGuild | None = None
     ) -> ix.InteractionState:
-        """A user picks Apps → `name` on message `target`."""
+        """A user picks Apps → `name` on message `target`, where it is."""
         guild = guild or self.guild
+        if target.get("guild_id"):
+            guild, channel = self.channel_of(target)
+        else:
+            channel = guild.channel
         state, payload = ix.message_command_payload(
             app_id=self.app_id,
             command=self.command(name, kind=ix.MESSAGE_COMMAND),
             target=target,
             user=user,
             guild=guild,
-            channel=guild.channel,
+            channel=channel,
         )
         await self._dispatch_interaction(state, payload)
         return state
@@ -227,14 +268,18 @@ class DiscordServer(FakeDiscord):
         custom_id = found.get(label) or (label if label in found.values() else None)
         if custom_id is None:
             raise AssertionError(f"no button {label!r} on that message; it has {list(found)}")
-        guild = guild or self.guild
+        if current.get("guild_id"):  # pressed where the message is
+            guild, channel = self.channel_of(current)
+        else:
+            guild = guild or self.guild
+            channel = guild.channel
         state, payload = ix.component_payload(
             app_id=self.app_id,
             message=current,
             custom_id=custom_id,
             user=user,
             guild=guild,
-            channel=guild.channel,
+            channel=channel,
         )
         await self._dispatch_interaction(state, payload)
         return state

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_MS = 41_250
 CLOSE_AUTHENTICATION_FAILED = 4004
 CLOSE_INVALID_SHARD = 4010
+CLOSE_DISALLOWED_INTENTS = 4014
+MESSAGE_CONTENT_INTENT = 1 << 15
 
 # Opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, INVALID_SESSION, HELLO, HEARTBEAT_ACK = (
@@ -80,6 +82,9 @@ class Gateway:
         # Set while every shard of the announced count has a READY (or RESUMED) session.
         self.ready = asyncio.Event()
         self._ready_shards: set[tuple[int, int]] = set()
+        # Privileged intents the application has been granted (the Developer Portal's
+        # switches); asking for another closes the connection with 4014, as Discord does.
+        self.granted_intents = MESSAGE_CONTENT_INTENT
 
     def shards_ready(self) -> set[tuple[int, int]]:
         return set(self._ready_shards)
@@ -110,6 +115,11 @@ class Gateway:
             if data.get("token") != self._token:
                 await session.ws.close(
                     code=CLOSE_AUTHENTICATION_FAILED, message=b"Authentication failed."
+                )
+                return
+            if int(data.get("intents") or 0) & MESSAGE_CONTENT_INTENT & ~self.granted_intents:
+                await session.ws.close(
+                    code=CLOSE_DISALLOWED_INTENTS, message=b"Disallowed intent(s)."
                 )
                 return
             shard_id, count = data.get("shard") or (0, 1)

@@ -25,8 +25,12 @@ SEND_MESSAGES = 1 << 11
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 MANAGE_GUILD = 1 << 5
+MANAGE_MESSAGES = 1 << 13
+MANAGE_WEBHOOKS = 1 << 29
 MEMBER_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | READ_MESSAGE_HISTORY
 ADMIN_PERMISSIONS = MEMBER_PERMISSIONS | MANAGE_GUILD
+# What the bot's own role grants on top of @everyone's (FakeGuild.bot_permissions).
+BOT_PERMISSIONS = MANAGE_MESSAGES | MANAGE_WEBHOOKS
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
@@ -123,10 +127,18 @@ class FakeGuild:
     channels: list[FakeChannel] = field(default_factory=list)
     locale: str = "en-US"
     filesize_limit: int = DEFAULT_UPLOAD_LIMIT
+    bot_permissions: int = BOT_PERMISSIONS  # the bot's role, beside @everyone's
+    bot_role_id: int = field(default_factory=snowflake)
 
     @property
     def channel(self) -> FakeChannel:
         return self.channels[0]
+
+    def channel_named(self, name: str) -> FakeChannel:
+        return next(c for c in self.channels if c.name == name)
+
+    def has_channel(self, channel_id: int) -> bool:
+        return any(c.id == channel_id for c in self.channels)
 
     def payload(self, bot_user: Json) -> Json:
         everyone = {
@@ -142,6 +154,8 @@ class FakeGuild:
             "mentionable": False,
             "flags": 0,
         }
+        bot_role = {**everyone, "id": str(self.bot_role_id), "name": "Palicord", "managed": True}
+        bot_role["permissions"] = str(self.bot_permissions)
         return {
             "id": str(self.id),
             "name": self.name,
@@ -157,12 +171,12 @@ class FakeGuild:
             "preferred_locale": self.locale,
             "nsfw_level": 0,
             "system_channel_id": None,
-            "roles": [everyone],
+            "roles": [everyone, bot_role],
             "emojis": [],
             "stickers": [],
             "channels": [c.payload() for c in self.channels],
             "threads": [],
-            "members": [member(bot_user)],
+            "members": [{**member(bot_user), "roles": [bot_role["id"]]}],
             "voice_states": [],
             "presences": [],
             "stage_instances": [],
@@ -184,6 +198,7 @@ def attachment(
     content_type: str | None,
     width: int | None = None,
     height: int | None = None,
+    description: str | None = None,
 ) -> Json:
     out: Json = {
         "id": str(attachment_id),
@@ -192,6 +207,8 @@ def attachment(
         "url": url,
         "proxy_url": url,
     }
+    if description:  # alt text
+        out["description"] = description
     if content_type is not None:
         out["content_type"] = content_type
     if width is not None and height is not None:

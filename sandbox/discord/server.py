@@ -3,11 +3,13 @@
 The real discord.py client talks to it through `Route.BASE` and
 `DiscordWebSocket.DEFAULT_GATEWAY`; nothing of discord.py is patched beyond those two.
 This module holds the identity, gateway and command-sync routes and wires the rest:
-`messages` (channel messages), `webhooks` (interaction responses), `cdn` (attachments).
+`messages` (channel messages), `webhooks` (interaction responses), `channel_webhooks`
+(webhooks a bot makes in a channel), `cdn` (attachments).
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ from aiohttp import web
 from sandbox.discord import interactions as ix
 from sandbox.discord import payloads as p
 from sandbox.discord.cdn import Cdn
+from sandbox.discord.channel_webhooks import ChannelWebhooks
 from sandbox.discord.gateway import Gateway
 from sandbox.discord.messages import Messages
 from sandbox.discord.recorder import Recorded, Recorder
@@ -26,7 +29,8 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 class FakeDiscord:
-    """One application, one bot user, a few guilds with one text channel each. With
+    """One application, one bot user, a few guilds with a text channel each (#general, and
+    `extra_channels` by name). With
     `shard_count`, that many shards are recommended (GET /gateway/bot) and guild i belongs
     to shard i % shard_count."""
 
@@ -34,6 +38,7 @@ class FakeDiscord:
         self,
         *,
         guild_count: int = 2,
+        extra_channels: tuple[str, ...] = (),
         shard_count: int = 1,
         guild_names: tuple[str, ...] = (),
         keep_records: int | None = None,
@@ -46,7 +51,11 @@ class FakeDiscord:
         names = guild_names or tuple(f"guild-{i}" for i in range(guild_count))
         ids = [p.snowflake_on_shard(i % shard_count, shard_count) for i in range(len(names))]
         self.guilds = [
-            p.FakeGuild(gid, name, [p.FakeChannel(p.snowflake(), gid, "general")])
+            p.FakeGuild(
+                gid,
+                name,
+                [p.FakeChannel(p.snowflake(), gid, c) for c in ("general", *extra_channels)],
+            )
             for name, gid in zip(names, ids, strict=True)
         ]
         self.recorder = Recorder(keep=keep_records)
@@ -56,8 +65,18 @@ class FakeDiscord:
         )
         self.commands: dict[int | None, list[p.Json]] = {}  # guild id (None: global) → synced
         self.cdn = Cdn(self.recorder, lambda: self.base_url, max_bytes=cdn_max_bytes)
-        self._messages = Messages(bot_user=self.bot_user, guilds=self.guilds, cdn=self.cdn)
-        self._responses = InteractionResponses(app_id=self.app_id, messages=self._messages)
+        self._messages = Messages(
+            bot_user=self.bot_user, guilds=self.guilds, cdn=self.cdn, dispatch=self._dispatch
+        )
+        self.webhooks = ChannelWebhooks(
+            bot_user=self.bot_user,
+            guilds=self.guilds,
+            messages=self._messages,
+            dispatch=self._dispatch,
+        )
+        self._responses = InteractionResponses(
+            app_id=self.app_id, messages=self._messages, channel_webhooks=self.webhooks
+        )
         # Shared views for tests and actions: messages by id, interactions by token.
         self.messages = self._messages.by_id
         self.interactions = self._responses.by_token
@@ -82,6 +101,7 @@ class FakeDiscord:
             router.add("GET", scope + "/commands", self._get_commands)
             router.add("PUT", scope + "/commands", self._put_commands)
         self._messages.route(router)
+        self.webhooks.route(router)
         self._responses.route(router)
         self.cdn.route(app)
         app.router.add_get("/gateway", self.gateway.handle)
@@ -99,6 +119,11 @@ class FakeDiscord:
         await self.gateway.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _dispatch(self, event: str, data: p.Json) -> None:
+        """An event for the bot, when it is connected (a test may post with no bot)."""
+        with contextlib.suppress(RuntimeError):  # no shard of the bot is connected for it
+            await self.gateway.dispatch(event, data)
 
     @property
     def base_url(self) -> str:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from sandbox.discord import interactions as ix
 from sandbox.discord import payloads as p
+from sandbox.discord.channel_webhooks import ChannelWebhooks
 from sandbox.discord.messages import Messages
 from sandbox.discord.recorder import Recorded
 from sandbox.discord.rest import RestRouter, error, json_response
@@ -22,9 +23,12 @@ CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, MODAL = 4, 5, 9
 class InteractionResponses:
     """What the bot did with each interaction token, by token."""
 
-    def __init__(self, *, app_id: int, messages: Messages) -> None:
+    def __init__(
+        self, *, app_id: int, messages: Messages, channel_webhooks: ChannelWebhooks
+    ) -> None:
         self._app_id = app_id
         self._messages = messages
+        self._channel_webhooks = channel_webhooks  # they share POST /webhooks/{id}/{token}
         self.by_token: dict[str, ix.InteractionState] = {}
 
     def route(self, router: RestRouter) -> None:
@@ -81,6 +85,8 @@ class InteractionResponses:
         return next((m for m in state.followups if m["id"] == message_id), None)
 
     async def _followup(self, request: web.Request, record: Recorded) -> web.Response:
+        if self._channel_webhooks.owns(record.params["app_id"]):
+            return await self._channel_webhooks.execute(request, record)
         state = self._state(record)
         if isinstance(state, web.Response):
             return state

@@ -175,7 +175,10 @@ function renderMessage(m, byId) {
     const used = m.command ? `${m.interaction_user.name} used ${m.command}` : `${m.interaction_user.name} used a command`;
     item.append(el("div", { class: "via" }, used));
   }
-  item.append(el("div", { class: "head" }, el("span", { class: "name" }, m.author.name),
+  item.append(el("div", { class: "head" },
+    m.author.avatar_url ? el("img", { class: "avatar", src: m.author.avatar_url, alt: "",
+      onerror: (ev) => ev.target.remove() }) : null,  // Discord's CDN: not reachable offline
+    el("span", { class: "name" }, m.author.name),
     m.author.bot ? el("span", { class: "bot-tag" }, "APP") : null,
     el("span", { class: "time" }, new Date(m.timestamp).toLocaleTimeString()),
     m.edited ? el("span", { class: "edited" }, "(edited)") : null));
@@ -184,7 +187,11 @@ function renderMessage(m, byId) {
   for (const e of m.embeds) item.append(renderEmbed(e, files));
   const box = el("div", { class: "files" });
   for (const a of files) {
-    if ((a.content_type || "").startsWith("image/")) box.append(el("img", { src: a.url, alt: a.filename }));
+    if ((a.content_type || "").startsWith("image/") && a.description) {
+      // Alt text, as a screen reader reads it and, so that everyone sees it, under the picture.
+      box.append(el("figure", { class: "described" }, el("img", { src: a.url, alt: a.description, title: a.description }),
+        el("figcaption", {}, el("span", { class: "alt-tag" }, "ALT"), a.description)));
+    } else if ((a.content_type || "").startsWith("image/")) box.append(el("img", { src: a.url, alt: a.filename }));
     else box.append(el("a", { href: a.url, target: "_blank", download: a.filename }, `Attachment: ${a.filename}`));
   }
   if (files.length) item.append(box);
@@ -254,6 +261,7 @@ async function upload(file) {
   box.replaceChildren(
     (S.pending.content_type || "").startsWith("image/") ? el("img", { src: S.pending.url, alt: "" }) : null,
     el("span", {}, S.pending.filename),
+    el("input", { id: "alt-text", type: "text", placeholder: "Alt text (optional)", maxlength: "1024" }),
     el("button", { type: "button", onclick: clearPending }, "remove"));
   if (S.command) openCommand(S.command);  // refresh the attachment field
 }
@@ -283,6 +291,8 @@ async function send(ev) {
   if (!text && !S.pending) return;
   const body = { channel_id: S.channel, user_id: S.user, content: text,
                  attachment_ids: S.pending ? [S.pending.id] : [] };
+  const alt = S.pending && $("#alt-text") ? $("#alt-text").value.trim() : "";
+  if (alt) body.descriptions = { [S.pending.id]: alt };
   if (S.replyTo) body.reply_to = S.replyTo.id;
   try { await api("POST", "/api/messages", body); } catch (e) { toast(e.message); return; }
   $("#text").value = ""; clearPending(); S.replyTo = null; $("#replying").hidden = true;

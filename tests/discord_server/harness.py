@@ -125,7 +125,9 @@ async def running_bot(settings: BotSettings) -> AsyncIterator[PalicordBot]:
 @contextlib.asynccontextmanager
 async def running_sandbox(*, notice: str, samples: dict[str, bytes]) -> AsyncIterator[Sandbox]:
     """The sandbox's page and API on a Discord-compatible server of two guilds."""
-    server = DiscordServer(guild_names=("Shapes Club", "Art Lounge"), keep_records=1000)
+    server = DiscordServer(
+        guild_names=("Shapes Club", "Art Lounge"), extra_channels=("art",), keep_records=1000
+    )
     page = Sandbox(server, notice=notice, samples=samples)
     await server.start(more_routes=page.routes)
     try:

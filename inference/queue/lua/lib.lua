@@ -30,6 +30,19 @@ local function wake()
   redis.call('LTRIM', K.wakeup(), 0, 15)
 end
 
+-- Background work (automatic alt text) waits in a ring of its own, under fairness units
+-- named 'bg.<guild>' (keys.background_unit): take.lua serves it only once the interactive
+-- ring has nothing more for the worker, and it stays out of the place-in-line index and
+-- the ring order below, so an interactive user's place never counts it.
+local function is_background(g)
+  return string.sub(g, 1, 3) == 'bg.'
+end
+
+local function ring_of(g)
+  if is_background(g) then return K.background_ring() end
+  return K.guild_ring()
+end
+
 -- The place-in-line index: a Fenwick tree (in one hash) over how many ring visits each
 -- waiting guild needs to drain its queue, d = ceil(queued / weight). Per d it sums the
 -- guilds' queued jobs and weights, packed in one integer per field (queued * 2^24 +
@@ -125,7 +138,7 @@ local function count_queued(g, delta)
     redis.call('HDEL', K.guild_queued(), g)
     q = 0
   end
-  rerank(g, q)
+  if not is_background(g) then rerank(g, q) end
 end
 
 -- Put a job id in its user's line: at the back (a new job) or at the front (a job handed
@@ -138,8 +151,9 @@ local function enqueue(jid, g, u, front)
   count_queued(g, 1)
   if redis.call(push, K.user_queue(g, u), jid) == 1 then
     if redis.call(push, K.guild_users(g), u) == 1 then
-      redis.call(push, K.guild_ring(), g)
-      if front then ring_front(g) else ring_back(g) end
+      redis.call(push, ring_of(g), g)
+      if is_background(g) then  -- unordered: no place is ever estimated from it
+      elseif front then ring_front(g) else ring_back(g) end
     end
   end
 end
@@ -160,7 +174,7 @@ local function unqueue(jid, g, u)
     local gu = K.guild_users(g)
     redis.call('LREM', gu, 1, u)
     if redis.call('LLEN', gu) == 0 then
-      redis.call('LREM', K.guild_ring(), 1, g)
+      redis.call('LREM', ring_of(g), 1, g)
       ring_drop(g)
     end
   end

@@ -1,5 +1,6 @@
 #!lua flags=allow-oom
--- Fair batched dispatch: take up to B jobs, round robin across guilds (a guild of weight
+-- Fair batched dispatch: take up to B jobs (interactive ones first; background ones only
+-- in the slots they leave), round robin across guilds (a guild of weight
 -- w gets up to w jobs per turn), and across users within a guild; lease each one.
 -- ARGV: prefix, worker_id, batch_size, lease_s, capabilities ('caption,ocr,...'),
 --       max_scan, max_skip, fresh (1: this call starts a batch; 0: it tops one up),
@@ -99,22 +100,28 @@ local function serve_guild(g, quota)
   return got
 end
 
-local ring = K.guild_ring()
-local stalled = 0
-while taken < B and scanned < max_scan and skipped < max_skip and not alone do
-  local g = redis.call('LINDEX', ring, 0)
-  if not g then break end
-  local got = serve_guild(g, math.min(weight_of(g), B - taken))
-  if alone and got == 0 then break end  -- the guild keeps its turn for its suspect
-  if redis.call('LLEN', K.guild_users(g)) == 0 then
-    redis.call('LPOP', ring)
-    ring_drop(g)
-  else
-    redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-    ring_back(g)
+-- One ring, round robin: interactive guilds first (their order mirrored for places, see
+-- lib.lua), then, with batch slots left, background work (alt text) in its own ring.
+local function serve_ring(ring, ordered)
+  local stalled = 0
+  while taken < B and scanned < max_scan and skipped < max_skip and not alone do
+    local g = redis.call('LINDEX', ring, 0)
+    if not g then break end
+    local got = serve_guild(g, math.min(weight_of(g), B - taken))
+    if alone and got == 0 then break end  -- the guild keeps its turn for its suspect
+    if redis.call('LLEN', K.guild_users(g)) == 0 then
+      redis.call('LPOP', ring)
+      ring_drop(g)
+    else
+      redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+      if ordered then ring_back(g) end
+    end
+    if got == 0 then stalled = stalled + 1 else stalled = 0 end
+    -- a whole turn of the ring without taking anything: nothing here for this worker
+    if stalled >= redis.call('LLEN', ring) then break end
   end
-  if got == 0 then stalled = stalled + 1 else stalled = 0 end
-  -- a whole turn of the ring without taking anything: nothing here for this worker
-  if stalled >= redis.call('LLEN', ring) then break end
 end
+
+serve_ring(K.guild_ring(), true)
+serve_ring(K.background_ring(), false)
 return {fmt(now), rows}
