@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import statistics
 import time
 from collections import OrderedDict, deque
@@ -55,8 +56,6 @@ DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
 # Entries are bounded too: many tiny pictures would otherwise cost dictionary overhead
 # far beyond their bytes. A detect request waits minutes at most; this is hours of them.
 DEFAULT_IMAGE_CACHE_ENTRIES = 10_000
-# Interaction tokens last 15 minutes: an intake older than that can no longer be answered.
-INTAKE_TTL_S = 15 * 60
 _CLAIM_FIELD = "delivered"
 
 
@@ -254,10 +253,12 @@ class Deliverer:
 class RequestStore:
     """Outcomes per request (hash field = image index) and per-user job sets."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int, intake_ttl_s: float) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
+        # An intake older than the interaction token it would answer with is dropped.
+        self._intake_ttl_s = intake_ttl_s
 
     async def record(self, request_id: str, index: int, result: JobResult) -> int:
         """Store one image's outcome; return how many images of the request have one.
@@ -310,7 +311,7 @@ class RequestStore:
         with redis_boundary():
             pipe = atomic_pipeline(self._redis)
             pipe.hset(key, items[0].request_id, record)
-            pipe.expire(key, INTAKE_TTL_S)
+            pipe.expire(key, math.ceil(self._intake_ttl_s))
             await pipe.execute()
 
     async def end_intake(self, instance_id: str, request_id: str) -> None:
@@ -335,7 +336,7 @@ class RequestStore:
                 log.warning("dropping a malformed intake record")
                 await self.end_intake(instance_id, field.decode(errors="replace"))
                 continue
-            if begun_at < time.time() - INTAKE_TTL_S:
+            if begun_at < time.time() - self._intake_ttl_s:
                 await self.end_intake(instance_id, field.decode())
             elif begun_at < before and items:
                 out[field.decode()] = items

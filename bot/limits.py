@@ -90,13 +90,6 @@ class Limits:
             charge.day, -n, [(scope, 0) for scope in charge.scopes], ttl_s=_USAGE_TTL_S
         )
 
-    async def used_today(self, guild_id: int | None, *, user_id: int | None = None) -> int:
-        """Today's count of a guild (or, without one, of the person `user_id`)."""
-        key = self._keys.daily_usage(guild_id, utc_day(), user_id=user_id)
-        with redis_boundary():
-            raw = await self._redis.get(key)
-        return int(raw or 0)
-
 
 @dataclass(frozen=True, slots=True)
 class Charge:

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import discord
 from discord.utils import MISSING
@@ -30,6 +31,9 @@ from bot.answer import Answer
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import MalformedMessage, PalicordError
 from inference.queue import JobState, JobStatus, QueueClient
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +144,9 @@ class ItemContext:
         return item
 
 
-def interaction_address(interaction: discord.Interaction, message_id: int | None) -> ReplyAddress:
+def interaction_address(
+    interaction: discord.Interaction[PalicordBot], message_id: int | None
+) -> ReplyAddress:
     """Where an interaction's answer goes: its original response, via its token."""
     assert interaction.channel_id is not None
     return ReplyAddress(

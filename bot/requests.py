@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import discord
 
@@ -42,6 +43,9 @@ from inference.intake import ImageInfo, probe_image
 from inference.queue import DM_GUILD, JobResult, JobState, JobStatus, QueueClient, Submitted
 from inference.queue.memory import PICTURE_FIELD, Memory, from_cache, origin_of
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +152,7 @@ class Requests:
             outcome = "busy"  # full for a moment: a capacity signal, not a fault
         self._metrics.requests.labels(kind, outcome).inc()
 
-    def acknowledged(self, interaction: discord.Interaction) -> None:
+    def acknowledged(self, interaction: discord.Interaction[PalicordBot]) -> None:
         delay_s = time.time() - interaction.created_at.timestamp()
         self._metrics.ack.observe(max(0.0, delay_s))
 

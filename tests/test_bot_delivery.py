@@ -78,7 +78,7 @@ async def parts(
 ) -> AsyncIterator[tuple[Deliverer, Outbox, FlakyStore]]:
     queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
     outbox = Outbox()
-    store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60)
+    store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
     async with aiohttp.ClientSession() as session:
         yield deliverer_for(queue, store, outbox, session), outbox, store
 
@@ -136,7 +136,7 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
                     return True
 
             outbox = CuttingOutbox()
-            store = RequestStore(redis, Keys(redis_prefix), ttl_s=60)
+            store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
             deliverer = deliverer_for(queue, store, outbox, session)
             item = result_for(0, 1).context
             job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=item)
@@ -214,7 +214,7 @@ async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
     # nothing after it was answered.
     settings = QueueSettings(key_prefix=redis_prefix)
     queue = QueueClient(redis, settings, instance_id="t", require_worker=False)
-    store = RequestStore(redis, Keys(redis_prefix), ttl_s=60)
+    store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
     outbox = Outbox()
     address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
     for name in ("broken", "fine"):

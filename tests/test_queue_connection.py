@@ -126,8 +126,8 @@ async def test_the_bots_stores_and_the_worker_translate_too(
         capabilities=("caption",),
     )
     calls: list[Awaitable[object]] = [
-        RequestStore(nowhere, keys, ttl_s=60).claim("r"),
-        RequestStore(nowhere, keys, ttl_s=60).user_jobs(3),
+        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).claim("r"),
+        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).user_jobs(3),
         GuildConfigStore(nowhere, keys).get(4),
         Limits(nowhere, Scripts(nowhere, keys), keys, cooldown_s=0).charge(5, 1, quota=9),
         Scripts(nowhere, keys).take("w", 1, 1.0, Task, 8),

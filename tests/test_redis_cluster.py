@@ -131,7 +131,7 @@ async def test_a_worker_answers_and_the_reaper_requeues_on_a_cluster(
 
 async def test_the_bots_stores_work_on_a_cluster(cluster: Redis, settings: WorkerSettings) -> None:
     keys = Keys(settings.key_prefix)
-    store = RequestStore(cluster, keys, ttl_s=60)
+    store = RequestStore(cluster, keys, ttl_s=60, intake_ttl_s=60)
     address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
     items = [ItemContext("req", i, 2, f"{i}.png", "", address) for i in range(2)]
     await store.begin_intake("bot-c", items)

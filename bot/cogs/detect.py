@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,37 +10,13 @@ from discord.ext import commands
 
 from bot.download import ImageRef
 from bot.errors import NoImageFound
-from bot.events import respond_error, run_interaction
-from bot.requests import Ask, Requests
+from bot.events import run_interaction
+from bot.followups import MAX_OBJECTS_CHARS, DetectModal
+from bot.requests import Ask
 from inference.tasks import Task
 
 if TYPE_CHECKING:
     from bot.client import PalicordBot
-
-MAX_OBJECTS_INPUT = 200
-
-
-class ObjectsModal(discord.ui.Modal, title="Detect objects"):
-    """Asks which objects to find in the images of the chosen message."""
-
-    def __init__(self, requests: Requests, images: Sequence[ImageRef]) -> None:
-        super().__init__()
-        self._requests = requests
-        self._images = list(images)
-        self.objects: discord.ui.TextInput[ObjectsModal] = discord.ui.TextInput(
-            placeholder="cat ; dog ; bicycle", max_length=MAX_OBJECTS_INPUT
-        )
-        self.add_item(discord.ui.Label(text="Objects to find", component=self.objects))
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        ask = Ask(Task.DETECT, objects=self.objects.value)
-        await run_interaction(self._requests, interaction, self._images, ask)
-
-    async def on_error(  # type: ignore[override]  # Modal's own signature has no item
-        self, interaction: discord.Interaction, error: Exception, /
-    ) -> None:
-        # Modals report to their own on_error, not to the tree's.
-        await respond_error(interaction, error)
 
 
 class Detect(commands.Cog):
@@ -62,9 +37,9 @@ class Detect(commands.Cog):
     )
     async def detect(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[PalicordBot],
         image: discord.Attachment,
-        objects: app_commands.Range[str, 1, MAX_OBJECTS_INPUT],
+        objects: app_commands.Range[str, 1, MAX_OBJECTS_CHARS],
     ) -> None:
         """Find objects in an image and draw boxes around them."""
         ref = ImageRef.from_attachment(image)
@@ -72,16 +47,19 @@ class Detect(commands.Cog):
         await run_interaction(self.bot.requests, interaction, [ref], ask)
 
     async def detect_message(
-        self, interaction: discord.Interaction, message: discord.Message
+        self, interaction: discord.Interaction[PalicordBot], message: discord.Message
     ) -> None:
         images = self.bot.pictures.find(message)
         if not images:  # say so now rather than after the user filled in the modal
             raise NoImageFound()
-        await interaction.response.send_modal(ObjectsModal(self.bot.requests, images))
+
+        async def detect(submitted: discord.Interaction[PalicordBot], objects: str) -> None:
+            ask = Ask(Task.DETECT, objects=objects)
+            await run_interaction(self.bot.requests, submitted, images, ask)
+
+        timeout_s = self.bot.settings.interaction_token_ttl_s
+        await interaction.response.send_modal(DetectModal(detect, timeout_s=timeout_s))
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(Detect(bot))
