@@ -256,9 +256,12 @@ class Requests:
         models = await self._serving_models(spec)  # that may answer from the cache
         quota = config.quota(self._settings.guild_daily_quota)
         charge = await self._limits.charge(
-            who.guild_id, len(good), quota=quota, user_id=who.user_id,
+            who.guild_id,
+            len(good),
+            quota=quota,
+            user_id=who.user_id,
             user_quota=self._settings.user_daily_quota,
-        )  # fmt: skip
+        )
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
