@@ -22,7 +22,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from redis.asyncio import Redis
 
-from bot.delivery import Deliverer, ImageCache, RequestStore
+from bot.delivery import Deliverer, ImageCache
 from bot.download import Downloader, ImageRef
 from bot.errors import report_error
 from bot.events import run_interaction
@@ -32,6 +32,7 @@ from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.pictures import Pictures
 from bot.replies import ProgressBoard, Replies
+from bot.request_store import RequestStore
 from bot.requests import Ask, Requests
 from bot.settings import BotSettings
 from inference.errors import QueueUnavailable

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -227,7 +228,11 @@ class Replies:
         return True
 
     async def deliver(self, address: ReplyAddress, answer: Answer) -> bool:
-        """Put `answer` in place of the progress message, else post it in the channel."""
+        """Put `answer` in place of the progress message, else post it in the channel. True
+        once Discord confirmed it, False when Discord refused it for good (the channel is
+        closed to the bot); any other failure (a connection error, a timeout, Discord's
+        5xx) raises, to be tried again. Trying again never shows a second answer: an edit
+        is idempotent, and a channel post carries a nonce Discord enforces."""
         if address.message_id is not None and (
             self._token_fresh(address) or not address.is_interaction
         ):
@@ -265,8 +270,13 @@ class Replies:
                     everyone=False, roles=False, users=[discord.Object(address.user_id)]
                 ),
                 view=answer.view if answer.view is not None else MISSING,
+                # One progress message per request: its id names this answer, so a post
+                # repeated after a lost confirmation is the same message (enforce_nonce).
+                nonce=address.message_id or secrets.randbits(63),
             )
         except discord.HTTPException as exc:
+            if exc.status >= 500:
+                raise  # Discord's trouble, not a refusal: try again later
             log.warning("could not post an answer in the channel: HTTP %s", exc.status)
             return False
         return True

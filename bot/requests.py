@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.answer import FRAME_FIELD
-from bot.delivery import Deliverer, ImageCache, RequestStore
+from bot.delivery import Deliverer, ImageCache
 from bot.download import Downloader, ImageRef
 from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired
 from bot.guild_config import GuildConfig, GuildConfigStore
@@ -37,6 +37,7 @@ from bot.replies import (
     ReplyAddress,
     progress_text,
 )
+from bot.request_store import RequestStore
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
 from inference.intake import ImageInfo, probe_image

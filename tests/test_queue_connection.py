@@ -11,9 +11,9 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from bot.delivery import RequestStore
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
+from bot.request_store import RequestStore
 from inference.errors import QueueUnavailable
 from inference.queue import Delivery, JobResult, Keys, QueueClient, QueueSettings
 from inference.queue.connection import cancel_and_wait, describe, redis_boundary
@@ -126,7 +126,7 @@ async def test_the_bots_stores_and_the_worker_translate_too(
         capabilities=("caption",),
     )
     calls: list[Awaitable[object]] = [
-        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).claim("r"),
+        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).delivered("r"),
         RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).user_jobs(3),
         GuildConfigStore(nowhere, keys).get(4),
         Limits(nowhere, Scripts(nowhere, keys), keys, cooldown_s=0).charge(5, 1, quota=9),

@@ -14,11 +14,11 @@ from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ResponseError
 
 from bot.client import PalicordBot
-from bot.delivery import RequestStore
 from bot.errors import DailyQuotaReached
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Limits
 from bot.replies import ItemContext, ReplyAddress
+from bot.request_store import RequestStore
 from inference.detection import iou
 from inference.queue import JobState, Keys, QueueClient, QueueSettings, connect
 from inference.queue.connection import is_cluster
@@ -143,7 +143,10 @@ async def test_the_bots_stores_work_on_a_cluster(cluster: Redis, settings: Worke
     for i in range(2):
         result = JobResult(job_id=f"j{i}", context=items[i].to_context(), text=f"t{i}")
         assert await store.record("req", i, result) == i + 1
-    assert await store.claim("req") and not await store.claim("req")
+    assert await store.lease("req", 5) and not await store.lease("req", 5)
+    assert not await store.delivered("req")
+    await store.mark_delivered("req")
+    assert await store.delivered("req") and await store.lease("req", 5)  # the lease is freed
     assert {i: r.text for i, r in (await store.outcomes("req")).items()} == {0: "t0", 1: "t1"}
     await store.forget("req")
     assert await store.outcomes("req") == {}

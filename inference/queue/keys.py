@@ -67,6 +67,8 @@ _TEMPLATES: dict[str, str] = {
     "guild_config": "bot:guild:{}",
     # hash of one request's per-image outcomes, until its answer is delivered
     "request": "bot:request:{}",
+    # string with a TTL: one bot task is sending this request's answer (bot.delivery)
+    "sending": "bot:sending:{}",
     # sorted set job id -> deadline, for /queue
     "user_jobs": "bot:user-jobs:{}",
     # --- what both programs remember about pictures (inference.queue.memory) ---
@@ -200,6 +202,9 @@ class Keys:
 
     def request(self, request_id: str) -> str:
         return self._k("request", request_id)
+
+    def sending(self, request_id: str) -> str:
+        return self._k("sending", request_id)
 
     def user_jobs(self, user_id: int) -> str:
         return self._k("user_jobs", str(user_id))
