@@ -22,6 +22,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from redis.asyncio import Redis
 
+from bot.cancel import CancelButton
 from bot.delivery import Deliverer, ImageCache
 from bot.download import Downloader, ImageRef
 from bot.errors import report_error
@@ -31,7 +32,8 @@ from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.pictures import Pictures
-from bot.replies import ProgressBoard, Replies
+from bot.progress import ProgressBoard
+from bot.replies import Replies
 from bot.request_store import RequestStore
 from bot.requests import Ask, Requests
 from bot.settings import BotSettings
@@ -192,7 +194,7 @@ class PalicordBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         self.metrics.watch_webhooks()  # before any task that answers interactions starts
         # Buttons of answers posted by any earlier run too: all they need is in custom_id.
-        self.add_dynamic_items(FollowUp)
+        self.add_dynamic_items(FollowUp, CancelButton)
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands()

@@ -26,7 +26,8 @@ from bot.download import Downloader, ImageRef
 from bot.errors import BotRestarted
 from bot.followups import follow_up_view
 from bot.metrics import BotMetrics
-from bot.replies import ItemContext, ProgressBoard, Replies
+from bot.progress import ProgressBoard
+from bot.replies import ItemContext, Replies
 from bot.request_store import RequestStore
 from inference.errors import MalformedMessage, PalicordError
 from inference.ops import log_ids

@@ -11,7 +11,9 @@
     ├── RequestError
     │   ├── NoImageFound               nothing to look at
     │   ├── ChannelNotAllowed          /settings keeps the bot out of this channel
-    │   └── NotAllowed                 the user lacks a permission (e.g. Manage Server)
+    │   ├── NotAllowed                 the user lacks a permission (e.g. Manage Server)
+    │   ├── NotRequester               a Cancel pressed by someone else than who asked
+    │   └── TooLateToCancel            a Cancel pressed once nothing was left to cancel
     └── QueueError
         ├── CooldownActive             the same user again, too soon
         ├── DailyQuotaReached          the guild, or the person, used today's quota
@@ -107,6 +109,16 @@ class NotAllowed(RequestError):
     default_message = "You need the Manage Server permission for that."
 
 
+class NotRequester(RequestError):
+    code = "not_requester"
+    default_message = "Only the person who asked can cancel this."
+
+
+class TooLateToCancel(RequestError):
+    code = "too_late_to_cancel"
+    default_message = "It's too late to cancel that: it has been answered or cancelled already."
+
+
 class CooldownActive(QueueError):
     code = "cooldown"
     default_message = "Please wait a few seconds between requests."
@@ -181,7 +193,7 @@ async def report_error(
     try:
         if isinstance(where, discord.Message):
             if reply is not None:
-                await reply.edit(content=text)
+                await reply.edit(content=text, view=None)  # no Cancel on an error
             else:
                 await where.reply(text, mention_author=False)
         elif where.response.is_done():

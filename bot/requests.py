@@ -25,18 +25,15 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.answer import FRAME_FIELD
+from bot.cancel import cancel_view
 from bot.delivery import Deliverer, ImageCache
 from bot.download import Downloader, ImageRef
-from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired
+from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired, TooLateToCancel
 from bot.guild_config import GuildConfig, GuildConfigStore
-from bot.limits import Limits
+from bot.limits import Charge, Limits
 from bot.metrics import BotMetrics
-from bot.replies import (
-    ItemContext,
-    ProgressBoard,
-    ReplyAddress,
-    progress_text,
-)
+from bot.progress import ProgressBoard, progress_text
+from bot.replies import ItemContext, ReplyAddress
 from bot.request_store import RequestStore
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
@@ -266,7 +263,8 @@ class Requests:
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
-        self._progress.track(request_id, address, [], shown="")
+        cancel = cancel_view(request_id, who.user_id, len(items), charge.day)
+        self._progress.track(request_id, address, [], shown="", buttons=cancel)
         submitted: list[tuple[str, Submitted]] = []
         cached: dict[int, JobResult] = {}
         for i in good:
@@ -303,6 +301,27 @@ class Requests:
         if submitted:
             statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for _, p in submitted]
             await self._progress.show_now(request_id, progress_text(statuses))
+
+    async def cancel(
+        self,
+        interaction: discord.Interaction[PalicordBot],
+        request_id: str,
+        count: int,
+        charge: Charge,
+    ) -> None:
+        """The requester pressed Cancel: every job of the request still in line or running
+        is dropped (the queue keeps a running one's result from ever being published), so
+        the request is never answered; those images go back to the day's quotas."""
+        job_ids = [ItemContext.job_id_of(request_id, i) for i in range(count)]
+        cancelled = [j for j in job_ids if await self._queue.cancel(j)]
+        if not cancelled:
+            raise TooLateToCancel()
+        await self._limits.refund(charge, len(cancelled))
+        for job_id in cancelled:
+            await self._store.remove_user_job(interaction.user.id, job_id)
+        async with self._progress.finishing(request_id):  # no progress edit after this
+            await interaction.response.edit_message(content="✖️ Cancelled.", view=None)
+        log.info("request %s cancelled (%d jobs)", request_id, len(cancelled))
 
     async def _serving_models(self, spec: TaskSpec) -> set[str]:
         """The models online now that can do `spec`'s task (none when not caching)."""

@@ -24,7 +24,8 @@ from bot.delivery import (
     ImageCache,
 )
 from bot.download import Downloader
-from bot.replies import ItemContext, ProgressBoard, Replies, ReplyAddress
+from bot.progress import ProgressBoard
+from bot.replies import ItemContext, Replies, ReplyAddress
 from bot.request_store import RequestStore
 from inference.errors import QueueUnavailable
 from inference.queue import Keys, QueueClient, QueueSettings, connect

@@ -54,7 +54,7 @@ class Messages:
 
     def apply_edit(self, msg: p.Json, record: Recorded) -> p.Json:
         """Apply an edit as Discord does: listed attachments are kept, new files added."""
-        body = record.json if isinstance(record.json, dict) else {}
+        body = record.payload  # an UPDATE_MESSAGE callback nests the edit under `data`
         cleared: p.Json = {"content": "", "embeds": [], "flags": 0, "components": []}
         for key, empty in cleared.items():
             if key in body:  # null clears a field, as on Discord
