@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.limits import utc_day
@@ -29,6 +30,7 @@ __all__ = ["prefix", "server"]  # fixtures, used by name
 RUN_S = 1.5  # each batch: long enough for the second request to wait in line
 
 
+@pytest.mark.slow
 async def test_only_the_requester_can_cancel_and_a_cancelled_request_is_refunded_and_silent(
     server: DiscordServer, prefix: str
 ) -> None:

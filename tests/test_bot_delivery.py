@@ -215,6 +215,7 @@ def test_the_image_cache_is_bounded_by_bytes_and_by_entries() -> None:
     assert cache.pop("r", 2) is None
 
 
+@pytest.mark.slow
 async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
     redis: Redis, redis_prefix: str, worker_settings: WorkerSettings
 ) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
 from prometheus_client import generate_latest
 
 from bot.client import PalicordBot
@@ -77,6 +78,7 @@ def start_bot(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 async def test_the_bot_process_serves_health_and_readiness(
     server: DiscordServer, prefix: str
 ) -> None:

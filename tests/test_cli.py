@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.demo import DEMO_MODEL, ROOT
+
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
 
 SAMPLE = ROOT / "samples" / "shapes.png"
 

@@ -38,6 +38,7 @@ async def _swallows_first_cancels(times: int, stopped: list[str]) -> None:
             swallowed += 1  # what redis-py does when a cancel races its socket timeout
 
 
+@pytest.mark.slow
 async def test_a_task_that_swallows_cancels_is_cancelled_until_it_stops() -> None:
     stopped: list[str] = []
     stubborn = asyncio.create_task(_swallows_first_cancels(2, stopped))

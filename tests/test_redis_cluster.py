@@ -40,6 +40,8 @@ from tests.discord_server.harness import (
 )
 from tests.redis_cluster import redis_cluster
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 __all__ = ["server"]  # a fixture, used by name
 
 

@@ -36,6 +36,8 @@ from tests.discord_server.harness import (
     running_sandbox,
 )
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 __all__ = ["prefix", "worker"]  # fixtures, used by name
 
 WAIT_S = 20
