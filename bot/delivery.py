@@ -207,8 +207,6 @@ class Deliverer:
         return len(orphans)
 
     async def _finish(self, item: ItemContext) -> None:
-        if await self._store.delivered(item.request_id):
-            return  # answered already (a result read again after a restart or an outage)
         outcomes = await self._store.outcomes(item.request_id)
         answers = await asyncio.gather(
             *(self._item_answer(item.request_id, i, outcomes.get(i)) for i in range(item.count))
@@ -221,6 +219,11 @@ class Deliverer:
             answer = await asyncio.to_thread(compose, answers, max_file_bytes=limit)
         pictures = [a.result.context.get(PICTURE_FIELD) if a.result.ok else None for a in answers]
         answer = dataclasses.replace(answer, view=follow_up_view(pictures))
+        lease = await self._store.lease(item.request_id, SEND_LEASE_S)
+        if lease == "delivered":
+            return  # answered already (a result read again after a restart or an outage)
+        if lease == "busy":
+            raise NotSent(f"request {item.request_id} is being sent by another task")
         ok = await self._send(item, answer)
         # Marked only once Discord confirmed: a send that failed in any way raised above,
         # and the request is tried again rather than marked and never answered.
@@ -230,10 +233,8 @@ class Deliverer:
         await self._store.forget(item.request_id)
 
     async def _send(self, item: ItemContext, answer: Answer) -> bool:
-        """Send under the request's lease (two results completing a request at once must
-        not both send); raises NotSent when it did not reach Discord this time."""
-        if not await self._store.lease(item.request_id, SEND_LEASE_S):
-            raise NotSent(f"request {item.request_id} is being sent by another task")
+        """Send, holding the request's lease (two results completing a request at once
+        must not both send); raises NotSent when it did not reach Discord this time."""
         try:
             async with self._progress.finishing(item.request_id):
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel

@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from redis.asyncio import Redis
 
@@ -20,6 +21,7 @@ from inference.queue.connection import atomic_pipeline, awaited
 log = logging.getLogger(__name__)
 
 _DELIVERED_FIELD = "delivered"
+Lease = Literal["delivered", "send", "busy"]
 
 
 class RequestStore:
@@ -45,17 +47,15 @@ class RequestStore:
             *_, fields = await pipe.execute()
         return sum(1 for f in fields if f.isdigit())
 
-    async def delivered(self, request_id: str) -> bool:
-        """Whether the request's answer reached Discord (kept until the TTL)."""
+    async def lease(self, request_id: str, ttl_s: float) -> Lease:
+        """In one round trip: "delivered" when the answer is out already, "send" for the
+        one caller that may send it now (for `ttl_s` at most), else "busy"."""
         with redis_boundary():
-            key = self._keys.request(request_id)
-            return bool(await awaited(self._redis.hexists(key, _DELIVERED_FIELD)))
-
-    async def lease(self, request_id: str, ttl_s: float) -> bool:
-        """True for one caller at a time, for `ttl_s` at most: that one sends the answer."""
-        with redis_boundary():
-            key = self._keys.sending(request_id)
-            return bool(await self._redis.set(key, b"1", px=int(ttl_s * 1000), nx=True))
+            pipe = atomic_pipeline(self._redis)
+            pipe.hexists(self._keys.request(request_id), _DELIVERED_FIELD)
+            pipe.set(self._keys.sending(request_id), b"1", px=int(ttl_s * 1000), nx=True)
+            delivered, leased = await pipe.execute()
+        return "delivered" if delivered else "send" if leased else "busy"
 
     async def release(self, request_id: str) -> None:
         with redis_boundary():

@@ -127,7 +127,7 @@ async def test_the_bots_stores_and_the_worker_translate_too(
         capabilities=("caption",),
     )
     calls: list[Awaitable[object]] = [
-        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).delivered("r"),
+        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).lease("r", 1),
         RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).user_jobs(3),
         GuildConfigStore(nowhere, keys).get(4),
         Limits(nowhere, Scripts(nowhere, keys), keys, cooldown_s=0).charge(5, 1, quota=9),
