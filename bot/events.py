@@ -1,8 +1,7 @@
-"""Discord events into requests: a slash command or context menu (`run_interaction`), a
-message that mentions the bot (`run_mention`), and `report_error`, the one way an error
-reaches a user: from the command tree's, the modals' and the buttons' error hooks, and
-from the mention handler. Each request takes the path of `bot.requests`: admit within
-Discord's 3 s, acknowledge, then queue.
+"""Discord events into requests: a slash command or context menu (`run_interaction`) and
+a message that mentions the bot (`run_mention`). Each takes the path of `bot.requests`:
+admit within Discord's 3 s, acknowledge, then queue. What fails reaches the user through
+`bot.errors.report_error`, like every other error.
 """
 
 from __future__ import annotations
