@@ -225,11 +225,11 @@ class Deliverer:
         if lease == "busy":
             raise NotSent(f"request {item.request_id} is being sent by another task")
         ok = await self._send(item, answer)
+        self._metrics.answers.labels("delivered" if ok else "undeliverable").inc()
+        log.info("request %s answered (%s)", item.request_id, "ok" if ok else "undeliverable")
         # Marked only once Discord confirmed: a send that failed in any way raised above,
         # and the request is tried again rather than marked and never answered.
         await self._store.mark_delivered(item.request_id)
-        self._metrics.answers.labels("delivered" if ok else "undeliverable").inc()
-        log.info("request %s answered (%s)", item.request_id, "ok" if ok else "undeliverable")
         await self._store.forget(item.request_id)
 
     async def _send(self, item: ItemContext, answer: Answer) -> bool:
