@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck pytest bench redis demo-model clean system-run system-test
+.PHONY: run test test-fast lint typecheck pytest bench redis demo-model clean system-run system-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ pytest: $(STAMP) system-test redis
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest
+
+# The edit-test loop: lint, types and the tests not marked slow (well under a minute).
+test-fast: $(STAMP) redis
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: $(STAMP) redis
 	$(PY) -m bench.batching

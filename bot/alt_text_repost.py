@@ -10,13 +10,13 @@ import contextlib
 import logging
 import re
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.alt_text import AltTextStore, fits_upload, gone_marker, repost_refusal, wanting_alt_text
 from bot.answer import MESSAGE_LIMIT
-from bot.errors import user_message
+from bot.errors import report_error
 
 if TYPE_CHECKING:
     from bot.client import PalicordBot
@@ -63,35 +63,38 @@ class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
     ) -> AltTextButton:
         return cls(match["action"], int(match["poster"]), int(match["message"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
+        # discord.py only logs what a dynamic item's callback raises (see bot.followups):
+        # the button reports its own errors, through the one error path.
+        try:
+            await self._press(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc, what=f"alt-text button {self.action}")
+
+    async def _press(self, interaction: discord.Interaction[PalicordBot]) -> None:
         if interaction.user.id != self.poster_id:
             await interaction.response.send_message(ONLY_THE_POSTER[self.action], ephemeral=True)
             return
-        bot = cast("PalicordBot", interaction.client)
+        bot = interaction.client
         store = AltTextStore(bot.redis, bot.queue.keys)
-        try:
-            if self.action == "remove":
-                await interaction.response.defer()
-                await self._remove_reply(interaction, store)
-            else:
-                await self._repost(interaction, store)
-        except Exception as exc:
-            log.warning("alt-text %s failed", self.action, exc_info=exc)
-            text = "⚠️ " + user_message(exc)
-            with contextlib.suppress(discord.HTTPException):
-                if interaction.response.is_done():
-                    await interaction.followup.send(text, ephemeral=True)
-                else:
-                    await interaction.response.send_message(text, ephemeral=True)
+        if self.action == "remove":
+            await interaction.response.defer()
+            await self._remove_reply(interaction, store)
+        else:
+            await self._repost(interaction, store)
 
-    async def _remove_reply(self, interaction: discord.Interaction, store: AltTextStore) -> None:
+    async def _remove_reply(
+        self, interaction: discord.Interaction[PalicordBot], store: AltTextStore
+    ) -> None:
         assert interaction.channel_id is not None
         await store.swap(self.message_id, gone_marker(interaction.channel_id, self.poster_id))
         if interaction.message is not None:
             with contextlib.suppress(discord.NotFound):
                 await interaction.message.delete()
 
-    async def _repost(self, interaction: discord.Interaction, store: AltTextStore) -> None:
+    async def _repost(
+        self, interaction: discord.Interaction[PalicordBot], store: AltTextStore
+    ) -> None:
         channel, guild = interaction.channel, interaction.guild
         refusal = repost_refusal(channel, guild.me if guild else None)
         if refusal is not None:

@@ -35,7 +35,7 @@ from inference.tasks import NOTE_FIELD, Task
 
 log = logging.getLogger(__name__)
 
-MESSAGE_LIMIT = 2_000
+MESSAGE_LIMIT = 2_000  # characters of a message's content
 EMBED_DESCRIPTION_LIMIT = 4_096
 EMBED_TITLE_LIMIT = 256
 EMBED_TOTAL_LIMIT = 6_000  # across all embeds of one message
@@ -103,29 +103,6 @@ def truncate(text: str, limit: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
-def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Split into chunks of at most `limit` characters, at line breaks or spaces when
-    possible, never between a backslash and the character it escapes."""
-    if limit < 2:
-        raise ValueError("limit must be at least 2")
-    chunks: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        at = window.rfind("\n")
-        if at < limit // 2:
-            at = window.rfind(" ")
-        if at < limit // 2:
-            at = limit
-        if rest[at - 1] == "\\" and not rest[: at - 1].endswith("\\"):
-            at -= 1
-        chunks.append(rest[:at].rstrip())
-        rest = rest[at:].lstrip("\n ")
-    if rest or not chunks:
-        chunks.append(rest)
-    return chunks
-
-
 def legend(detections: Iterable[Detection]) -> str:
     """ "circle × 2, square × 1": most frequent first, then by label."""
     counts = Counter(d.label for d in detections)
@@ -135,8 +112,19 @@ def legend(detections: Iterable[Detection]) -> str:
     return ", ".join(f"{safe_inline(label, 60)} × {n}" for label, n in ordered)
 
 
-def _mib(n: int) -> str:
+def size_text(n: int) -> str:
+    """ "10 MiB", "200 KiB": a byte limit as users read it."""
     return f"{n / (1024 * 1024):.0f} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
+
+
+def duration_text(seconds: float) -> str:
+    """ "45 s", "12 min", "3 h 5 min": a wait or an age, roughly."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +241,7 @@ def _draw(item: ItemAnswer, n: int, max_bytes: int) -> tuple[OutFile | None, str
         data, extension = draw_boxes(picture, item.result.detections, max_bytes)
     except ValueError:
         return None, (
-            f"The picture with its boxes would not fit the {_mib(max_bytes)} upload "
+            f"The picture with its boxes would not fit the {size_text(max_bytes)} upload "
             f"limit here; the boxes are in {json_name}."
         )
     except PalicordError as exc:
@@ -343,13 +331,4 @@ def _frame_note(value: str) -> str:
 
 
 def _ago(seconds: float) -> str:
-    if seconds < 90:
-        return "just now" if seconds < 10 else f"{seconds:.0f} s ago"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.0f} h ago"
-
-
-def error_answer(message: str) -> Answer:
-    """A short error as the whole answer (for a request none of whose images got queued)."""
-    return Answer(content="⚠️ " + safe_inline(message, MESSAGE_LIMIT - 2))
+    return "just now" if seconds < 10 else duration_text(seconds) + " ago"

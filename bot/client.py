@@ -22,19 +22,22 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from redis.asyncio import Redis
 
-from bot.delivery import Deliverer, ImageCache, RequestStore
+from bot.cancel import CancelButton
+from bot.delivery import Deliverer, ImageCache
 from bot.download import Downloader, ImageRef
-from bot.errors import NotAllowed
-from bot.events import respond_error, run_interaction
+from bot.errors import report_error
+from bot.events import run_interaction
 from bot.followups import FollowUp
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.pictures import Pictures
-from bot.replies import ProgressBoard, Replies
+from bot.progress import ProgressBoard
+from bot.replies import Replies
+from bot.request_store import RequestStore
 from bot.requests import Ask, Requests
 from bot.settings import BotSettings
-from inference.errors import PalicordError, QueueUnavailable
+from inference.errors import QueueUnavailable
 from inference.ops import LoopWatch
 from inference.queue import Keys, QueueClient, redis_boundary
 from inference.queue.connection import cancel_and_wait
@@ -80,21 +83,14 @@ def intents(settings: BotSettings) -> discord.Intents:
     return out
 
 
-class PalicordTree(app_commands.CommandTree[discord.Client]):
-    """The one place slash commands and context menus report errors to users."""
+class PalicordTree(app_commands.CommandTree["PalicordBot"]):
+    """Slash commands and context menus report their errors through `report_error`."""
 
     async def on_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+        self, interaction: discord.Interaction[PalicordBot], error: app_commands.AppCommandError, /
     ) -> None:
-        cause: BaseException = error
-        if isinstance(error, app_commands.CommandInvokeError):
-            cause = error.original
-        if isinstance(error, app_commands.MissingPermissions):
-            cause = NotAllowed()
-        elif not isinstance(cause, PalicordError):
-            name = interaction.command.qualified_name if interaction.command else "?"
-            log.error("command %s failed", name, exc_info=cause)
-        await respond_error(interaction, cause)
+        name = interaction.command.qualified_name if interaction.command else "?"
+        await report_error(interaction, error, what=f"command {name}")
 
 
 class PalicordBot(commands.AutoShardedBot):
@@ -146,7 +142,9 @@ class PalicordBot(commands.AutoShardedBot):
         self.configs = GuildConfigStore(redis, keys)
         self.limits = Limits(redis, queue.scripts, keys, cooldown_s=settings.user_cooldown_s)
         ttl_s = int(settings.job_deadline_s) + _REQUEST_TTL_MARGIN_S
-        self.store = RequestStore(redis, keys, ttl_s=ttl_s)
+        self.store = RequestStore(
+            redis, keys, ttl_s=ttl_s, intake_ttl_s=settings.interaction_token_ttl_s
+        )
         self.downloader = Downloader(
             http_session,
             allowed_hosts=settings.attachment_hosts,
@@ -199,7 +197,7 @@ class PalicordBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         self.metrics.watch_webhooks()  # before any task that answers interactions starts
         # Buttons of answers posted by any earlier run too: all they need is in custom_id.
-        self.add_dynamic_items(FollowUp)
+        self.add_dynamic_items(FollowUp, CancelButton)
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands()
@@ -236,18 +234,13 @@ class PalicordBot(commands.AutoShardedBot):
             return True  # let the run itself report the outage
 
     async def follow_up(
-        self, interaction: discord.Interaction, digest: str, task: Task, **ask: str
+        self, interaction: discord.Interaction[PalicordBot], digest: str, task: Task, **ask: str
     ) -> None:
-        """A follow-up button's request, run as a slash command would be; errors before
-        the acknowledgement are answered here (a button has no command tree)."""
+        """A follow-up button's request, run as a slash command would be (its errors go to
+        the button's or the modal's error hook, see `bot.followups`)."""
         picture = ImageRef.stored_picture(digest)
         request = Ask(task, question=ask.get("question"), objects=ask.get("objects"))
-        try:
-            await run_interaction(self.requests, interaction, [picture], request, kind="button")
-        except Exception as exc:
-            if not isinstance(exc, PalicordError):
-                log.error("follow-up %s failed", task.value, exc_info=exc)
-            await respond_error(interaction, exc)
+        await run_interaction(self.requests, interaction, [picture], request, kind="button")
 
     async def _watch_redis(self) -> None:
         while True:

@@ -15,26 +15,26 @@ work (automatic alt text) name a route (`ROUTE_FIELD`) and go to its handler ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import json
 import logging
 import statistics
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-
-from bot.answer import ItemAnswer, compose
+from bot.answer import Answer, ItemAnswer, compose
 from bot.download import Downloader, ImageRef
 from bot.errors import BotRestarted
 from bot.followups import follow_up_view
 from bot.metrics import BotMetrics
-from bot.replies import ItemContext, ProgressBoard, Replies
+from bot.progress import ProgressBoard
+from bot.replies import ItemContext, Replies
+from bot.request_store import RequestStore
 from inference.errors import MalformedMessage, PalicordError
 from inference.ops import log_ids
-from inference.queue import Delivery, JobResult, JobState, Keys, QueueClient, redis_boundary
-from inference.queue.connection import Backoff, atomic_pipeline, awaited, cancel_and_wait, describe
+from inference.queue import Delivery, JobResult, JobState, QueueClient
+from inference.queue.connection import Backoff, cancel_and_wait, describe
 from inference.queue.memory import PICTURE_FIELD
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,19 @@ MAX_DRAWING = 2
 # unacknowledged, for the next run of the bot to try again.
 MAX_HANDLE_ATTEMPTS = 3
 RECENT_WAITS = 200
+# How long one task may hold a request's answer to itself while sending it; a task that
+# dies while sending lets another try after this.
+SEND_LEASE_S = DELIVERY_TIMEOUT_S + 30
 DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
 # Entries are bounded too: many tiny pictures would otherwise cost dictionary overhead
 # far beyond their bytes. A detect request waits minutes at most; this is hours of them.
 DEFAULT_IMAGE_CACHE_ENTRIES = 10_000
-# Interaction tokens last 15 minutes: an intake older than that can no longer be answered.
-INTAKE_TTL_S = 15 * 60
-_CLAIM_FIELD = "delivered"
 ROUTE_FIELD = "via"  # in a job's context: which handler in `Deliverer.routes` answers it
+
+
+class NotSent(Exception):
+    """The answer did not reach Discord this time (or another task is sending it): its
+    result stays unacknowledged and is handled again."""
 
 
 class Deliverer:
@@ -145,6 +150,9 @@ class Deliverer:
                 await self.handle(delivery.result)
                 await self._queue.ack(delivery)
                 return
+            except NotSent as exc:
+                delay_s = backoff.next_delay_s()
+                log.warning("answer not sent (%s); trying again in %.1fs", exc, delay_s)
             except PalicordError as exc:
                 delay_s = backoff.next_delay_s()
                 log.warning(
@@ -218,21 +226,32 @@ class Deliverer:
             answer = await asyncio.to_thread(compose, answers, max_file_bytes=limit)
         pictures = [a.result.context.get(PICTURE_FIELD) if a.result.ok else None for a in answers]
         answer = dataclasses.replace(answer, view=follow_up_view(pictures))
-        # Claimed only with the answer ready: whatever fails before this (Redis, drawing)
-        # leaves the request to the next try, instead of claimed and never answered.
-        if not await self._store.claim(item.request_id):
+        lease = await self._store.lease(item.request_id, SEND_LEASE_S)
+        if lease == "delivered":
             return  # answered already (a result read again after a restart or an outage)
-        async with self._progress.finishing(item.request_id):
-            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel (bot.close)
-            # that lands as the send completes, and the results loop would never stop.
-            try:
-                async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-                    ok = await self._replies.deliver(item.address, answer)
-            except TimeoutError:
-                ok = False
+        if lease == "busy":
+            raise NotSent(f"request {item.request_id} is being sent by another task")
+        ok = await self._send(item, answer)
         self._metrics.answers.labels("delivered" if ok else "undeliverable").inc()
         log.info("request %s answered (%s)", item.request_id, "ok" if ok else "undeliverable")
+        # Marked only once Discord confirmed: a send that failed in any way raised above,
+        # and the request is tried again rather than marked and never answered.
+        await self._store.mark_delivered(item.request_id)
         await self._store.forget(item.request_id)
+
+    async def _send(self, item: ItemContext, answer: Answer) -> bool:
+        """Send, holding the request's lease (two results completing a request at once
+        must not both send); raises NotSent when it did not reach Discord this time."""
+        try:
+            async with self._progress.finishing(item.request_id):
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel
+                # (bot.close) that lands as the send completes, and the loop never stops.
+                async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                    return await self._replies.deliver(item.address, answer)
+        except Exception as exc:
+            with contextlib.suppress(PalicordError):  # else the lease lapses by itself
+                await self._store.release(item.request_id)
+            raise NotSent(f"{type(exc).__name__}: {exc}") from exc
 
     async def _item_answer(
         self, request_id: str, index: int, result: JobResult | None
@@ -255,117 +274,6 @@ class Deliverer:
         except PalicordError as exc:
             log.info("could not fetch an image again for its boxes: %s", exc.code)
             return None
-
-
-class RequestStore:
-    """Outcomes per request (hash field = image index) and per-user job sets."""
-
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._ttl_s = ttl_s
-
-    async def record(self, request_id: str, index: int, result: JobResult) -> int:
-        """Store one image's outcome; return how many images of the request have one.
-        Two results recorded at once may both count them all: `claim` still lets only
-        one of them answer."""
-        key = self._keys.request(request_id)
-        with redis_boundary():
-            pipe = atomic_pipeline(self._redis)
-            pipe.hset(key, str(index), result.to_json())
-            pipe.expire(key, self._ttl_s)
-            pipe.hkeys(key)
-            *_, fields = await pipe.execute()
-        return sum(1 for f in fields if f.isdigit())
-
-    async def claim(self, request_id: str) -> bool:
-        """True exactly once per request: whoever gets it delivers the answer."""
-        with redis_boundary():
-            return bool(
-                await awaited(self._redis.hsetnx(self._keys.request(request_id), _CLAIM_FIELD, "1"))
-            )
-
-    async def outcomes(self, request_id: str) -> dict[int, JobResult]:
-        with redis_boundary():
-            raw = await awaited(self._redis.hgetall(self._keys.request(request_id)))
-        out: dict[int, JobResult] = {}
-        for field, value in raw.items():
-            if not field.isdigit():  # the delivery claim
-                continue
-            try:
-                out[int(field)] = JobResult.from_json(value)
-            except (ValueError, MalformedMessage):
-                log.warning("dropping a malformed stored outcome of request %s", request_id)
-        return out
-
-    async def forget(self, request_id: str) -> None:
-        # Keep the claim marker until the TTL: a redelivered result must not answer again.
-        key = self._keys.request(request_id)
-        with redis_boundary():
-            fields = [
-                f for f in await awaited(self._redis.hkeys(key)) if f != _CLAIM_FIELD.encode()
-            ]
-            if fields:
-                await awaited(self._redis.hdel(key, *fields))
-
-    async def begin_intake(self, instance_id: str, items: Sequence[ItemContext]) -> None:
-        """Remember an acknowledged request until all its images are queued or it is
-        refused (`end_intake`): a bot that dies in between finds it when it starts again."""
-        record = json.dumps({"at": time.time(), "items": [i.to_context() for i in items]})
-        key = self._keys.intake(instance_id)
-        with redis_boundary():
-            pipe = atomic_pipeline(self._redis)
-            pipe.hset(key, items[0].request_id, record)
-            pipe.expire(key, INTAKE_TTL_S)
-            await pipe.execute()
-
-    async def end_intake(self, instance_id: str, request_id: str) -> None:
-        with redis_boundary():
-            await awaited(self._redis.hdel(self._keys.intake(instance_id), request_id))
-
-    async def orphaned_intakes(
-        self, instance_id: str, *, before: float
-    ) -> dict[str, list[ItemContext]]:
-        """Intakes begun before `before` (this run's start) and never ended, younger than
-        the interaction tokens they would answer with; older ones are dropped."""
-        key = self._keys.intake(instance_id)
-        with redis_boundary():
-            raw = await awaited(self._redis.hgetall(key))
-        out: dict[str, list[ItemContext]] = {}
-        for field, value in raw.items():
-            try:
-                record = json.loads(value)
-                items = [ItemContext.from_context(c) for c in record["items"]]
-                begun_at = float(record["at"])
-            except (ValueError, KeyError, TypeError, MalformedMessage):
-                log.warning("dropping a malformed intake record")
-                await self.end_intake(instance_id, field.decode(errors="replace"))
-                continue
-            if begun_at < time.time() - INTAKE_TTL_S:
-                await self.end_intake(instance_id, field.decode())
-            elif begun_at < before and items:
-                out[field.decode()] = items
-        return out
-
-    async def add_user_job(self, user_id: int, job_id: str, deadline_at: float) -> None:
-        key = self._keys.user_jobs(user_id)
-        with redis_boundary():
-            pipe = atomic_pipeline(self._redis)
-            pipe.zadd(key, {job_id: deadline_at})
-            pipe.expire(key, self._ttl_s)
-            await pipe.execute()
-
-    async def remove_user_job(self, user_id: int, job_id: str) -> None:
-        with redis_boundary():
-            await self._redis.zrem(self._keys.user_jobs(user_id), job_id)
-
-    async def user_jobs(self, user_id: int) -> list[str]:
-        """The user's jobs still within their deadline, oldest first."""
-        key = self._keys.user_jobs(user_id)
-        with redis_boundary():
-            await self._redis.zremrangebyscore(key, "-inf", time.time())
-            ids = await self._redis.zrange(key, 0, -1)
-        return [i.decode() for i in ids]
 
 
 class ImageCache:

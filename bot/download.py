@@ -29,6 +29,7 @@ import aiohttp
 import discord
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from bot.answer import size_text
 from bot.errors import (
     AttachmentHostNotAllowed,
     DownloadFailed,
@@ -93,10 +94,6 @@ class ImageRef:
         if self.content_type and self.content_type.lower().startswith("image/"):
             return True
         return self.filename.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.0f} MiB"
 
 
 def is_public_address(address: str) -> bool:
@@ -166,7 +163,7 @@ class Downloader:
         self._timeout_s = timeout_s
 
     def too_large(self) -> ImageTooLarge:
-        return ImageTooLarge(f"That file is too large; the limit is {_mib(self.max_bytes)}.")
+        return ImageTooLarge(f"That file is too large; the limit is {size_text(self.max_bytes)}.")
 
     def link_allowed(self, url: str) -> bool:
         """Whether a pasted link may be fetched directly (else only its preview is read)."""

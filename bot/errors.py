@@ -11,21 +11,34 @@
     ├── RequestError
     │   ├── NoImageFound               nothing to look at
     │   ├── ChannelNotAllowed          /settings keeps the bot out of this channel
-    │   └── NotAllowed                 the user lacks a permission (e.g. Manage Server)
+    │   ├── NotAllowed                 the user lacks a permission (e.g. Manage Server)
+    │   ├── NotRequester               a Cancel pressed by someone else than who asked
+    │   └── TooLateToCancel            a Cancel pressed once nothing was left to cancel
     └── QueueError
         ├── CooldownActive             the same user again, too soon
         ├── DailyQuotaReached          the guild, or the person, used today's quota
         └── BotRestarted               the bot died between acknowledging and queueing
 
 Every message is fit to show the user as it is; `user_message` maps anything else
-(discord.py's own errors included) to a short, safe line.
+(discord.py's own errors included) to a short, safe line, and `report_error` is the one
+way any of them reaches a user (called from discord.py's error hooks: the command tree's,
+the modals', the buttons', and from the mention handler).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import TYPE_CHECKING
 
+import discord
+from discord import app_commands
+
+from bot.answer import duration_text
 from inference.errors import ImageError, PalicordError, QueueError, RequestError
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +109,16 @@ class NotAllowed(RequestError):
     default_message = "You need the Manage Server permission for that."
 
 
+class NotRequester(RequestError):
+    code = "not_requester"
+    default_message = "Only the person who asked can cancel this."
+
+
+class TooLateToCancel(RequestError):
+    code = "too_late_to_cancel"
+    default_message = "It's too late to cancel that: it has been answered or cancelled already."
+
+
 class CooldownActive(QueueError):
     code = "cooldown"
     default_message = "Please wait a few seconds between requests."
@@ -126,9 +149,7 @@ class DailyQuotaReached(QueueError):
 
 def _in(seconds: float) -> str:
     """'in 3 h 12 min' / 'in 5 min': when a limit frees up, roughly."""
-    minutes = max(1, round(seconds / 60))
-    hours, minutes = divmod(minutes, 60)
-    return f"in {hours} h {minutes} min" if hours else f"in {minutes} min"
+    return "in " + duration_text(seconds)
 
 
 class BotRestarted(QueueError):
@@ -143,3 +164,46 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, PalicordError):
         return exc.message
     return PalicordError.default_message
+
+
+def _cause(error: BaseException) -> BaseException:
+    """What went wrong, without discord.py's wrapping."""
+    if isinstance(error, app_commands.MissingPermissions):
+        return NotAllowed()
+    if isinstance(error, app_commands.CommandInvokeError):
+        return error.original
+    return error
+
+
+async def report_error(
+    where: discord.Interaction[PalicordBot] | discord.Message,
+    error: BaseException,
+    *,
+    what: str,
+    reply: discord.Message | None = None,
+) -> bool:
+    """Tell the user what went wrong: privately for an interaction, whether or not it was
+    deferred; for a mention, in the bot's `reply` (edited) or a new reply to `where`.
+    Anything but a PalicordError is a bug, logged here as `what` failing. False when
+    Discord did not take the message."""
+    cause = _cause(error)
+    if not isinstance(cause, PalicordError):
+        log.error("%s failed", what, exc_info=cause)
+    text = "⚠️ " + user_message(cause)
+    try:
+        if isinstance(where, discord.Message):
+            if reply is not None:
+                await reply.edit(content=text, view=None)  # no Cancel on an error
+            else:
+                await where.reply(text, mention_author=False)
+        elif where.response.is_done():
+            # A deferred response is public; drop it so the error can be private.
+            with contextlib.suppress(discord.HTTPException):
+                await where.delete_original_response()
+            await where.followup.send(text, ephemeral=True)
+        else:
+            await where.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.info("could not report an error to the user: HTTP %s", exc.status)
+        return False
+    return True

@@ -1,27 +1,29 @@
-"""Discord events into requests: a slash command or context menu (`run_interaction`), a
-message that mentions the bot (`run_mention`), and the private error reply both share
-(`respond_error`). Each takes the path of `bot.requests`: admit within Discord's 3 s,
-acknowledge, then queue.
+"""Discord events into requests: a slash command or context menu (`run_interaction`) and
+a message that mentions the bot (`run_mention`). Each takes the path of `bot.requests`:
+admit within Discord's 3 s, acknowledge, then queue. What fails reaches the user through
+`bot.errors.report_error`, like every other error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import discord
 from discord import app_commands
 
 from bot.download import ImageRef
-from bot.errors import user_message
+from bot.errors import report_error
 from bot.replies import ItemContext, ReplyAddress, interaction_address
 from bot.requests import ADMIT_BUDGET_S, Ask, Requests, Who
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
-from inference.errors import PalicordError, QueueUnavailable
+from inference.errors import QueueUnavailable
 from inference.ops import log_ids
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +41,7 @@ async def in_time(call: Awaitable[T]) -> T:
         raise QueueUnavailable() from exc
 
 
-def who_of_interaction(interaction: discord.Interaction) -> Who:
+def who_of_interaction(interaction: discord.Interaction[PalicordBot]) -> Who:
     channel = interaction.channel
     parent = getattr(channel, "parent_id", None)
     assert interaction.channel_id is not None
@@ -54,7 +56,7 @@ def who_of_message(message: discord.Message) -> Who:
 
 async def run_interaction(
     service: Requests,
-    interaction: discord.Interaction,
+    interaction: discord.Interaction[PalicordBot],
     refs: Sequence[ImageRef],
     ask: Ask,
     *,
@@ -86,29 +88,9 @@ async def run_interaction(
         # Answered here rather than by the tree's handler: the intake closes only once
         # the user has been told.
         service.count(kind, exc)
-        if not isinstance(exc, PalicordError):
-            log.error("request %s failed", items[0].request_id, exc_info=exc)
-        if not await respond_error(interaction, exc):
+        if not await report_error(interaction, exc, what=f"request {items[0].request_id}"):
             return  # not told: the intake stays open, and the next run tells them
     await service.close(items)
-
-
-async def respond_error(interaction: discord.Interaction, error: BaseException) -> bool:
-    """Tell the user what went wrong, privately, whether or not we deferred already;
-    False when Discord did not take the message."""
-    text = "⚠️ " + user_message(error)
-    try:
-        if interaction.response.is_done():
-            # A deferred response is public; drop it so the error can be private.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.info("could not report an error to the user: HTTP %s", exc.status)
-        return False
-    return True
 
 
 async def run_mention(
@@ -121,9 +103,9 @@ async def run_mention(
         # Messages carry no user locale: the guild's language setting, then its locale.
         guild_locale = str(message.guild.preferred_locale) if message.guild else None
         spec = service.spec(ask, config=config, guild_locale=guild_locale)
-    except PalicordError as exc:
+    except Exception as exc:
         service.count("mention", exc)
-        await message.reply("⚠️ " + exc.message, mention_author=False)
+        await report_error(message, exc, what="mention")
         return
     reply = await message.reply("🔎 Looking…", mention_author=False)
     address = ReplyAddress(
@@ -143,8 +125,6 @@ async def run_mention(
         service.count("mention")
     except Exception as exc:
         service.count("mention", exc)
-        if not isinstance(exc, PalicordError):
-            log.error("mention request failed", exc_info=exc)
-        await reply.edit(content="⚠️ " + user_message(exc))
+        await report_error(message, exc, what="mention request", reply=reply)
     if items:
         await service.close(items)

@@ -14,14 +14,17 @@ polite request for a new upload.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import PictureExpired
+from bot.errors import PictureExpired, report_error
 from inference.queue.memory import DIGEST_HEX
 from inference.tasks import MAX_QUESTION_CHARS, Task
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
 
 PREFIX = "pc"
 ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
@@ -34,26 +37,7 @@ ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
 TEMPLATE = rf"{PREFIX}:(?P<action>{'|'.join(ACTIONS)}):(?P<digest>[0-9a-f]{{{DIGEST_HEX}}})"
 _CUSTOM_ID_RE = re.compile(TEMPLATE)
 MAX_ROWS = 5  # Discord's limit of action rows per message: one row per picture
-MAX_OBJECTS_CHARS = 200
-MODAL_TIMEOUT_S = 15 * 60
-
-
-@runtime_checkable
-class Runner(Protocol):
-    """What a press needs from the bot (PalicordBot): whether the picture is still kept,
-    and running a request on it as a slash command would."""
-
-    async def has_picture(self, digest: str) -> bool: ...
-
-    async def follow_up(
-        self, interaction: discord.Interaction, digest: str, task: Task, **ask: str
-    ) -> None: ...
-
-
-def _runner(interaction: discord.Interaction) -> Runner:
-    client = interaction.client
-    assert isinstance(client, Runner)
-    return client
+MAX_OBJECTS_CHARS = 200  # the objects to detect, in /detect and in its modal
 
 
 class FollowUp(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE):
@@ -68,67 +52,97 @@ class FollowUp(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], templ
         )
         self.action, self.digest = action, digest
 
+    # discord.py types its hooks with an unbound ClientT; ours take this bot's interactions.
     @classmethod
-    async def from_custom_id(
+    async def from_custom_id(  # type: ignore[override]
         cls,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[PalicordBot],
         item: discord.ui.Item[Any],
         match: re.Match[str],
         /,
     ) -> FollowUp:
         return cls(match["action"], match["digest"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        runner = _runner(interaction)
+    async def callback(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
+        # discord.py (2.7) only logs what a dynamic item's callback raises; no View.on_error
+        # sees it. So the button reports its own errors, through the same function.
+        try:
+            await self._press(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc, what=f"button {self.action}")
+
+    async def _press(self, interaction: discord.Interaction[PalicordBot]) -> None:
+        bot, digest = interaction.client, self.digest
+        timeout_s = bot.settings.interaction_token_ttl_s
         if self.action in ("describe", "ocr"):
             task = Task.DESCRIBE if self.action == "describe" else Task.OCR
-            await runner.follow_up(interaction, self.digest, task)
-        elif not await runner.has_picture(self.digest):
-            # Said before the modal opens, not after the user has typed a question.
-            text = "⚠️ " + PictureExpired().message
-            await interaction.response.send_message(text, ephemeral=True)
+            await bot.follow_up(interaction, digest, task)
+        elif not await bot.has_picture(digest):
+            raise PictureExpired()  # now, not after the user has typed a question
         elif self.action == "ask":
-            await interaction.response.send_modal(AskModal(self.digest))
+
+            async def ask(submitted: discord.Interaction[PalicordBot], question: str) -> None:
+                await bot.follow_up(submitted, digest, Task.ANSWER, question=question)
+
+            await interaction.response.send_modal(AskModal(ask, timeout_s=timeout_s))
         else:
             task = Task.SEGMENT if self.action == "segment" else Task.DETECT
-            await interaction.response.send_modal(ObjectsModal(self.digest, task))
+
+            async def find(submitted: discord.Interaction[PalicordBot], objects: str) -> None:
+                await bot.follow_up(submitted, digest, task, objects=objects)
+
+            modal = DetectModal(find, timeout_s=timeout_s, task=task)
+            await interaction.response.send_modal(modal)
 
 
-class AskModal(discord.ui.Modal, title="Ask about this image"):
+# What a modal does with the text submitted.
+Submit = Callable[["discord.Interaction[PalicordBot]", str], Awaitable[None]]
+
+
+class _TextModal(discord.ui.Modal):
+    """Hands the text typed in to `submit`; what that raises reaches the user through
+    `report_error`, from discord.py's `Modal.on_error` hook. It waits as long as the
+    interaction token that opened it lives."""
+
+    def __init__(self, submit: Submit, *, timeout_s: float) -> None:
+        super().__init__(timeout=timeout_s)
+        self._submit = submit
+
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction[PalicordBot], error: Exception, /
+    ) -> None:
+        await report_error(interaction, error, what=f"modal {self.title}")
+
+
+class AskModal(_TextModal, title="Ask about this image"):
     question: discord.ui.TextInput[AskModal] = discord.ui.TextInput(
         label="Your question",
         placeholder="e.g. what colour is the car?",
         max_length=MAX_QUESTION_CHARS,
     )
 
-    def __init__(self, digest: str) -> None:
-        super().__init__(timeout=MODAL_TIMEOUT_S)
-        self.digest = digest
+    async def on_submit(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
+        await self._submit(interaction, self.question.value)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await _runner(interaction).follow_up(
-            interaction, self.digest, Task.ANSWER, question=self.question.value
+
+class DetectModal(_TextModal, title="Detect objects"):
+    """Which objects to find (to detect, or to segment with `task`): for an answer's
+    "Detect…" and "Segment…" buttons and for the matching message menus alike."""
+
+    def __init__(self, submit: Submit, *, timeout_s: float, task: Task = Task.DETECT) -> None:
+        super().__init__(submit, timeout_s=timeout_s)
+        if task is Task.SEGMENT:
+            self.title = "Segment objects"
+        self.objects: discord.ui.TextInput[DetectModal] = discord.ui.TextInput(
+            placeholder="cat ; dog ; bicycle", max_length=MAX_OBJECTS_CHARS
         )
-
-
-class ObjectsModal(discord.ui.Modal, title="Detect objects"):
-    """Which objects to detect (or segment, `task`) on the picture behind a button."""
-
-    objects: discord.ui.TextInput[ObjectsModal] = discord.ui.TextInput(
-        label="Objects to find, separated by ;",
-        placeholder="e.g. cat ; dog",
-        max_length=MAX_OBJECTS_CHARS,
-    )
-
-    def __init__(self, digest: str, task: Task = Task.DETECT) -> None:
-        title = "Segment objects" if task is Task.SEGMENT else "Detect objects"
-        super().__init__(timeout=MODAL_TIMEOUT_S, title=title)
-        self.digest, self.task = digest, task
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await _runner(interaction).follow_up(
-            interaction, self.digest, self.task, objects=self.objects.value
+        label = discord.ui.Label(
+            text="Objects to find", description="Separate them with ;", component=self.objects
         )
+        self.add_item(label)
+
+    async def on_submit(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
+        await self._submit(interaction, self.objects.value)
 
 
 def follow_up_view(digests: Sequence[str | None]) -> discord.ui.View | None:

@@ -31,6 +31,15 @@ def seconds_to_midnight(now: datetime | None = None) -> float:
     return (tomorrow - now).total_seconds()
 
 
+def quota_scopes(guild_id: int | None, user_id: int | None) -> tuple[str, ...]:
+    """The daily quotas a request counts against: its guild's and, given `user_id`, the
+    person's own (in DMs only the person's)."""
+    scopes = [quota_scope(guild_id)] if guild_id is not None else []
+    if user_id is not None:
+        scopes.append(quota_scope(None, user_id))
+    return tuple(scopes) or (quota_scope(None),)
+
+
 class Limits:
     """Cooldown before any work, quota once the number of good images is known."""
 
@@ -65,13 +74,10 @@ class Limits:
         defaults to `quota`); raise DailyQuotaReached naming the one that is full."""
         day = utc_day()
         person = quota_scope(None, user_id) if user_id is not None else None
-        quotas: list[tuple[str, int]] = []
-        if guild_id is not None:
-            quotas.append((quota_scope(guild_id), quota))
-        if person is not None:
-            quotas.append((person, quota if user_quota is None else user_quota))
-        if not quotas:
-            quotas.append((quota_scope(None), quota))
+        quotas = [
+            (scope, user_quota if scope == person and user_quota is not None else quota)
+            for scope in quota_scopes(guild_id, user_id)
+        ]
         total = await self._scripts.charge(day, n, quotas, ttl_s=_USAGE_TTL_S)
         if total < 0:
             scope, full = quotas[-total - 1]
@@ -89,13 +95,6 @@ class Limits:
         await self._scripts.charge(
             charge.day, -n, [(scope, 0) for scope in charge.scopes], ttl_s=_USAGE_TTL_S
         )
-
-    async def used_today(self, guild_id: int | None, *, user_id: int | None = None) -> int:
-        """Today's count of a guild (or, without one, of the person `user_id`)."""
-        key = self._keys.daily_usage(guild_id, utc_day(), user_id=user_id)
-        with redis_boundary():
-            raw = await self._redis.get(key)
-        return int(raw or 0)
 
 
 @dataclass(frozen=True, slots=True)

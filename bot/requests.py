@@ -20,28 +20,30 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import discord
 
 from bot.answer import FRAME_FIELD
-from bot.delivery import Deliverer, ImageCache, RequestStore
+from bot.cancel import cancel_view
+from bot.delivery import Deliverer, ImageCache
 from bot.download import Downloader, ImageRef
-from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired
+from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired, TooLateToCancel
 from bot.guild_config import GuildConfig, GuildConfigStore
-from bot.limits import Limits
+from bot.limits import Charge, Limits
 from bot.metrics import BotMetrics
-from bot.replies import (
-    ItemContext,
-    ProgressBoard,
-    ReplyAddress,
-    progress_text,
-)
+from bot.progress import ProgressBoard, progress_text
+from bot.replies import ItemContext, ReplyAddress
+from bot.request_store import RequestStore
 from bot.settings import BotSettings
 from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
 from inference.intake import ImageInfo, probe_image
 from inference.queue import DM_GUILD, JobResult, JobState, JobStatus, QueueClient, Submitted
 from inference.queue.memory import PICTURE_FIELD, Memory, from_cache, origin_of
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
+
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ class Requests:
             outcome = "busy"  # full for a moment: a capacity signal, not a fault
         self._metrics.requests.labels(kind, outcome).inc()
 
-    def acknowledged(self, interaction: discord.Interaction) -> None:
+    def acknowledged(self, interaction: discord.Interaction[PalicordBot]) -> None:
         delay_s = time.time() - interaction.created_at.timestamp()
         self._metrics.ack.observe(max(0.0, delay_s))
 
@@ -252,13 +254,17 @@ class Requests:
         models = await self._serving_models(spec)  # that may answer from the cache
         quota = config.quota(self._settings.guild_daily_quota)
         charge = await self._limits.charge(
-            who.guild_id, len(good), quota=quota, user_id=who.user_id,
+            who.guild_id,
+            len(good),
+            quota=quota,
+            user_id=who.user_id,
             user_quota=self._settings.user_daily_quota,
-        )  # fmt: skip
+        )
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
-        self._progress.track(request_id, address, [], shown="")
+        cancel = cancel_view(request_id, who.user_id, len(items), charge.day)
+        self._progress.track(request_id, address, [], shown="", buttons=cancel)
         submitted: list[tuple[str, Submitted]] = []
         cached: dict[int, JobResult] = {}
         for i in good:
@@ -295,6 +301,27 @@ class Requests:
         if submitted:
             statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for _, p in submitted]
             await self._progress.show_now(request_id, progress_text(statuses))
+
+    async def cancel(
+        self,
+        interaction: discord.Interaction[PalicordBot],
+        request_id: str,
+        count: int,
+        charge: Charge,
+    ) -> None:
+        """The requester pressed Cancel: every job of the request still in line or running
+        is dropped (the queue keeps a running one's result from ever being published), so
+        the request is never answered; those images go back to the day's quotas."""
+        job_ids = [ItemContext.job_id_of(request_id, i) for i in range(count)]
+        cancelled = [j for j in job_ids if await self._queue.cancel(j)]
+        if not cancelled:
+            raise TooLateToCancel()
+        await self._limits.refund(charge, len(cancelled))
+        for job_id in cancelled:
+            await self._store.remove_user_job(interaction.user.id, job_id)
+        async with self._progress.finishing(request_id):  # no progress edit after this
+            await interaction.response.edit_message(content="✖️ Cancelled.", view=None)
+        log.info("request %s cancelled (%d jobs)", request_id, len(cancelled))
 
     async def _serving_models(self, spec: TaskSpec) -> set[str]:
         """The models online now that can do `spec`'s task (none when not caching)."""

@@ -30,6 +30,14 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With `-m "not slow"`, a module marked slow as a whole is not even imported: several
+    load torch and transformers at import, seconds of collection for no test."""
+    if config.getoption("markexpr") != "not slow" or collection_path.suffix != ".py":
+        return None
+    return "\npytestmark = pytest.mark.slow" in collection_path.read_text() or None
+
+
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
     """An async Redis client (bytes replies)."""

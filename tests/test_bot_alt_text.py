@@ -297,6 +297,7 @@ async def test_a_flood_is_capped_and_delays_nobodys_describe(
     )
 
 
+@pytest.mark.slow  # a whole python -m bot process
 def test_a_refused_message_content_intent_ends_the_bot_with_what_to_switch_on(
     prefix: str,
 ) -> None:

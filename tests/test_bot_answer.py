@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -129,6 +130,7 @@ def test_legend_counts_labels() -> None:
     assert answer.legend([]) == "Nothing found."
 
 
+@pytest.mark.slow
 def test_a_40_megapixel_detect_raises_the_bots_peak_memory_by_at_most_150_mb() -> None:
     # Measured in a fresh process (tests/bot_memory.py). Before issue 19 the bot decoded
     # the upload in full to draw on it: +500 MB for this 7,900 x 5,000 RGBA PNG here
@@ -141,6 +143,7 @@ def test_a_40_megapixel_detect_raises_the_bots_peak_memory_by_at_most_150_mb() -
     assert 0 < size <= DISPLAY_MAX_BYTES * 4  # the drawn copy, not a full-size picture
 
 
+@pytest.mark.slow
 def test_a_result_from_an_older_worker_costs_bounded_memory_too() -> None:
     # No display copy: a 40-megapixel PNG cannot be decoded small, so the answer is the
     # legend and the boxes without a picture; a 5-megapixel one is drawn within bounds.

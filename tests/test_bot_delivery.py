@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import aiohttp
 import discord
@@ -14,15 +15,18 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot.answer import Answer
+from bot.client import PalicordBot
 from bot.delivery import (
     MAX_HANDLE_ATTEMPTS,
+    RETRY_FIRST_S,
     RETRY_MAX_S,
     Deliverer,
     ImageCache,
-    RequestStore,
 )
 from bot.download import Downloader
-from bot.replies import ItemContext, ProgressBoard, Replies, ReplyAddress
+from bot.progress import ProgressBoard
+from bot.replies import ItemContext, Replies, ReplyAddress
+from bot.request_store import RequestStore
 from inference.errors import QueueUnavailable
 from inference.queue import Keys, QueueClient, QueueSettings, connect
 from inference.queue.connection import cancel_and_wait
@@ -31,7 +35,13 @@ from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
 from inference.worker import Worker
 from inference.worker.testing import NoopEngine
+from sandbox.discord import DiscordServer, Fault, Recorded
+from tests.discord_server.expect import is_answer
+from tests.discord_server.fixtures import bot, prefix, server, worker
+from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot
 from tests.discord_server.tcp_proxy import TcpProxy
+
+__all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
 
 
 class Outbox(Replies):
@@ -78,7 +88,7 @@ async def parts(
 ) -> AsyncIterator[tuple[Deliverer, Outbox, FlakyStore]]:
     queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
     outbox = Outbox()
-    store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60)
+    store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
     async with aiohttp.ClientSession() as session:
         yield deliverer_for(queue, store, outbox, session), outbox, store
 
@@ -136,7 +146,7 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
                     return True
 
             outbox = CuttingOutbox()
-            store = RequestStore(redis, Keys(redis_prefix), ttl_s=60)
+            store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
             deliverer = deliverer_for(queue, store, outbox, session)
             item = result_for(0, 1).context
             job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=item)
@@ -205,6 +215,7 @@ def test_the_image_cache_is_bounded_by_bytes_and_by_entries() -> None:
     assert cache.pop("r", 2) is None
 
 
+@pytest.mark.slow
 async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
     redis: Redis, redis_prefix: str, worker_settings: WorkerSettings
 ) -> None:
@@ -214,7 +225,7 @@ async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
     # nothing after it was answered.
     settings = QueueSettings(key_prefix=redis_prefix)
     queue = QueueClient(redis, settings, instance_id="t", require_worker=False)
-    store = RequestStore(redis, Keys(redis_prefix), ttl_s=60)
+    store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
     outbox = Outbox()
     address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
     for name in ("broken", "fine"):
@@ -245,3 +256,53 @@ async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
             await cancel_and_wait([run])
     assert len(outbox.sent) == 1 and len(tries) == MAX_HANDLE_ATTEMPTS
     assert await redis.xlen(Keys(redis_prefix).results("t")) == 1  # left for a retry
+
+
+# --- through the real bot and the local Discord-compatible server -------------------------
+
+
+def _answer_edit(r: Recorded) -> bool:
+    return r.method == "PATCH" and r.route.startswith("/webhooks/") and is_answer(r)
+
+
+def _channel_post(r: Recorded) -> bool:
+    return r.key == "POST /channels/{channel_id}/messages"
+
+
+@pytest.mark.parametrize("mode", ["drop", "lose"])
+async def test_a_cut_connection_while_answering_still_shows_one_answer(
+    server: DiscordServer, bot: PalicordBot, worker: Worker, mode: Literal["drop", "lose"]
+) -> None:
+    # "drop": the edit never reached Discord; "lose": it was applied and its confirmation
+    # lost. Either way discord.py raises a connection error, not an HTTPException; before
+    # issue 20 the request was marked delivered first and, on "drop", never answered.
+    server.faults.append(Fault(_answer_edit, mode))
+    image = server.attachment(png_bytes(one_shape_scene(seed=61).image), "c.png")
+    state = await server.slash("describe", user=server.user("cut"), attachments={"image": image})
+    edits = await server.recorder.wait_for(
+        lambda r: _answer_edit(r) and r.params.get("token") == state.token, count=2
+    )
+    assert edits[0].status == (499 if mode == "drop" else 200) and edits[1].status == 200
+    assert state.original is not None
+    shown = server.messages[int(state.original["id"])]
+    assert shown["embeds"] and shown["embeds"][0]["description"]
+    await asyncio.sleep(RETRY_FIRST_S * 2)
+    assert len([r for r in server.sent_for(state) if _answer_edit(r)]) == 2
+    assert not server.recorder.matching(_channel_post), "a second answer in the channel"
+
+
+async def test_a_channel_post_whose_confirmation_was_lost_is_not_posted_twice(
+    server: DiscordServer, prefix: str, worker: Worker
+) -> None:
+    # The token is too old to edit with: the answer goes to the channel, is applied, and
+    # its confirmation lost. The retry carries the same nonce, which Discord enforces.
+    settings = bot_settings(server, prefix, interaction_token_ttl_s=0.001)
+    server.faults.append(Fault(_channel_post, "lose"))
+    async with running_bot(settings):
+        image = server.attachment(png_bytes(one_shape_scene(seed=62).image), "n.png")
+        await server.slash("describe", user=server.user("nonce"), attachments={"image": image})
+        first, again = await server.recorder.wait_for(_channel_post, count=2)
+    assert first.payload["nonce"] == again.payload["nonce"] and again.payload["enforce_nonce"]
+    assert first.status == again.status == 200  # the first was applied, then cut off
+    posted = [m for m in server.messages.values() if m.get("nonce") == first.payload["nonce"]]
+    assert len(posted) == 1 and posted[0]["embeds"], "exactly one answer in the channel"

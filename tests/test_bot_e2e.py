@@ -225,6 +225,7 @@ def big_square_png(size: tuple[int, int], box: tuple[int, int, int, int]) -> byt
     return png_bytes(image, compress_level=9)
 
 
+@pytest.mark.slow
 async def test_detect_on_a_large_picture_is_drawn_at_display_size(
     server: DiscordServer, bot: PalicordBot, worker: Worker
 ) -> None:

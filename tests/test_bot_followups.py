@@ -81,7 +81,7 @@ async def test_each_button_answers_about_the_same_picture_without_a_new_download
     assert shape.color in (await answer_for(server, submitted)).text
     pressed = await server.press(message, "Detect…", user=user)
     await server.wait_for_callback(pressed)
-    submitted = await server.submit_modal(pressed, {"Objects to find, separated by ;": shape.kind})
+    submitted = await server.submit_modal(pressed, {"Objects to find": shape.kind})
     [found] = boxes(await answer_for(server, submitted))
     assert found["label"] == shape.kind
     assert cdn_fetches(server) == fetched, "a follow-up downloaded the picture again"

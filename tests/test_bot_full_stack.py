@@ -29,6 +29,8 @@ from tests.discord_server.harness import (
     worker_settings,
 )
 
+pytestmark = pytest.mark.slow  # the bot, workers and Redis as processes
+
 __all__ = ["bot", "prefix", "server"]  # fixtures, used by name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +178,6 @@ async def demo_worker(prefix: str) -> AsyncIterator[None]:
         yield
 
 
-@pytest.mark.slow
 async def test_demo_model_caption_ask_detect(
     server: DiscordServer, bot: PalicordBot, demo_worker: None
 ) -> None:

@@ -132,6 +132,7 @@ async def test_a_link_on_an_allowed_host_is_answered_and_left_out_of_the_questio
     assert [b["label"] for b in boxes(answer)] == [kind]
 
 
+@pytest.mark.slow
 async def test_a_link_elsewhere_is_never_fetched_and_the_reply_names_the_hosts(
     server: DiscordServer, bot: PalicordBot, worker: Worker, elsewhere: Listener
 ) -> None:

@@ -7,7 +7,8 @@ import discord
 import pytest
 from redis.asyncio import Redis
 
-from bot.replies import ItemContext, ProgressBoard, Replies, ReplyAddress, progress_text
+from bot.progress import ProgressBoard, progress_text
+from bot.replies import ItemContext, Replies, ReplyAddress
 from inference.errors import MalformedMessage
 from inference.queue import JobState, JobStatus, QueueClient, QueueSettings
 
@@ -50,7 +51,9 @@ class ShownProgress(Replies):
         super().__init__(discord.Client(intents=discord.Intents.none()), token_ttl_s=60)
         self.shown: list[int] = []
 
-    async def show_progress(self, address: ReplyAddress, text: str) -> bool:
+    async def show_progress(
+        self, address: ReplyAddress, text: str, buttons: discord.ui.View | None = None
+    ) -> bool:
         self.shown.append(address.channel_id)
         return True
 

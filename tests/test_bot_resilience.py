@@ -33,6 +33,7 @@ from tests.discord_server.tcp_proxy import TcpProxy
 __all__ = ["bot", "prefix", "server"]  # fixtures, used by name
 
 
+@pytest.mark.slow
 async def test_restarted_bot_delivers_answers_to_jobs_queued_before(
     server: DiscordServer, prefix: str
 ) -> None:
@@ -114,6 +115,7 @@ async def test_bot_recovers_when_redis_returns(
     assert "results stream unavailable" in caplog.text, "the results loop saw the outage"
 
 
+@pytest.mark.slow
 async def test_a_hung_redis_is_reported_within_discords_deadline(
     server: DiscordServer, prefix: str
 ) -> None:
@@ -150,6 +152,7 @@ async def test_a_hung_redis_is_reported_within_discords_deadline(
             assert "No vision worker is online" in (await error_for(server, again)).content
 
 
+@pytest.mark.slow
 async def test_progress_edits_are_throttled_and_only_on_change(
     server: DiscordServer, prefix: str
 ) -> None:

@@ -9,6 +9,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bot.answer import ItemAnswer, compose
@@ -28,6 +29,8 @@ from tests.discord_server.expect import answer_for, reply_answer, sent_file
 from tests.discord_server.fixtures import bot, prefix, server, worker
 from tests.discord_server.harness import one_shape_scene, png_bytes
 from tests.masks import rle_decode
+
+pytestmark = pytest.mark.slow  # torch, the demo model, whole processes or a browser
 
 __all__ = ["bot", "prefix", "server", "worker"]  # fixtures, used by name
 
@@ -100,7 +103,7 @@ async def test_segment_menu_button_and_mention(
     assert isinstance(rows, list) and all(len(row["components"]) <= 5 for row in rows)
     pressed = await server.press(message, "Segment…", user=user)
     await server.wait_for_callback(pressed)
-    again = await server.submit_modal(pressed, {"Objects to find, separated by ;": shape.kind})
+    again = await server.submit_modal(pressed, {"Objects to find": shape.kind})
     check_segment_answer(await answer_for(server, again), scene, shape)
 
     since = server.recorder.next_seq()

@@ -33,6 +33,8 @@ from tests.discord_server.harness import (
     worker_settings,
 )
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 __all__ = ["prefix"]  # a fixture, used by name
 
 SHARDS = 2

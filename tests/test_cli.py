@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from inference.demo.shapes import Shape, draw_shape, make_scene
 from tests.demo import DEMO_MODEL, ROOT
 from tests.masks import rle_decode
+
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
 
 SAMPLE = ROOT / "samples" / "shapes.png"
 

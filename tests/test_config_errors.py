@@ -100,6 +100,7 @@ def pieces(secret: str, size: int = 6) -> set[str]:
     return {secret[i : i + size] for i in range(len(secret) - size + 1)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("program", "settings", "named", "wrong"),
     CASES,
@@ -201,6 +202,7 @@ print("logged", flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_discord_child_loggers_at_debug_never_print_an_interaction_token(log_format: str) -> None:
     token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5OnNlY3JldHRva2VuX2Zvcl90ZXN0cw"

@@ -13,6 +13,8 @@ from inference.engine.masks import decode_masks, load_arrays, load_mask_decoder
 from inference.segmentation import parse_segments
 from tests.demo import DEMO_MODEL
 
+pytestmark = pytest.mark.slow  # torch, the demo model, whole processes or a browser
+
 COMMITTED = DEMO_MODEL / MASK_DECODER_FILE
 
 

@@ -16,6 +16,8 @@ from inference.tasks import InferenceRequest, TaskSpec
 from tests.demo import demo_engine
 from tests.masks import rle_decode
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 HELD_OUT_SEED = 90_210  # never used by the training script
 N_IMAGES = 50
 # The goal: IoU >= 0.5 on at least 80% of images. The committed checkpoint hits 49

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from PIL import Image
 
 from inference.demo import shapes
 from inference.demo.build import IMAGE_SIZE, build_processor, build_tokenizer
 from inference.demo.train import Example, collate, corpus, encode_scene, examples_for, patch_targets
+
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
 
 
 def test_collated_rows_equal_the_processors_own_batch() -> None:

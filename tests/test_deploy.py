@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from bot.metrics import BotMetrics
@@ -63,6 +64,7 @@ def load_all(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+@pytest.mark.slow
 def test_kubernetes_manifests_validate_and_probe_the_endpoints() -> None:
     manifests = [m for p in sorted((DEPLOY / "k8s").glob("*.yaml")) for m in load_all(p)]
     for manifest in manifests:  # the API's own schemas, shipped in kubernetes-validate

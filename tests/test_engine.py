@@ -12,6 +12,8 @@ from inference.tasks import InferenceRequest, Task, TaskSpec
 from inference.worker.runner import generate_resilient
 from tests.demo import count_generate, demo_engine
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 
 def _images(n: int, seed: int = 5) -> list[bytes]:
     rng = random.Random(seed)

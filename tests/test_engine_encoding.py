@@ -27,6 +27,8 @@ from inference.queue.memory import picture_digest
 from tests.demo import demo_engine
 from tests.hostile import progressive_jpeg, repeated_scans
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -17,6 +17,8 @@ from inference.engine.paligemma import PaliGemmaEngine
 from inference.tasks import InferenceRequest, TaskSpec
 from tests.demo import demo_settings
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 
 def _tensor(n_bytes: int, fill: float = 1.0) -> torch.Tensor:
     return torch.full((n_bytes // 4,), fill, dtype=torch.float32)

@@ -31,6 +31,8 @@ from inference.queue.memory import picture_digest
 from inference.tasks import InferenceRequest, TaskSpec
 from tests.demo import demo_engine
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 CPU = torch.device("cpu")
 
 

@@ -12,6 +12,8 @@ from inference.engine.paligemma import PaliGemmaEngine
 from inference.errors import ModelLoadError, QuantizationUnavailable
 from tests.demo import demo_settings
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 
 def test_demo_checkpoint_loads_left_padded_in_float32_on_the_cpu() -> None:
     loaded = load_model(demo_settings(device="cpu"))

@@ -20,6 +20,8 @@ from inference.engine.masks import (
 from inference.errors import ModelLoadError
 from inference.segmentation import MAX_LABEL_CHARS, MAX_SEGMENTS, decode_mask
 
+pytestmark = pytest.mark.slow  # torch, the demo model, whole processes or a browser
+
 # ---- The reference: big_vision/evaluators/proj/paligemma/transfers/segmentation.py,
 # followed literally in numpy (NHWC activations, HWIO kernels made by its `transp`).
 

@@ -33,6 +33,8 @@ from inference.tasks import InferenceRequest, TaskSpec
 from inference.worker import __main__ as worker_main
 from tests.demo import DEMO_MODEL, demo_engine, demo_settings
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 PAD = 0
 
 

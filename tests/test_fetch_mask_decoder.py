@@ -14,6 +14,8 @@ import pytest
 from inference import fetch_mask_decoder
 from tests.test_engine_masks import random_state
 
+pytestmark = pytest.mark.slow  # torch, the demo model, whole processes or a browser
+
 
 def test_offline_it_fails_in_one_line() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

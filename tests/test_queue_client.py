@@ -265,6 +265,7 @@ async def test_a_job_cancelled_then_handed_back_leaves_nothing_behind(
     assert (await queue_client.status(job_id)).state is JobState.CANCELLED
 
 
+@pytest.mark.slow
 async def test_a_hung_redis_fails_commands_within_the_timeout(
     queue_settings: QueueSettings,
 ) -> None:

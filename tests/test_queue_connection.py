@@ -11,9 +11,9 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from bot.delivery import RequestStore
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
+from bot.request_store import RequestStore
 from inference.errors import QueueUnavailable
 from inference.queue import Delivery, JobResult, Keys, QueueClient, QueueSettings
 from inference.queue.connection import cancel_and_wait, describe, redis_boundary
@@ -38,6 +38,7 @@ async def _swallows_first_cancels(times: int, stopped: list[str]) -> None:
             swallowed += 1  # what redis-py does when a cancel races its socket timeout
 
 
+@pytest.mark.slow
 async def test_a_task_that_swallows_cancels_is_cancelled_until_it_stops() -> None:
     stopped: list[str] = []
     stubborn = asyncio.create_task(_swallows_first_cancels(2, stopped))
@@ -126,8 +127,8 @@ async def test_the_bots_stores_and_the_worker_translate_too(
         capabilities=("caption",),
     )
     calls: list[Awaitable[object]] = [
-        RequestStore(nowhere, keys, ttl_s=60).claim("r"),
-        RequestStore(nowhere, keys, ttl_s=60).user_jobs(3),
+        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).lease("r", 1),
+        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).user_jobs(3),
         GuildConfigStore(nowhere, keys).get(4),
         Limits(nowhere, Scripts(nowhere, keys), keys, cooldown_s=0).charge(5, 1, quota=9),
         Scripts(nowhere, keys).take("w", 1, 1.0, Task, 8),

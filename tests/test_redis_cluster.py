@@ -14,11 +14,11 @@ from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ResponseError
 
 from bot.client import PalicordBot
-from bot.delivery import RequestStore
 from bot.errors import DailyQuotaReached
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Limits
 from bot.replies import ItemContext, ReplyAddress
+from bot.request_store import RequestStore
 from inference.detection import iou
 from inference.queue import JobState, Keys, QueueClient, QueueSettings, connect
 from inference.queue.connection import is_cluster
@@ -39,6 +39,8 @@ from tests.discord_server.harness import (
     running_worker,
 )
 from tests.redis_cluster import redis_cluster
+
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
 
 __all__ = ["server"]  # a fixture, used by name
 
@@ -131,7 +133,7 @@ async def test_a_worker_answers_and_the_reaper_requeues_on_a_cluster(
 
 async def test_the_bots_stores_work_on_a_cluster(cluster: Redis, settings: WorkerSettings) -> None:
     keys = Keys(settings.key_prefix)
-    store = RequestStore(cluster, keys, ttl_s=60)
+    store = RequestStore(cluster, keys, ttl_s=60, intake_ttl_s=60)
     address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
     items = [ItemContext("req", i, 2, f"{i}.png", "", address) for i in range(2)]
     await store.begin_intake("bot-c", items)
@@ -143,7 +145,9 @@ async def test_the_bots_stores_work_on_a_cluster(cluster: Redis, settings: Worke
     for i in range(2):
         result = JobResult(job_id=f"j{i}", context=items[i].to_context(), text=f"t{i}")
         assert await store.record("req", i, result) == i + 1
-    assert await store.claim("req") and not await store.claim("req")
+    assert (await store.lease("req", 5), await store.lease("req", 5)) == ("send", "busy")
+    await store.mark_delivered("req")
+    assert await store.lease("req", 5) == "delivered"
     assert {i: r.text for i, r in (await store.outcomes("req")).items()} == {0: "t0", 1: "t1"}
     await store.forget("req")
     assert await store.outcomes("req") == {}

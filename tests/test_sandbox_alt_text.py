@@ -24,6 +24,8 @@ from tests.discord_server.fixtures import prefix, worker
 from tests.discord_server.harness import bot_settings, one_shape_scene, png_bytes, running_bot
 from tests.test_sandbox_browser import attach, browser, sandbox, wait
 
+pytestmark = pytest.mark.slow  # torch, the demo model, whole processes or a browser
+
 __all__ = ["browser", "prefix", "sandbox", "worker"]  # fixtures, used by name
 
 

@@ -42,6 +42,8 @@ from tests.discord_server.harness import (
     worker_settings,
 )
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 __all__ = ["prefix", "worker"]  # fixtures, used by name
 
 WAIT_S = 20

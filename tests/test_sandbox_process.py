@@ -22,6 +22,8 @@ from sandbox.client import SandboxClient
 from sandbox.stack import free_port, redis_answers
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 START_TIMEOUT_S = 120
 

@@ -21,6 +21,8 @@ from inference.segmentation import (
 )
 from tests.masks import rle_decode
 
+pytestmark = pytest.mark.slow  # torch, the demo model, whole processes or a browser
+
 CODES = "".join(f"<seg{c:03d}>" for c in range(0, 128, 8))
 
 

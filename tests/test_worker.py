@@ -71,6 +71,7 @@ async def test_dead_letter_after_max_attempts_with_an_error_result(
     assert await redis.zcard(queue_client.keys.leases) == 0
 
 
+@pytest.mark.slow
 async def test_a_working_worker_keeps_its_leases(
     redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
 ) -> None:
@@ -149,6 +150,7 @@ class HungEngine(SleepEngine):
         return super().generate(requests)
 
 
+@pytest.mark.slow
 async def test_hung_engine_gives_up_its_leases_and_returns_a_distinct_code(
     redis: Redis,
     queue_client: QueueClient,

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 
+import pytest
 from redis.asyncio import Redis
 
 from inference.demo import shapes
@@ -21,6 +22,8 @@ from inference.worker.testing import SleepEngine
 from tests.conftest import REDIS_URL, collect
 from tests.demo import DEMO_MODEL, ROOT, demo_engine, demo_settings
 from tests.hostile import progressive_jpeg, repeated_scans
+
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
 
 
 async def test_the_worker_serves_the_demo_model_through_the_queue(

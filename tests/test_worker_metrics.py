@@ -7,12 +7,12 @@ import asyncio
 import dataclasses
 import random
 
+import pytest
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
 from inference.demo import shapes
 from inference.demo.shapes import encode_png
-from inference.engine.paligemma import PaliGemmaEngine
 from inference.ops import serve_ops
 from inference.queue import Job, JobResult, QueueClient
 from inference.queue.scripts import Scripts
@@ -24,7 +24,6 @@ from inference.worker.outcomes import Outcome
 from inference.worker.testing import NoopEngine
 from sandbox.stack import free_port
 from tests.conftest import collect, get, samples, spawn_worker, submit, until_ready
-from tests.demo import demo_settings
 
 
 async def test_a_worker_reports_its_jobs_batches_and_the_queue(
@@ -61,6 +60,7 @@ async def test_a_worker_reports_its_jobs_batches_and_the_queue(
     assert not any("guild" in key for _, labels in got for key, _ in labels)
 
 
+@pytest.mark.slow
 async def test_the_worker_process_serves_health_and_metrics(
     redis: Redis, worker_settings: WorkerSettings
 ) -> None:
@@ -113,9 +113,13 @@ def test_feature_cache_counts_are_sampled_by_their_increase() -> None:
     assert got[("palicord_feature_cache_bytes", ())] == 0
 
 
+@pytest.mark.slow
 async def test_a_follow_up_on_the_same_picture_shows_as_a_feature_cache_hit(
     redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
 ) -> None:
+    from inference.engine.paligemma import PaliGemmaEngine  # torch: only where needed
+    from tests.demo import demo_settings
+
     engine = PaliGemmaEngine.from_settings(demo_settings())
     metrics = WorkerMetrics()
     worker = Worker(redis, worker_settings, engine, metrics=metrics)

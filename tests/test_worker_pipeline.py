@@ -75,6 +75,7 @@ async def test_the_next_batch_is_prepared_while_one_generates(
     assert (second_prepare < first_end) is pipeline
 
 
+@pytest.mark.slow
 async def test_a_job_cancelled_in_the_batch_taken_ahead_is_not_answered(
     redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
 ) -> None:
@@ -97,6 +98,7 @@ async def test_a_job_cancelled_in_the_batch_taken_ahead_is_not_answered(
     assert await queue_client.pending() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEMO_MODEL.exists(), reason="the demo checkpoint is not built")
 def test_the_demo_engine_gives_the_same_answers_prepared_or_not() -> None:
     from inference.engine.paligemma import PaliGemmaEngine

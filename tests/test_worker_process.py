@@ -23,6 +23,8 @@ from inference.worker import EXIT_ENGINE_HUNG, Worker
 from inference.worker.testing import NoopEngine
 from tests.conftest import BOT_ID, REDIS_URL, collect, spawn_worker, submit
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 from redis.asyncio import Redis
 
 from inference.errors import JobFailed
@@ -25,6 +26,8 @@ from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
 from inference.tasks import Task
 from tests.conftest import aw, collect, spawn_worker, submit
+
+pytestmark = pytest.mark.slow  # worker processes killed and restarted
 
 LEASE_S = 30  # long: a recovery within seconds can only come from the heartbeat
 # What the issue asks for is 5 s from the kill; the bound allows for a loaded CI machine.

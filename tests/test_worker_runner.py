@@ -16,6 +16,8 @@ from inference.tasks import InferenceRequest, TaskSpec
 from inference.worker.runner import generate_resilient
 from tests.demo import count_generate, demo_engine
 
+pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
+
 
 def _requests(n: int) -> list[InferenceRequest]:
     rng = random.Random(11)

@@ -3,16 +3,21 @@ helpers they share."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import discord
 from discord import app_commands
 
 from inference.tasks import LANGUAGES
 
+if TYPE_CHECKING:
+    from bot.client import PalicordBot
+
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 
 
 async def language_autocomplete(
-    interaction: discord.Interaction, current: str
+    interaction: discord.Interaction[PalicordBot], current: str
 ) -> list[app_commands.Choice[str]]:
     """Language codes PaliGemma 2 knows, filtered by what the user typed."""
     typed = current.strip().lower()

@@ -89,7 +89,7 @@ class Admin(commands.Cog):
     @app_commands.autocomplete(language=language_autocomplete)
     async def settings(  # noqa: PLR0917 (one parameter per slash-command option)
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[PalicordBot],
         channels: str | None = None,
         daily_quota: app_commands.Range[int, 1, 1_000_000] | None = None,
         language: str | None = None,
@@ -117,8 +117,5 @@ class Admin(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(Admin(bot))

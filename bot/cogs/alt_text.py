@@ -26,7 +26,7 @@ from bot.alt_text import (
     wanting_alt_text,
 )
 from bot.alt_text_repost import TOO_LARGE, AltTextButton, alt_text_view
-from bot.delivery import ROUTE_FIELD
+from bot.delivery import ROUTE_FIELD, SEND_LEASE_S, NotSent
 from bot.download import ImageRef
 from bot.guild_config import GuildConfig
 from bot.requests import choose_language
@@ -168,7 +168,7 @@ class AltText(commands.Cog):
         for outcome in outcomes.values():
             per_picture.setdefault(int(outcome.context.get("p", "0")), []).append(outcome)
         described = [described_from(per_picture.get(p, [])) for p in range(int(ctx["np"]))]
-        if all(d is None for d in described) or not await store.claim(rid):
+        if all(d is None for d in described):
             await store.forget(rid)
             return
         message_id, channel_id, guild_id = int(ctx["m"]), int(ctx["ch"]), int(ctx["g"])
@@ -177,6 +177,14 @@ class AltText(commands.Cog):
         if posted is not None and posted.gone:  # deleted or fixed while it was described
             await store.forget(rid)
             return
+        # As for answers (bot.delivery): one task sends, and the reply counts as posted
+        # only once Discord confirmed it.
+        lease = await store.lease(rid, SEND_LEASE_S)
+        if lease == "delivered":
+            await store.forget(rid)
+            return
+        if lease == "busy":
+            raise NotSent(f"alt text {rid} is being sent by another task")
         guild = self.bot.get_guild(guild_id)
         channel = self.bot.get_channel(channel_id)
         notes = []
@@ -188,6 +196,23 @@ class AltText(commands.Cog):
         if refusal is not None:
             notes.append("-# " + refusal)
         content = compose_reply(described, language, notes=notes)
+        view = alt_text_view(poster_id, message_id, repost=refusal is None)
+        reply = await self._post(rid, channel, ctx, content, view)
+        await store.mark_delivered(rid)
+        if reply is not None:
+            alts = tuple(d.alt_text(language) if d else "" for d in described)
+            posted_now = Posted(channel_id, poster_id, reply.id, alts)
+            before = await self.store.swap(message_id, posted_now)
+            if before is not None and before.gone:  # deleted while the reply was sent
+                await self.forget_message(message_id, channel_id)
+        await store.forget(rid)
+
+    async def _post(
+        self, rid: str, channel: object, ctx: dict[str, str], content: str, view: discord.ui.View
+    ) -> discord.Message | None:
+        """The reply to the original, or None when Discord refused it for good (the
+        original is gone, or the bot may not post); NotSent when it may succeed later."""
+        message_id, channel_id, guild_id = int(ctx["m"]), int(ctx["ch"]), int(ctx["g"])
         target: discord.abc.Messageable
         if isinstance(channel, discord.abc.Messageable):
             target = channel
@@ -198,22 +223,26 @@ class AltText(commands.Cog):
             fail_if_not_exists=True,
         )  # fmt: skip
         try:
-            reply = await target.send(
+            return await target.send(
                 content,
                 reference=reference,
                 mention_author=False,
                 allowed_mentions=discord.AllowedMentions.none(),
-                view=alt_text_view(poster_id, message_id, repost=refusal is None),
+                view=view,
+                # One reply per original: a post repeated after a lost confirmation is the
+                # same message (Discord enforces the nonce for a few minutes).
+                nonce=message_id,
             )
-        except discord.HTTPException as exc:  # the original is gone, or we may not post
-            log.info("alt text for message %s not posted: HTTP %s", message_id, exc.status)
-            await store.forget(rid)
-            return
-        alts = tuple(d.alt_text(language) if d else "" for d in described)
-        before = await self.store.swap(message_id, Posted(channel_id, poster_id, reply.id, alts))
-        if before is not None and before.gone:  # deleted while the reply was being sent
-            await self.forget_message(message_id, channel_id)
-        await store.forget(rid)
+        except discord.HTTPException as exc:
+            if exc.status < 500:
+                log.info("alt text for message %s not posted: HTTP %s", message_id, exc.status)
+                return None
+            await self.bot.store.release(rid)
+            raise NotSent(f"alt text {rid}: HTTP {exc.status}") from exc
+        except Exception as exc:  # a connection error or timeout: try again later
+            with contextlib.suppress(PalicordError):
+                await self.bot.store.release(rid)
+            raise NotSent(f"alt text {rid}: {type(exc).__name__}: {exc}") from exc
 
     # --- nothing left behind --------------------------------------------------------------
 
@@ -277,8 +306,5 @@ class AltText(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(AltText(bot))

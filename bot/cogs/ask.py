@@ -31,7 +31,7 @@ class Ask(commands.Cog):
     @app_commands.autocomplete(language=language_autocomplete)
     async def ask(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[PalicordBot],
         image: discord.Attachment,
         question: app_commands.Range[str, 1, MAX_QUESTION_CHARS],
         language: str | None = None,
@@ -42,8 +42,5 @@ class Ask(commands.Cog):
         await run_interaction(self.bot.requests, interaction, [ref], ask)
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(Ask(bot))

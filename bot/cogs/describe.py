@@ -39,7 +39,7 @@ class Describe(commands.Cog):
     @app_commands.autocomplete(language=language_autocomplete)
     async def describe(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[PalicordBot],
         image: discord.Attachment,
         detail: Literal["short", "long"] = "short",
         language: str | None = None,
@@ -50,15 +50,12 @@ class Describe(commands.Cog):
         await run_interaction(self.bot.requests, interaction, [ref], Ask(task, language=language))
 
     async def describe_message(
-        self, interaction: discord.Interaction, message: discord.Message
+        self, interaction: discord.Interaction[PalicordBot], message: discord.Message
     ) -> None:
         await run_interaction(
             self.bot.requests, interaction, self.bot.pictures.find(message), Ask(Task.CAPTION)
         )
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(Describe(bot))

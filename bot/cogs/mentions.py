@@ -11,6 +11,7 @@ import discord
 from discord.ext import commands
 
 from bot.download import ImageRef
+from bot.errors import report_error
 from bot.events import in_time, run_mention
 from bot.followups import digests_of
 from bot.pictures import question_text
@@ -80,6 +81,12 @@ class Mentions(commands.Cog):
             return
         if not any(u.id == me.id for u in message.mentions):
             return
+        try:
+            await self._answer(message, me.id)
+        except Exception as exc:  # the mention handler's error hook
+            await report_error(message, exc, what="mention")
+
+    async def _answer(self, message: discord.Message, me_id: int) -> None:
         guild_id = message.guild.id if message.guild else None
         try:
             config = await in_time(self.bot.configs.get(guild_id))
@@ -94,18 +101,15 @@ class Mentions(commands.Cog):
         images = await self.bot.pictures.find_waiting(self.bot, message)
         if not images:
             replied = await self._replied_to(message)
-            if replied is not None and replied.author.id == me.id:
+            if replied is not None and replied.author.id == me_id:
                 # A reply to one of our answers: the pictures it was about, as kept.
                 images = [ImageRef.stored_picture(d) for d in digests_of(replied)]
             elif replied is not None:
                 images = self.bot.pictures.find(replied)
         # Links and custom emoji are pictures, not part of the question.
-        ask = parse_mention(question_text(message.content), me.id)
+        ask = parse_mention(question_text(message.content), me_id)
         await run_mention(self.bot.requests, message, images, ask)
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(Mentions(bot))

@@ -30,19 +30,20 @@ class Ocr(commands.Cog):
 
     @app_commands.command(name="ocr")
     @app_commands.describe(image="The picture to read text from")
-    async def ocr(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+    async def ocr(
+        self, interaction: discord.Interaction[PalicordBot], image: discord.Attachment
+    ) -> None:
         """Read the text in an image."""
         ref = ImageRef.from_attachment(image)
         await run_interaction(self.bot.requests, interaction, [ref], Ask(Task.OCR))
 
-    async def ocr_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+    async def ocr_message(
+        self, interaction: discord.Interaction[PalicordBot], message: discord.Message
+    ) -> None:
         await run_interaction(
             self.bot.requests, interaction, self.bot.pictures.find(message), Ask(Task.OCR)
         )
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(Ocr(bot))

@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.answer import duration_text
 from inference.queue import JobState, JobStatus
 
 if TYPE_CHECKING:
@@ -27,11 +28,7 @@ def describe_status(status: JobStatus) -> str:
 
 
 def format_wait(seconds: float | None) -> str:
-    if seconds is None:
-        return "not known yet"
-    if seconds < 90:
-        return f"about {max(1, round(seconds))} s"
-    return f"about {round(seconds / 60)} min"
+    return "not known yet" if seconds is None else "about " + duration_text(seconds)
 
 
 class QueueStatus(commands.Cog):
@@ -39,7 +36,7 @@ class QueueStatus(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="queue")
-    async def queue(self, interaction: discord.Interaction) -> None:
+    async def queue(self, interaction: discord.Interaction[PalicordBot]) -> None:
         """Show your requests in line, the workers online and the typical wait."""
         queue = self.bot.queue
         job_ids = await self.bot.store.user_jobs(interaction.user.id)
@@ -55,8 +52,5 @@ class QueueStatus(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
-async def setup(bot: commands.Bot) -> None:
-    from bot.client import PalicordBot
-
-    assert isinstance(bot, PalicordBot)
+async def setup(bot: PalicordBot) -> None:
     await bot.add_cog(QueueStatus(bot))

@@ -72,6 +72,8 @@ _TEMPLATES: dict[str, str] = {
     "guild_config": "bot:guild:{}",
     # hash of one request's per-image outcomes, until its answer is delivered
     "request": "bot:request:{}",
+    # string with a TTL: one bot task is sending this request's answer (bot.delivery)
+    "sending": "bot:sending:{}",
     # sorted set job id -> deadline, for /queue
     "user_jobs": "bot:user-jobs:{}",
     # automatic alt text (bot.alt_text): the set of people who opted out; per guild, set
@@ -223,6 +225,9 @@ class Keys:
 
     def request(self, request_id: str) -> str:
         return self._k("request", request_id)
+
+    def sending(self, request_id: str) -> str:
+        return self._k("sending", request_id)
 
     def user_jobs(self, user_id: int) -> str:
         return self._k("user_jobs", str(user_id))

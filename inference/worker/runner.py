@@ -13,9 +13,11 @@ recognised by class name and message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 from inference.engine import Engine, is_fatal_device_error, is_out_of_memory
 from inference.errors import GenerationError
@@ -73,3 +75,38 @@ def generate_resilient(
             mid = len(chunk) // 2
             pending[:0] = [chunk[:mid], chunk[mid:]]
     return results
+
+
+class Watchdog:
+    """What is on the engine now, and whether it has run past `max_batch_run_s`: a wedged
+    device hangs `generate()` while the event loop runs on (see `inference.worker.service`)."""
+
+    def __init__(self, max_batch_run_s: float) -> None:
+        self._max_batch_run_s = max_batch_run_s
+        self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
+
+    @contextlib.contextmanager
+    def running(self, requests: int) -> Iterator[None]:
+        """Around one `generate_resilient` call of `requests` requests."""
+        self._on_engine = (requests, time.monotonic())
+        try:
+            yield
+        finally:
+            self._on_engine = None
+
+    def hung(self) -> bool:
+        """True (and logged) once the batch on the engine has run past max_batch_run_s."""
+        if self._on_engine is None:
+            return False
+        requests, started = self._on_engine
+        elapsed_s = time.monotonic() - started
+        if elapsed_s <= self._max_batch_run_s:
+            return False
+        log.error(
+            "engine hung: a batch of %d requests has run %.1f s (max_batch_run_s %.1f); "
+            "giving up its leases and exiting for a restart",
+            requests,
+            elapsed_s,
+            self._max_batch_run_s,
+        )
+        return True

@@ -42,7 +42,7 @@ from inference.worker.batches import Batch, prepare_batch, remember
 from inference.worker.metrics import WorkerMetrics
 from inference.worker.outcomes import Outcome
 from inference.worker.presence import Presence, default_worker_id
-from inference.worker.runner import FatalEngineError, generate_resilient
+from inference.worker.runner import FatalEngineError, Watchdog, generate_resilient
 from inference.worker.taking import Taker
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Worker:
         self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="palicord-engine")
         # The next batch, being taken and prepared while one runs (PIPELINE).
         self._upcoming: asyncio.Task[Batch | None] | None = None
-        self._on_engine: tuple[int, float] | None = None  # (requests, monotonic start)
+        self._watchdog = Watchdog(settings.max_batch_run_s)
         # After a Redis outage every worker's heartbeat may have lapsed: judge others by
         # theirs only once they have all had a heartbeat lifetime to renew it.
         self._heartbeat_reap_from = 0.0
@@ -191,8 +191,9 @@ class Worker:
             if batch is not None:
                 await self._execute(batch)  # stopping: runs nothing, releases the rest
         except QueueUnavailable as exc:
-            log.warning("could not hand back the next batch (%s); its leases will lapse",
-                        describe(exc))  # fmt: skip
+            log.warning(
+                "could not hand back the next batch (%s); its leases will lapse", describe(exc)
+            )
 
     async def run_once(self) -> int:
         """Take one batch (with a short linger) and run it; the number of jobs taken."""
@@ -253,9 +254,12 @@ class Worker:
         try:
             with log_ids(job_ids=",".join(ids)):  # a malformed job is logged while preparing
                 return await prepare_batch(
-                    taken, redis=self._redis, keys=self._keys, engine=self._engine,
+                    taken,
+                    redis=self._redis,
+                    keys=self._keys,
+                    engine=self._engine,
                     worker_id=self.worker_id,
-                )  # fmt: skip
+                )
         except BaseException:
             # Stop extending these leases: they lapse and whoever is healthy runs the jobs.
             self._held.difference_update(ids)
@@ -283,13 +287,10 @@ class Worker:
         requests = batch.requests
         await self._taker.mark_started([job.job_id for job, _ in batch.jobs])
         started = time.perf_counter()
-        self._on_engine = (len(requests), time.monotonic())
-        try:
+        with self._watchdog.running(len(requests)):
             results = await self._on_engine_thread(
                 generate_resilient, self._engine, requests, self._stop_flag
             )
-        finally:
-            self._on_engine = None
         run_s = time.perf_counter() - started
         self._run_s_avg += RUN_TIME_SMOOTHING * (run_s - self._run_s_avg)
         self.metrics.batch_run.observe(run_s)
@@ -338,7 +339,7 @@ class Worker:
         )
         next_reap = 0.0
         while True:
-            if self._engine_hung():
+            if self._watchdog.hung():
                 return
             try:
                 self.metrics.queue(**await self.presence.announce())
@@ -364,23 +365,6 @@ class Worker:
                 # lapse, so other workers run those jobs again.
                 log.exception("keep-alive step failed; carrying on")
             await asyncio.sleep(tick_s)
-
-    def _engine_hung(self) -> bool:
-        """True (and logged) once the batch on the engine has run past max_batch_run_s."""
-        if self._on_engine is None:
-            return False
-        requests, started = self._on_engine
-        elapsed_s = time.monotonic() - started
-        if elapsed_s <= self._settings.max_batch_run_s:
-            return False
-        log.error(
-            "engine hung: a batch of %d requests has run %.1f s (max_batch_run_s %.1f); "
-            "giving up its leases and exiting for a restart",
-            requests,
-            elapsed_s,
-            self._settings.max_batch_run_s,
-        )
-        return True
 
     async def reap(self, *, first: bool = False) -> int:
         """Requeue jobs of lapsed leases (and of workers whose heartbeat is gone); dead-

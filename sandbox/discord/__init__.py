@@ -7,5 +7,14 @@ from sandbox.discord.actions import DiscordServer
 from sandbox.discord.interactions import InteractionState
 from sandbox.discord.payloads import FakeGuild, FakeUser
 from sandbox.discord.recorder import Recorded, SentFile
+from sandbox.discord.rest import Fault
 
-__all__ = ["DiscordServer", "FakeGuild", "FakeUser", "InteractionState", "Recorded", "SentFile"]
+__all__ = [
+    "DiscordServer",
+    "FakeGuild",
+    "FakeUser",
+    "Fault",
+    "InteractionState",
+    "Recorded",
+    "SentFile",
+]

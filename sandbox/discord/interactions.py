@@ -41,6 +41,7 @@ class InteractionState:
     original: Json | None = None
     followups: list[Json] = field(default_factory=list)
     modal: Json | None = None
+    message: Json | None = None  # a button press: the message the button is on
     expired: bool = False
     command: str = ""  # as Discord shows it: "/detect", "Detect objects…"
 
@@ -191,6 +192,7 @@ def component_payload(
         data={"custom_id": custom_id, "component_type": BUTTON},
     )
     payload["message"] = message
+    state.message = message
     return state, payload
 
 

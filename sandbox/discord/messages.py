@@ -88,7 +88,7 @@ class Messages:
 
     def apply_edit(self, msg: p.Json, record: Recorded) -> p.Json:
         """Apply an edit as Discord does: listed attachments are kept, new files added."""
-        body = record.json if isinstance(record.json, dict) else {}
+        body = record.payload  # an UPDATE_MESSAGE callback nests the edit under `data`
         cleared: p.Json = {"content": "", "embeds": [], "flags": 0, "components": []}
         for key, empty in cleared.items():
             if key in body:  # null clears a field, as on Discord
@@ -123,7 +123,16 @@ class Messages:
         ]
 
     async def _create(self, request: web.Request, record: Recorded) -> web.Response:
-        return json_response(self.store(record, channel_id=int(record.params["channel_id"])))
+        channel_id = int(record.params["channel_id"])
+        body = record.payload
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            # As Discord does for a few minutes: the same nonce again is the same message.
+            for msg in self.by_id.values():
+                if msg.get("nonce") == str(nonce) and msg["channel_id"] == str(channel_id):
+                    return json_response(msg)
+        extra = {"nonce": str(nonce)} if nonce is not None else None
+        return json_response(self.store(record, channel_id=channel_id, extra=extra))
 
     async def _get(self, request: web.Request, record: Recorded) -> web.Response:
         msg = self.by_id.get(int(record.params["message_id"]))

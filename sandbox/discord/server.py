@@ -22,7 +22,7 @@ from sandbox.discord.channel_webhooks import ChannelWebhooks
 from sandbox.discord.gateway import Gateway
 from sandbox.discord.messages import Messages
 from sandbox.discord.recorder import Recorded, Recorder
-from sandbox.discord.rest import API_PREFIX, RestRouter, json_response
+from sandbox.discord.rest import API_PREFIX, Fault, RestRouter, json_response
 from sandbox.discord.webhooks import InteractionResponses
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -59,6 +59,7 @@ class FakeDiscord:
             for name, gid in zip(names, ids, strict=True)
         ]
         self.recorder = Recorder(keep=keep_records)
+        self.faults: list[Fault] = []  # connection cuts a test injects (sandbox.discord.rest)
         self._dms: dict[int, p.FakeChannel] = {}  # user id → their DM channel with the bot
         self.gateway = Gateway(
             token=self.token, ready_payload=self._ready, guild_payloads=self._guild_payloads
@@ -91,7 +92,7 @@ class FakeDiscord:
         """Listen on 127.0.0.1 only (`port` 0: any free one); `more_routes` adds routes of
         its own (the sandbox's page and API) to the same server."""
         app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
-        router = RestRouter(app, self.recorder, self.token)
+        router = RestRouter(app, self.recorder, self.token, self.faults)
         router.add("GET", "/users/@me", self._me)
         router.add("GET", "/oauth2/applications/@me", self._application)
         router.add("GET", "/gateway", self._gateway_info)

@@ -17,7 +17,7 @@ from sandbox.discord.rest import RestRouter, error, json_response
 ACK_DEADLINE_S = 3.0
 EPHEMERAL = 64
 LOADING = 128  # "is thinking…"
-CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, MODAL = 4, 5, 9
+CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, UPDATE_MESSAGE, MODAL = 4, 5, 7, 9
 
 
 class InteractionResponses:
@@ -62,6 +62,11 @@ class InteractionResponses:
                 record, channel_id=state.channel.id, flags=flags, extra=_metadata(state)
             )
             resource["message"] = state.original
+        elif kind == UPDATE_MESSAGE and state.message is not None:
+            # A button press answered by editing the message the button is on.
+            pressed_on = self._messages.by_id.get(int(state.message["id"]))
+            if pressed_on is not None:
+                resource["message"] = self._messages.apply_edit(pressed_on, record)
         summary = {
             "id": str(state.id),
             "type": ix.APPLICATION_COMMAND,
