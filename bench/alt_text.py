@@ -60,8 +60,8 @@ from inference.queue.messages import Job
 from sandbox.discord import DiscordServer
 from sandbox.discord.payloads import FakeChannel, Json
 from sandbox.discord.recorder import Recorded
-from tests.discord_server.expect import answer_for
-from tests.discord_server.harness import (
+from tests.support.discord_server.expect import answer_for
+from tests.support.discord_server.harness import (
     REDIS_URL,
     bot_settings,
     delete_prefix,

@@ -3,11 +3,11 @@
     python -m bench.bot_memory [--width 7900] [--height 5000]
 
 Each figure comes from a fresh child process that plays the bot's side of one answer
-(`tests.bot_memory`): "before" decodes the upload in full and draws on it, as the bot did
+(`tests.support.bot_memory`): "before" decodes the upload in full and draws on it, as the bot did
 until issue 19; "after" draws on the display copy the worker now sends with the result;
 "older worker" is a result without a copy (the bot reads the upload only where that takes
 bounded memory). The worker's side is timed too: its decode with and without the copy.
-Other scripts call `tests.bot_memory.detect_peak_increase_mb` directly.
+Other scripts call `tests.support.bot_memory.detect_peak_increase_mb` directly.
 
     python -m bench.bot_memory --through-discord [--bot-root DIR]
 
@@ -34,10 +34,9 @@ from inference.intake import load_image
 from inference.worker.testing import ShapesOracle
 from sandbox.discord import DiscordServer
 from sandbox.stack import free_port
-from tests.bot_memory import MODEL_SIDE, ROOT, big_upload, detect_result, measure
-from tests.conftest import until_ready
-from tests.discord_server.expect import answer_for
-from tests.discord_server.harness import (
+from tests.support.bot_memory import MODEL_SIDE, ROOT, big_upload, detect_result, measure
+from tests.support.discord_server.expect import answer_for
+from tests.support.discord_server.harness import (
     REDIS_URL,
     bot_env,
     delete_prefix,
@@ -47,6 +46,7 @@ from tests.discord_server.harness import (
     unique_prefix,
     worker_settings,
 )
+from tests.support.processes import until_ready
 
 
 def _best_s(call: Callable[[], object], rounds: int = 3) -> float:

@@ -41,8 +41,8 @@ from redis.asyncio import Redis
 from inference.demo.shapes import make_scene
 from inference.queue import Keys
 from sandbox.discord import DiscordServer, InteractionState
-from tests.discord_server.expect import is_answer
-from tests.discord_server.harness import png_bytes
+from tests.support.discord_server.expect import is_answer
+from tests.support.discord_server.harness import png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"

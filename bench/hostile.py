@@ -13,7 +13,7 @@ neighbour's answer). A second row sends a bomb kept under the scan cap (63 scans
 only the decode budget can stop) with a budget of 1 s.
 
 Bot memory: the bot's peak resident-set increase for a 40-megapixel (7900×5000) `/detect`,
-each measured in a fresh child process (`tests/bot_memory.py`): before, the upload decoded
+each measured in a fresh child process (`tests/support/bot_memory.py`): before, the upload decoded
 in full and drawn; after, drawn on the worker's display copy.
 
 `<image>` in a question: a batch of 8 on the demo engine with `<image>` typed in one
@@ -53,9 +53,9 @@ from inference.worker.runner import generate_resilient
 from sandbox.discord import DiscordServer
 from sandbox.discord.interactions import InteractionState
 from sandbox.discord.recorder import Recorded
-from tests.bot_memory import detect_peak_increase_mb
-from tests.demo import demo_engine
-from tests.discord_server.harness import (
+from tests.support.bot_memory import detect_peak_increase_mb
+from tests.support.demo import demo_engine
+from tests.support.discord_server.harness import (
     REDIS_URL,
     bot_settings,
     delete_prefix,
@@ -65,7 +65,7 @@ from tests.discord_server.harness import (
     unique_prefix,
     worker_settings,
 )
-from tests.hostile import progressive_jpeg, repeated_scans
+from tests.support.hostile import progressive_jpeg, repeated_scans
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"

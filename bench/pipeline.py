@@ -48,7 +48,7 @@ from inference.queue import QueueClient
 from inference.settings import EngineSettings, WorkerSettings
 from inference.tasks import InferenceRequest, TaskSpec
 from inference.worker import Worker
-from tests.discord_server.harness import REDIS_URL, delete_prefix
+from tests.support.discord_server.harness import REDIS_URL, delete_prefix
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "palicord-tiny"
 MODES = ("raw", "pipelined", "pipelined-thread", "serial")

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from inference.queue import QueueClient, QueueSettings
 from inference.tasks import TaskSpec
-from tests.redis_server import own_redis_server
+from tests.support.redis_server import own_redis_server
 
 
 async def _fill(client: QueueClient, servers: int) -> list[str]:

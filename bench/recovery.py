@@ -32,8 +32,8 @@ from redis.asyncio import Redis
 
 from inference.queue import JobState, Keys, QueueClient
 from sandbox.discord import DiscordServer
-from tests.discord_server.expect import answer_for
-from tests.discord_server.harness import (
+from tests.support.discord_server.expect import answer_for
+from tests.support.discord_server.harness import (
     REDIS_URL,
     bot_settings,
     delete_prefix,

@@ -28,9 +28,8 @@ from inference.queue import Keys
 from inference.queue.memory import PICTURE, RESULT
 from inference.settings import EngineSettings
 from sandbox.discord import DiscordServer
-from tests.conftest import RecordingWorker
-from tests.discord_server.expect import answer_for
-from tests.discord_server.harness import (
+from tests.support.discord_server.expect import answer_for
+from tests.support.discord_server.harness import (
     REDIS_URL,
     bot_settings,
     delete_prefix,
@@ -38,6 +37,7 @@ from tests.discord_server.harness import (
     running_worker,
     worker_settings,
 )
+from tests.support.queue import RecordingWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -186,7 +186,7 @@ def encode_scene(
     the tokenizer with the processor's own layout (image tokens, bos, prompt, newline;
     the target and eos as the second segment) instead of through the processor, which
     would normalise the same picture once per pair: half of the set-up time.
-    `tests/test_demo_train.py` holds this to the processor's output.
+    `tests/demo/test_train.py` holds this to the processor's output.
     """
     pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
     tokenizer = processor.tokenizer

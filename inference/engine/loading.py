@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # Per tower: SigLIP on torch's fused attention; Gemma 2 on eager, the one implementation
 # that applies its attention soft-cap with PaliGemma's prefix-LM mask (sdpa has no
 # soft-cap, flash drops the mask) and the one `static_loop` needs. Same outputs as eager
-# everywhere on the CPU (tests/test_engine_static_loop.py).
+# everywhere on the CPU (tests/engine/test_static_loop.py).
 ATTENTION = {"vision_config": "sdpa", "text_config": "eager"}
 
 

@@ -14,7 +14,7 @@ causally to the non-pad tokens before it, on Gemma 2's sliding layers only to th
 `sliding_window` slots (pads included, as in transformers' cache). Positions are 1-based
 counts of a row's real tokens. Greedy argmax, per-row budgets and end-of-sequence tokens
 stay on the device: a finished row is fed the pad token, as `generate` does, so the
-tokens are the same as `generate` with `inputs.RowBudgets` (tests/test_engine_static_loop
+tokens are the same as `generate` with `inputs.RowBudgets` (tests/engine/test_static_loop
 checks that token for token on the demo model and on a tiny sliding window).
 
 With CUDA graphs the host looks at the device only every `stop_check_steps` steps
