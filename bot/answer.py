@@ -3,8 +3,9 @@ piece of untrusted text (model output, file names, worker error text) made safe 
 
 One message always: long text is cut to fit its embed and attached in full as a .txt,
 detections come as an annotated picture plus the raw boxes as JSON. Boxes are drawn on
-the display-sized copy the worker sends with the result (`inference.display`), never on
-the full-size upload.
+the display-sized copy the worker sends with the result (`inference.display`), or for a
+result without one on the picture kept in Redis reduced to display size, never on the
+full-size upload.
 
 Safe means: it cannot ping anyone even if `allowed_mentions` were misconfigured, it
 cannot change the formatting around it (no bold/links/headings/code-block breakouts),
@@ -156,7 +157,14 @@ class ItemAnswer:
 
     label: str
     result: JobResult
-    image: bytes | None = None  # the upload: boxes for a result without a display copy
+    # The picture kept in Redis (`bot.delivery`): boxes for a result without a display copy.
+    image: bytes | None = None
+
+    @property
+    def needs_picture(self) -> bool:
+        """Whether there are boxes with nothing yet to draw them on."""
+        has_picture = self.result.display is not None or self.image is not None
+        return self.result.ok and bool(self.result.detections) and not has_picture
 
     @property
     def drawable(self) -> bool:
@@ -264,6 +272,11 @@ def _detection(
         drawn, note = _draw(item, n, max_bytes)
         if note:
             notes.append(note)
+    elif item.needs_picture:  # no display copy, and the kept picture is gone too
+        notes.append(
+            "The picture is no longer kept here, so nothing is drawn; "
+            f"the boxes are in {_json_name(item, n)}."
+        )
     tail = truncate("".join("\n\n" + note for note in notes), budget // 2)
     # Hundreds of distinct labels (a hostile or looping model) are cut, not the notes.
     description = truncate(legend(item.result.detections), budget - len(tail)) + tail

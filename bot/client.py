@@ -23,7 +23,7 @@ from discord.http import Route
 from redis.asyncio import Redis
 
 from bot.cancel import CancelButton
-from bot.delivery import Deliverer, ImageCache
+from bot.delivery import Deliverer
 from bot.download import Downloader, ImageRef
 from bot.errors import report_error
 from bot.events import run_interaction
@@ -160,15 +160,13 @@ class PalicordBot(commands.AutoShardedBot):
         )
         self.replies = Replies(self, token_ttl_s=settings.interaction_token_ttl_s)
         self.progress = ProgressBoard(queue, self.replies, interval_s=settings.progress_interval_s)
-        self.images = ImageCache()
         self.memory = Memory(redis, keys, queue.scripts, settings)
         self.deliverer = Deliverer(
             queue=queue,
             store=self.store,
             replies=self.replies,
             progress=self.progress,
-            images=self.images,
-            downloader=self.downloader,
+            memory=self.memory,
             metrics=self.metrics,
         )
         self.requests = Requests(
@@ -180,7 +178,6 @@ class PalicordBot(commands.AutoShardedBot):
             store=self.store,
             progress=self.progress,
             deliverer=self.deliverer,
-            images=self.images,
             memory=self.memory,
             metrics=self.metrics,
         )

@@ -7,9 +7,12 @@ so results that arrive after a restart still complete their request. Results are
 concurrently (up to MAX_HANDLING at once) and answers with pictures are drawn a few at a
 time (MAX_DRAWING), so one slow drawing or a slow Discord never holds up the other
 answers. Boxes are drawn on the display copy the worker sends with the result; for a
-result without one (an older worker), images queued for detection are kept in a bounded
-memory cache (`ImageCache`), and downloaded again on a miss. Results of other kinds of
-work (automatic alt text) name a route (`ROUTE_FIELD`) and go to its handler instead.
+result without one (an older worker), on the picture kept in Redis for follow-ups
+(`inference.queue.memory`, by the digest in the result's context), read only while
+drawing and reduced to display size before it is drawn on. The bot keeps no picture in
+memory between intake and answer and never downloads one again: a picture gone from Redis
+too is answered with its boxes as JSON and a note. Results of other kinds of work
+(automatic alt text) name a route (`ROUTE_FIELD`) and go to its handler instead.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ import dataclasses
 import logging
 import statistics
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from bot.answer import Answer, ItemAnswer, compose
-from bot.download import Downloader, ImageRef
 from bot.errors import BotRestarted
 from bot.followups import follow_up_view
 from bot.metrics import BotMetrics
@@ -35,7 +37,7 @@ from inference.errors import MalformedMessage, PalicordError
 from inference.ops import log_ids
 from inference.queue import Delivery, JobResult, JobState, QueueClient
 from inference.queue.connection import Backoff, cancel_and_wait, describe
-from inference.queue.memory import PICTURE_FIELD
+from inference.queue.memory import PICTURE_FIELD, Memory
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ DELIVERY_TIMEOUT_S = 60.0
 # on Discord or Redis, not on this process.
 MAX_HANDLING = 64
 # Answers with pictures composed at once: each holds a display-sized picture or two
-# (~10-30 MB) while it is drawn and encoded in a thread.
+# (~10-30 MB) while it is drawn and encoded in a thread, and, for a result without the
+# worker's display copy, the kept upload read from Redis (up to MAX_IMAGE_BYTES each).
 MAX_DRAWING = 2
 # A result whose handling fails this often for a reason other than Redis (a bug) is left
 # unacknowledged, for the next run of the bot to try again.
@@ -55,10 +58,6 @@ RECENT_WAITS = 200
 # How long one task may hold a request's answer to itself while sending it; a task that
 # dies while sending lets another try after this.
 SEND_LEASE_S = DELIVERY_TIMEOUT_S + 30
-DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
-# Entries are bounded too: many tiny pictures would otherwise cost dictionary overhead
-# far beyond their bytes. A detect request waits minutes at most; this is hours of them.
-DEFAULT_IMAGE_CACHE_ENTRIES = 10_000
 ROUTE_FIELD = "via"  # in a job's context: which handler in `Deliverer.routes` answers it
 
 
@@ -77,16 +76,14 @@ class Deliverer:
         store: RequestStore,
         replies: Replies,
         progress: ProgressBoard,
-        images: ImageCache,
-        downloader: Downloader,
+        memory: Memory,
         metrics: BotMetrics | None = None,
     ) -> None:
         self._queue = queue
         self._store = store
         self._replies = replies
         self._progress = progress
-        self._images = images
-        self._downloader = downloader
+        self._memory = memory
         self._metrics = metrics or BotMetrics()
         self._recent_waits: deque[float] = deque(maxlen=RECENT_WAITS)
         self._started_at = time.time()
@@ -215,12 +212,11 @@ class Deliverer:
 
     async def _finish(self, item: ItemContext) -> None:
         outcomes = await self._store.outcomes(item.request_id)
-        answers = await asyncio.gather(
-            *(self._item_answer(item.request_id, i, outcomes.get(i)) for i in range(item.count))
-        )
+        answers = [_item_answer(outcomes.get(i)) for i in range(item.count)]
         limit = item.address.upload_limit_bytes
-        if any(a.drawable for a in answers):
-            async with self._drawing:
+        if any(a.result.ok and a.result.detections for a in answers):
+            async with self._drawing:  # the kept pictures are read only while drawing
+                answers = [await self._with_picture(a) for a in answers]
                 answer = await asyncio.to_thread(compose, answers, max_file_bytes=limit)
         else:
             answer = await asyncio.to_thread(compose, answers, max_file_bytes=limit)
@@ -253,56 +249,24 @@ class Deliverer:
                 await self._store.release(item.request_id)
             raise NotSent(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _item_answer(
-        self, request_id: str, index: int, result: JobResult | None
-    ) -> ItemAnswer:
-        if result is None:  # lost from Redis: say so rather than never answering
-            result = JobResult(job_id="lost", context={}, error=PalicordError.code)
-        label = result.context.get("label", "")
-        image = self._images.pop(request_id, index)
-        if result.display is not None:
-            image = None  # drawn on the worker's copy: the upload is not needed
-        elif image is None and result.ok and result.detections:
-            image = await self._refetch(result.context.get("url", ""), label)
-        return ItemAnswer(label=label, result=result, image=image)
-
-    async def _refetch(self, url: str, label: str) -> bytes | None:
-        if not url:
-            return None
-        try:
-            return await self._downloader.fetch(ImageRef(url=url, filename=label))
-        except PalicordError as exc:
-            log.info("could not fetch an image again for its boxes: %s", exc.code)
-            return None
+    async def _with_picture(self, answer: ItemAnswer) -> ItemAnswer:
+        """`answer` with the picture kept in Redis when its boxes have nothing else to be
+        drawn on (a result without the worker's display copy). A picture gone from Redis
+        too (PICTURE_TTL_S, or dropped for space) is not downloaded again: the attachment
+        may have been deleted or its link expired by then, the boxes still reach the user
+        as JSON with a note (`bot.answer`), and a second download would cost the bandwidth
+        and memory that keeping the picture once is there to save."""
+        if not answer.needs_picture:
+            return answer
+        digest = answer.result.context.get(PICTURE_FIELD, "")
+        image = await self._memory.picture(digest)
+        if image is None:
+            log.info("no kept picture to draw %s's boxes on", answer.result.job_id)
+            return answer
+        return dataclasses.replace(answer, image=image)
 
 
-class ImageCache:
-    """LRU map (request id, image index) → bytes, capped at `capacity_bytes` in total and
-    `max_entries` pictures. A miss (evicted, or a bot restarted since) is not an error:
-    the attachment is downloaded again."""
-
-    def __init__(
-        self,
-        capacity_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
-        max_entries: int = DEFAULT_IMAGE_CACHE_ENTRIES,
-    ) -> None:
-        self._capacity = capacity_bytes
-        self._max_entries = max_entries
-        self._size = 0
-        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-
-    def put(self, request_id: str, index: int, data: bytes) -> None:
-        if len(data) > self._capacity:
-            return
-        self.pop(request_id, index)
-        self._items[(request_id, index)] = data
-        self._size += len(data)
-        while self._size > self._capacity or len(self._items) > self._max_entries:
-            _, old = self._items.popitem(last=False)
-            self._size -= len(old)
-
-    def pop(self, request_id: str, index: int) -> bytes | None:
-        data = self._items.pop((request_id, index), None)
-        if data is not None:
-            self._size -= len(data)
-        return data
+def _item_answer(result: JobResult | None) -> ItemAnswer:
+    if result is None:  # lost from Redis: say so rather than never answering
+        result = JobResult(job_id="lost", context={}, error=PalicordError.code)
+    return ItemAnswer(label=result.context.get("label", ""), result=result)

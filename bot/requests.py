@@ -26,7 +26,7 @@ import discord
 
 from bot.answer import FRAME_FIELD
 from bot.cancel import cancel_view
-from bot.delivery import Deliverer, ImageCache
+from bot.delivery import Deliverer
 from bot.download import Downloader, ImageRef
 from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired, TooLateToCancel
 from bot.guild_config import GuildConfig, GuildConfigStore
@@ -125,7 +125,6 @@ class Requests:
         store: RequestStore,
         progress: ProgressBoard,
         deliverer: Deliverer,
-        images: ImageCache,
         memory: Memory,
         metrics: BotMetrics,
     ) -> None:
@@ -139,7 +138,6 @@ class Requests:
         self._store = store
         self._progress = progress
         self._deliverer = deliverer
-        self._images = images
 
     def count(self, kind: str, failure: BaseException | None = None) -> None:
         """One request of `kind` ended: queued, refused (a PalicordError) or an error."""
@@ -274,7 +272,7 @@ class Requests:
             try:
                 digest = await self._memory.keep_picture(data)
                 context = _job_context(items[i], digest, picture.info)
-                hit = await self._cached(spec, items[i], data, context, models)
+                hit = await self._cached(spec, items[i], context, models)
                 if hit is not None:
                     cached[i] = hit
                     continue
@@ -334,7 +332,6 @@ class Requests:
         self,
         spec: TaskSpec,
         item: ItemContext,
-        data: bytes,
         context: dict[str, str],
         models: set[str],
     ) -> JobResult | None:
@@ -343,8 +340,6 @@ class Requests:
         if hit is None:
             return None
         self._metrics.cache_hits.inc()
-        if spec.task.draws:
-            self._images.put(item.request_id, item.index, data)
         guild = DM_GUILD if item.address.guild_id is None else str(item.address.guild_id)
         origin = origin_of(guild, str(item.address.user_id))
         return from_cache(hit, job_id=item.job_id, context=context, origin=origin)
@@ -360,14 +355,11 @@ class Requests:
             context=context,
             job_id=item.job_id,
         )
-        if spec.task.draws:
-            self._images.put(item.request_id, item.index, data)
         # Listed before submitting: a fast worker's result may arrive before submit returns.
         await self._store.add_user_job(who.user_id, job.job_id, job.deadline_at)
         try:
             submitted = await self._queue.submit(job, data)
         except PalicordError:
-            self._images.pop(item.request_id, item.index)
             await self._store.remove_user_job(who.user_id, job.job_id)
             raise
         self._progress.add_job(item.request_id, job.job_id)

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Literal
 
-import aiohttp
 import discord
 import pytest
 from pydantic import SecretStr
@@ -21,15 +20,14 @@ from bot.delivery import (
     RETRY_FIRST_S,
     RETRY_MAX_S,
     Deliverer,
-    ImageCache,
 )
-from bot.download import Downloader
 from bot.progress import ProgressBoard
 from bot.replies import ItemContext, Replies, ReplyAddress
 from bot.request_store import RequestStore
 from inference.errors import QueueUnavailable
 from inference.queue import Keys, QueueClient, QueueSettings, connect
 from inference.queue.connection import cancel_and_wait
+from inference.queue.memory import Memory
 from inference.queue.messages import JobResult
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
@@ -71,7 +69,7 @@ class FlakyStore(RequestStore):
 
 
 def deliverer_for(
-    queue: QueueClient, store: RequestStore, outbox: Outbox, session: aiohttp.ClientSession
+    redis: Redis, queue: QueueClient, store: RequestStore, outbox: Outbox
 ) -> Deliverer:
     """A Deliverer as the bot builds one, posting into `outbox`."""
     return Deliverer(
@@ -79,8 +77,7 @@ def deliverer_for(
         store=store,
         replies=outbox,
         progress=ProgressBoard(queue, outbox, interval_s=1),
-        images=ImageCache(),
-        downloader=Downloader(session, allowed_hosts=(), max_bytes=1, timeout_s=1),
+        memory=Memory(redis, queue.keys, queue.scripts, QueueSettings()),
     )
 
 
@@ -91,8 +88,7 @@ async def parts(
     queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
     outbox = Outbox()
     store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
-    async with aiohttp.ClientSession() as session:
-        yield deliverer_for(queue, store, outbox, session), outbox, store
+    yield deliverer_for(redis, queue, store, outbox), outbox, store
 
 
 def result_for(index: int, count: int) -> JobResult:
@@ -134,7 +130,7 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
 ) -> None:
     # The results loop reads through a proxy that is cut right after the answer is sent,
     # so acknowledging the result meets a dead connection.
-    async with TcpProxy("127.0.0.1", 6379) as proxy, aiohttp.ClientSession() as session:
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
         settings = QueueSettings(
             key_prefix=redis_prefix, redis_url=SecretStr(f"redis://127.0.0.1:{proxy.port}/0")
         )
@@ -149,7 +145,7 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
 
             outbox = CuttingOutbox()
             store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
-            deliverer = deliverer_for(queue, store, outbox, session)
+            deliverer = deliverer_for(redis, queue, store, outbox)
             item = result_for(0, 1).context
             job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=item)
             await QueueClient(redis, settings, instance_id="t", require_worker=False).submit(
@@ -191,30 +187,15 @@ async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
     job = queue.new_job(spec, guild_id=3, user_id=2, context=context, job_id=items[0].job_id)
     await queue.submit(job, b"img")
     assert await deliverer.answer_orphans() == 0  # begun during this run: not an orphan
-    async with aiohttp.ClientSession() as session:
-        restarted = deliverer_for(queue, store, outbox, session)
-        assert await restarted.answer_orphans() == 1
-        assert outbox.sent == []  # image 0's result is still to come
-        assert await restarted.answer_orphans() == 0  # closed: told once
-        done = JobResult(
-            job_id="j0", context=items[0].to_context(), task=Task.CAPTION, text="a cat"
-        )
-        await restarted.handle(done)
+    restarted = deliverer_for(redis, queue, store, outbox)
+    assert await restarted.answer_orphans() == 1
+    assert outbox.sent == []  # image 0's result is still to come
+    assert await restarted.answer_orphans() == 0  # closed: told once
+    done = JobResult(job_id="j0", context=items[0].to_context(), task=Task.CAPTION, text="a cat")
+    await restarted.handle(done)
     [(_, answer)] = outbox.sent
     assert answer.embeds[0].description == "a cat"
     assert "restarted" in (answer.embeds[1].description or "")
-
-
-def test_the_image_cache_is_bounded_by_bytes_and_by_entries() -> None:
-    cache = ImageCache(capacity_bytes=10, max_entries=3)
-    for n in range(5):
-        cache.put("r", n, b"x")  # tiny pictures: the entry bound applies
-    assert [cache.pop("r", n) for n in range(5)] == [None, None, b"x", b"x", b"x"]
-    cache.put("r", 0, b"12345678")
-    cache.put("r", 1, b"abcd")  # 12 bytes > 10: the oldest goes
-    assert (cache.pop("r", 0), cache.pop("r", 1)) == (None, b"abcd")
-    cache.put("r", 2, b"x" * 11)  # larger than the whole cache: not kept
-    assert cache.pop("r", 2) is None
 
 
 @pytest.mark.slow
@@ -236,26 +217,25 @@ async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
         await queue.submit(job, b"img")
     await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
 
-    async with aiohttp.ClientSession() as session:
-        deliverer = deliverer_for(queue, store, outbox, session)
-        real_handle = deliverer.handle
-        tries: list[str] = []
+    deliverer = deliverer_for(redis, queue, store, outbox)
+    real_handle = deliverer.handle
+    tries: list[str] = []
 
-        async def handle(result: JobResult) -> None:
-            if result.context["rid"] == "broken":
-                tries.append(result.job_id)
-                raise RuntimeError("a bug")
-            await real_handle(result)
+    async def handle(result: JobResult) -> None:
+        if result.context["rid"] == "broken":
+            tries.append(result.job_id)
+            raise RuntimeError("a bug")
+        await real_handle(result)
 
-        deliverer.handle = handle  # type: ignore[method-assign]
-        run = asyncio.create_task(deliverer.run())
-        try:
-            async with asyncio.timeout(10):
-                while len(tries) < MAX_HANDLE_ATTEMPTS or not outbox.sent:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(RETRY_MAX_S / 10)
-        finally:
-            await cancel_and_wait([run])
+    deliverer.handle = handle  # type: ignore[method-assign]
+    run = asyncio.create_task(deliverer.run())
+    try:
+        async with asyncio.timeout(10):
+            while len(tries) < MAX_HANDLE_ATTEMPTS or not outbox.sent:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(RETRY_MAX_S / 10)
+    finally:
+        await cancel_and_wait([run])
     assert len(outbox.sent) == 1 and len(tries) == MAX_HANDLE_ATTEMPTS
     assert await redis.xlen(Keys(redis_prefix).results("t")) == 1  # left for a retry
 

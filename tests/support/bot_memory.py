@@ -10,7 +10,8 @@ process's peak says nothing after earlier tests have raised it.
 
 Paths (the child's `how`):
     display   the result carries the worker's display copy (this version)
-    fallback  a result from an older worker (no copy): the bot has only the upload
+    fallback  a result from an older worker (no copy): the bot has only the upload, as
+              kept in Redis for follow-ups
     full      the composition before issue 19: the upload decoded in full, then drawn
 
 Used by tests/bot/test_answer.py and by the benchmarks::
