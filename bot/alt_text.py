@@ -48,6 +48,9 @@ MAX_ALT_TEXT_CHARS = 1_024  # Discord's limit on an attachment's description
 # A message's reply is remembered this long: its buttons and its clean-up work until then.
 REPLY_TTL_S = 7 * 24 * 3600
 _HOUR_TTL_S = 2 * 3600
+# Longer than a re-post takes (the files are within the server's upload limit); a bot that
+# dies mid-re-post frees the message after this long.
+REPOST_LOCK_S = 120
 # Mostly text: see the module docstring.
 _THUMB_WIDTH = 256
 _FLAT_SHARE = 0.45
@@ -264,6 +267,17 @@ class AltTextStore:
     async def forget(self, message_id: int) -> None:
         with redis_boundary():
             await self._redis.delete(self._keys.alt_reply(message_id))
+
+    async def begin_repost(self, message_id: int) -> bool:
+        """True for the one press that may re-post the message now: a double click, or
+        the poster pressing in two clients, must not post the pictures twice."""
+        with redis_boundary():
+            key = self._keys.alt_reposting(message_id)
+            return bool(await self._redis.set(key, b"1", nx=True, ex=REPOST_LOCK_S))
+
+    async def end_repost(self, message_id: int) -> None:
+        with redis_boundary():
+            await self._redis.delete(self._keys.alt_reposting(message_id))
 
 
 def gone_marker(channel_id: int, poster_id: int = 0) -> Posted:

@@ -34,6 +34,7 @@ ONLY_THE_POSTER = {
 EXPIRED = "This description is too old to re-post now; you can still add alt text yourself."
 TOO_LARGE = "These files are larger than this server's upload limit: I cannot re-post them."
 GONE = "The original message is gone, so there is nothing to re-post."
+ALREADY = "This message is being re-posted already."
 
 
 def alt_text_view(poster_id: int, message_id: int, *, repost: bool) -> discord.ui.View:
@@ -103,6 +104,22 @@ class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
         assert isinstance(channel, discord.TextChannel) and guild is not None
         await interaction.response.defer(ephemeral=True, thinking=True)
         # The private "thinking…" message becomes the outcome.
+        say = interaction.edit_original_response
+        if not await store.begin_repost(self.message_id):
+            await say(content=ALREADY)
+            return
+        try:
+            await self._repost_once(interaction, store, channel, guild)
+        finally:
+            await store.end_repost(self.message_id)
+
+    async def _repost_once(
+        self,
+        interaction: discord.Interaction[PalicordBot],
+        store: AltTextStore,
+        channel: discord.TextChannel,
+        guild: discord.Guild,
+    ) -> None:
         say = interaction.edit_original_response
         posted = await store.get(self.message_id)
         if posted is None or posted.gone or not posted.alt_texts:

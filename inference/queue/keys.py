@@ -78,11 +78,13 @@ _TEMPLATES: dict[str, str] = {
     "user_jobs": "bot:user-jobs:{}",
     # automatic alt text (bot.alt_text): the set of people who opted out; per guild, set
     # once its first description told people how to opt out; per channel and UTC hour,
-    # how many pictures were described; per described message, its reply (JSON)
+    # how many pictures were described; per described message, its reply (JSON), and
+    # while it is being re-posted, a short lock (one press re-posts, not two)
     "alt_opt_out": "bot:alt:opt-out",
     "alt_notice": "bot:alt:notice:{}",
     "alt_hourly": "bot:alt:hour:{}:{}",
     "alt_reply": "bot:alt:reply:{}",
+    "alt_reposting": "bot:alt:reposting:{}",
     # --- what both programs remember about pictures (inference.queue.memory) ---
     # per kind ("picture", "result") and id: the bytes, with a TTL; an index sorted by
     # when each was stored, their sizes, and the total, to keep the kind within its budget
@@ -247,6 +249,9 @@ class Keys:
 
     def alt_reply(self, message_id: int) -> str:
         return self._k("alt_reply", str(message_id))
+
+    def alt_reposting(self, message_id: int) -> str:
+        return self._k("alt_reposting", str(message_id))
 
     def stash(self, kind: str, item_id: str) -> str:
         return self._k("stash", kind, item_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -187,6 +187,36 @@ async def test_the_poster_reposts_with_alt_text_others_may_not(
     assert done
     assert int(original["id"]) not in server.messages  # the bot may manage messages
     assert int(reply["id"]) not in server.messages  # and the reply went
+
+
+async def test_a_double_press_reposts_once(
+    server: DiscordServer, bot: PalicordBot, worker: Worker
+) -> None:
+    poster = server.user("jo")
+    original = await post_art(server, poster, [picture(server, 22)], content="twice?")
+    reply = (await reply_to(server, original)).response
+    presses = await asyncio.gather(
+        server.press(reply, "Repost with alt text", user=poster),
+        server.press(reply, "Repost with alt text", user=poster),
+    )
+
+    def outcome_of(token: str) -> Callable[[Recorded], bool]:
+        return lambda r: r.params.get("token") == token and "re-post" in r.content.lower()
+
+    outcomes = [
+        (await server.recorder.wait_for(outcome_of(state.token)))[-1].content for state in presses
+    ]
+    executed = server.recorder.matching(
+        lambda r: (
+            r.key == "POST /webhooks/{app_id}/{token}" and server.webhooks.owns(r.params["app_id"])
+        )
+    )
+    assert len(executed) == 1  # one re-post, not two
+    assert sum("Re-posted with alt text" in text for text in outcomes) == 1
+    # The other press was told why nothing happened: the first was still re-posting, or
+    # (if it came after) the description is gone with the reply.
+    other = next(text for text in outcomes if "Re-posted with alt text" not in text)
+    assert "being re-posted already" in other or "too old to re-post" in other
 
 
 async def test_without_manage_webhooks_no_repost_is_offered(
