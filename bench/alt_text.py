@@ -50,7 +50,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -60,6 +59,7 @@ from inference.queue.messages import Job
 from sandbox.discord import DiscordServer
 from sandbox.discord.payloads import FakeChannel, Json
 from sandbox.discord.recorder import Recorded
+from tests.support.demo import DEMO_MODEL, ROOT
 from tests.support.discord_server.expect import answer_for
 from tests.support.discord_server.harness import (
     REDIS_URL,
@@ -71,8 +71,6 @@ from tests.support.discord_server.harness import (
     worker_settings,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 REPLY = "POST /channels/{channel_id}/messages"
 TIMEOUT_S = 300.0
 CAP_PER_CHANNEL_PER_HOUR = 10_000

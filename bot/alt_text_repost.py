@@ -16,7 +16,7 @@ import discord
 
 from bot.alt_text import AltTextStore, fits_upload, gone_marker, repost_refusal, wanting_alt_text
 from bot.answer import MESSAGE_LIMIT
-from bot.errors import report_error
+from bot.errors import ReportsErrors
 
 if TYPE_CHECKING:
     from bot.client import PalicordBot
@@ -45,7 +45,9 @@ def alt_text_view(poster_id: int, message_id: int, *, repost: bool) -> discord.u
     return view
 
 
-class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE):
+class AltTextButton(
+    ReportsErrors, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE
+):
     """One of the two buttons of one description."""
 
     def __init__(self, action: str, poster_id: int, message_id: int) -> None:
@@ -53,6 +55,7 @@ class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
         custom_id = f"{PREFIX}:{action}:{poster_id}:{message_id}"
         super().__init__(discord.ui.Button(label=LABELS[action], style=style, custom_id=custom_id))
         self.action, self.poster_id, self.message_id = action, poster_id, message_id
+        self.what = f"alt-text button {action}"
 
     @classmethod
     async def from_custom_id(
@@ -64,15 +67,7 @@ class AltTextButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
     ) -> AltTextButton:
         return cls(match["action"], int(match["poster"]), int(match["message"]))
 
-    async def callback(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
-        # discord.py only logs what a dynamic item's callback raises (see bot.followups):
-        # the button reports its own errors, through the one error path.
-        try:
-            await self._press(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc, what=f"alt-text button {self.action}")
-
-    async def _press(self, interaction: discord.Interaction[PalicordBot]) -> None:
+    async def press(self, interaction: discord.Interaction[PalicordBot]) -> None:
         if interaction.user.id != self.poster_id:
             await interaction.response.send_message(ONLY_THE_POSTER[self.action], ephemeral=True)
             return

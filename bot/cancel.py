@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import NotRequester, report_error
+from bot.errors import NotRequester, ReportsErrors
 from bot.followups import PREFIX
 from bot.limits import Charge, quota_scopes
 
@@ -27,7 +27,9 @@ TEMPLATE = (
 )
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE):
+class CancelButton(
+    ReportsErrors, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE
+):
     """Cancels request `request_id` of `count` images, asked by `user_id`, charged on `day`."""
 
     def __init__(self, request_id: str, user_id: int, count: int, day: str) -> None:
@@ -38,6 +40,7 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], t
             )
         )
         self.request_id, self.user_id, self.count, self.day = request_id, user_id, count, day
+        self.what = "button cancel"
 
     # discord.py types its hooks with an unbound ClientT; ours take this bot's interactions.
     @classmethod
@@ -50,17 +53,12 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], t
     ) -> CancelButton:
         return cls(match["request"], int(match["user"]), int(match["count"]), match["day"])
 
-    async def callback(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
-        # As for the follow-up buttons: discord.py gives a dynamic item no error hook.
-        try:
-            if interaction.user.id != self.user_id:
-                raise NotRequester()
-            scopes = quota_scopes(interaction.guild_id, self.user_id)
-            charge = Charge(day=self.day, scopes=scopes, total=0)
-            requests = interaction.client.requests
-            await requests.cancel(interaction, self.request_id, self.count, charge)
-        except Exception as exc:
-            await report_error(interaction, exc, what="button cancel")
+    async def press(self, interaction: discord.Interaction[PalicordBot]) -> None:
+        if interaction.user.id != self.user_id:
+            raise NotRequester()
+        scopes = quota_scopes(interaction.guild_id, self.user_id)
+        charge = Charge(day=self.day, scopes=scopes, total=0)
+        await interaction.client.requests.cancel(interaction, self.request_id, self.count, charge)
 
 
 def cancel_view(request_id: str, user_id: int, count: int, day: str) -> discord.ui.View:

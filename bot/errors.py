@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord import app_commands
@@ -207,3 +207,24 @@ async def report_error(
         log.info("could not report an error to the user: HTTP %s", exc.status)
         return False
     return True
+
+
+class ReportsErrors:
+    """Mixed into each of the bot's dynamic items (its persistent buttons), ahead of
+    `discord.ui.DynamicItem`. discord.py (2.7) only logs what a dynamic item's callback
+    raises (no `View.on_error` sees it), so the callback runs the button's `press` here and
+    sends what it raises through `report_error`, like every other error. `what` names the
+    button in the log."""
+
+    what = "button"
+
+    async def press(self, interaction: discord.Interaction[PalicordBot]) -> None:
+        raise NotImplementedError
+
+    # Typed as discord.py types it (any client); this bot's items only see its own.
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        ours = cast("discord.Interaction[PalicordBot]", interaction)
+        try:
+            await self.press(ours)
+        except Exception as exc:
+            await report_error(ours, exc, what=self.what)

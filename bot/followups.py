@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import PictureExpired, report_error
+from bot.errors import PictureExpired, ReportsErrors, report_error
 from inference.queue.memory import DIGEST_HEX
 from inference.tasks import MAX_QUESTION_CHARS, Task
 
@@ -40,7 +40,9 @@ MAX_ROWS = 5  # Discord's limit of action rows per message: one row per picture
 MAX_OBJECTS_CHARS = 200  # the objects to detect, in /detect and in its modal
 
 
-class FollowUp(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE):
+class FollowUp(
+    ReportsErrors, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE
+):
     """One follow-up button on one picture of an answer."""
 
     def __init__(self, action: str, digest: str, *, number: int | None = None) -> None:
@@ -51,6 +53,7 @@ class FollowUp(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], templ
             discord.ui.Button(label=label, style=style, custom_id=f"{PREFIX}:{action}:{digest}")
         )
         self.action, self.digest = action, digest
+        self.what = f"button {action}"
 
     # discord.py types its hooks with an unbound ClientT; ours take this bot's interactions.
     @classmethod
@@ -63,15 +66,7 @@ class FollowUp(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], templ
     ) -> FollowUp:
         return cls(match["action"], match["digest"])
 
-    async def callback(self, interaction: discord.Interaction[PalicordBot]) -> None:  # type: ignore[override]
-        # discord.py (2.7) only logs what a dynamic item's callback raises; no View.on_error
-        # sees it. So the button reports its own errors, through the same function.
-        try:
-            await self._press(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc, what=f"button {self.action}")
-
-    async def _press(self, interaction: discord.Interaction[PalicordBot]) -> None:
+    async def press(self, interaction: discord.Interaction[PalicordBot]) -> None:
         bot, digest = interaction.client, self.digest
         timeout_s = bot.settings.interaction_token_ttl_s
         if self.action in ("describe", "ocr"):
