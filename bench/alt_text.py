@@ -89,7 +89,9 @@ class SubmitSwitch:
         self.alt_queued = 0
         queue.submit = self.submit  # type: ignore[method-assign]
 
-    async def submit(self, job: Job, image: bytes, *, background: bool = False) -> Submitted:
+    async def submit(
+        self, job: Job, image: bytes | None = None, *, background: bool = False
+    ) -> Submitted:
         alt = job.job_id.startswith("alt-")
         if alt:
             background = background and self.background

@@ -15,11 +15,12 @@ It costs a few milliseconds and no GPU time; a picture that passes gets an `ocr`
 beside its `describe` job, and the text is quoted verbatim.
 
 The jobs are background work in the queue (`QueueClient.submit(background=True)`):
-taken only in batch slots interactive requests leave. Their results come back through
-the bot's results stream and are routed here (`ROUTE`); the request's outcomes are kept
-in the same `RequestStore` as any request's, so one reply is posted exactly once, by any
-run of the bot. What was posted is remembered per message (`AltTextStore`), so that a
-deleted or fixed original takes its reply with it, and the buttons can re-post it.
+taken only in batch slots interactive requests leave. A message's jobs are one request
+of the queue (`inference.queue.records`, route `ROUTE`): its outcomes are kept in the
+request's record like any request's, and once the last is in, the bot's results stream
+brings the record here, so one reply is posted exactly once, by any run of the bot.
+What was posted is remembered per message (`AltTextStore`), so that a deleted or fixed
+original takes its reply with it, and the buttons can re-post it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from inference.tasks import Task
 
 log = logging.getLogger(__name__)
 
-ROUTE = "alt"  # the results' route (bot.delivery.ROUTE_FIELD) to this module
+ROUTE = "alt"  # the route of its requests' records (bot.delivery) to this module
 MAX_ALT_TEXT_CHARS = 1_024  # Discord's limit on an attachment's description
 # A message's reply is remembered this long: its buttons and its clean-up work until then.
 REPLY_TTL_S = 7 * 24 * 3600

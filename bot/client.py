@@ -34,14 +34,12 @@ from bot.metrics import BotMetrics
 from bot.pictures import Pictures
 from bot.progress import ProgressBoard
 from bot.replies import Replies
-from bot.request_store import RequestStore
 from bot.requests import Ask, Requests
 from bot.settings import BotSettings
 from inference.errors import QueueUnavailable
 from inference.ops import LoopWatch
-from inference.queue import Keys, QueueClient, redis_boundary
+from inference.queue import Keys, QueueClient
 from inference.queue.connection import cancel_and_wait
-from inference.queue.memory import Memory
 from inference.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -57,8 +55,6 @@ EXTENSIONS = (
     "bot.cogs.alt_text",
 )
 REDIS_PING_INTERVAL_S = 5.0
-# Outcomes of a request wait in Redis at most this long after its last job's deadline.
-_REQUEST_TTL_MARGIN_S = 3600
 
 
 def apply_endpoints(api_base: str | None, gateway_url: str | None) -> None:
@@ -141,10 +137,6 @@ class PalicordBot(commands.AutoShardedBot):
         keys = Keys(settings.key_prefix)
         self.configs = GuildConfigStore(redis, keys)
         self.limits = Limits(redis, queue.scripts, keys, cooldown_s=settings.user_cooldown_s)
-        ttl_s = int(settings.job_deadline_s) + _REQUEST_TTL_MARGIN_S
-        self.store = RequestStore(
-            redis, keys, ttl_s=ttl_s, intake_ttl_s=settings.interaction_token_ttl_s
-        )
         self.downloader = Downloader(
             http_session,
             allowed_hosts=settings.attachment_hosts,
@@ -160,13 +152,12 @@ class PalicordBot(commands.AutoShardedBot):
         )
         self.replies = Replies(self, token_ttl_s=settings.interaction_token_ttl_s)
         self.progress = ProgressBoard(queue, self.replies, interval_s=settings.progress_interval_s)
-        self.memory = Memory(redis, keys, queue.scripts, settings)
+        self.memory = queue.memory
         self.deliverer = Deliverer(
             queue=queue,
-            store=self.store,
             replies=self.replies,
             progress=self.progress,
-            memory=self.memory,
+            token_ttl_s=settings.interaction_token_ttl_s,
             metrics=self.metrics,
         )
         self.requests = Requests(
@@ -175,10 +166,7 @@ class PalicordBot(commands.AutoShardedBot):
             downloader=self.downloader,
             limits=self.limits,
             configs=self.configs,
-            store=self.store,
             progress=self.progress,
-            deliverer=self.deliverer,
-            memory=self.memory,
             metrics=self.metrics,
         )
 
@@ -242,8 +230,7 @@ class PalicordBot(commands.AutoShardedBot):
     async def _watch_redis(self) -> None:
         while True:
             try:
-                with redis_boundary():
-                    await self.redis.ping()
+                await self.queue.ping()
                 self.redis_ok = True
             except QueueUnavailable:
                 self.redis_ok = False

@@ -7,7 +7,7 @@
     │   ├── LinkAddressNotPublic       a link's host resolves to a private address
     │   ├── VectorSticker              a Lottie sticker: no picture to read
     │   ├── DownloadFailed             the host did not give us the file
-    │   └── PictureExpired             a follow-up on a picture no longer kept
+    │   └── (PictureExpired, in inference.errors: the queue refuses a job without one)
     ├── RequestError
     │   ├── NoImageFound               nothing to look at
     │   ├── ChannelNotAllowed          /settings keeps the bot out of this channel
@@ -83,13 +83,6 @@ class VectorSticker(ImageError):
 class DownloadFailed(ImageError):
     code = "image_download"
     default_message = "I couldn't download that image from Discord. Please try again."
-
-
-class PictureExpired(ImageError):
-    code = "picture_expired"
-    default_message = (
-        "I no longer have that picture (I keep pictures for a while only). Please upload it again."
-    )
 
 
 class NoImageFound(RequestError):

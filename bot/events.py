@@ -16,11 +16,12 @@ from discord import app_commands
 
 from bot.download import ImageRef
 from bot.errors import report_error
-from bot.replies import ItemContext, ReplyAddress, interaction_address
+from bot.replies import ReplyAddress, interaction_address
 from bot.requests import ADMIT_BUDGET_S, Ask, Requests, Who
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import QueueUnavailable
 from inference.ops import log_ids
+from inference.queue import RequestRecord
 
 if TYPE_CHECKING:
     from bot.client import PalicordBot
@@ -79,18 +80,20 @@ async def run_interaction(
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
-    items = await service.open(images, interaction_address(interaction, message_id))
+    record = await service.open(images, interaction_address(interaction, message_id))
     try:
-        with log_ids(request_id=items[0].request_id):
-            await service.submit(who, images, items, spec, config)
+        with log_ids(request_id=record.request_id):
+            await service.submit(who, images, record, spec, config)
         service.count(kind)
     except Exception as exc:
         # Answered here rather than by the tree's handler: the intake closes only once
         # the user has been told.
         service.count(kind, exc)
-        if not await report_error(interaction, exc, what=f"request {items[0].request_id}"):
+        if not await report_error(interaction, exc, what=f"request {record.request_id}"):
             return  # not told: the intake stays open, and the next run tells them
-    await service.close(items)
+        await service.close(record, refused=True)
+        return
+    await service.close(record)
 
 
 async def run_mention(
@@ -118,13 +121,14 @@ async def run_mention(
             message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
         ),
     )
-    items: list[ItemContext] = []
+    record: RequestRecord | None = None
+    refused = False
     try:
-        items = await service.open(images, address)
-        await service.submit(who, images, items, spec, config)
+        record = await service.open(images, address)
+        await service.submit(who, images, record, spec, config)
         service.count("mention")
     except Exception as exc:
         service.count("mention", exc)
-        await report_error(message, exc, what="mention request", reply=reply)
-    if items:
-        await service.close(items)
+        refused = await report_error(message, exc, what="mention request", reply=reply)
+    if record is not None:
+        await service.close(record, refused=refused)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import PictureExpired, ReportsErrors, report_error
+from bot.errors import ReportsErrors, report_error
+from inference.errors import PictureExpired
 from inference.queue.memory import DIGEST_HEX
 from inference.tasks import MAX_QUESTION_CHARS, Task
 

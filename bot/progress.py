@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Most requests this bot run shows progress for at once. Each holds a Discord message and
 # a few job ids; past this the oldest stops updating (its answer still comes).
 MAX_TRACKED_REQUESTS = 10_000
+_WAITING = (JobState.QUEUED, JobState.RUNNING)
 
 
 def progress_text(statuses: Sequence[JobStatus]) -> str:
@@ -116,11 +117,6 @@ class ProgressBoard:
             tracked.shown, tracked.shown_at = text, time.monotonic()
             await self._replies.show_progress(tracked.address, text, tracked.buttons)
 
-    def job_done(self, request_id: str, job_id: str) -> None:
-        tracked = self._tracked.get(request_id)
-        if tracked is not None and job_id in tracked.waiting:
-            tracked.waiting.remove(job_id)
-
     @contextlib.asynccontextmanager
     async def finishing(self, request_id: str) -> AsyncIterator[None]:
         """Stop progress for a request; deliver its answer inside this block."""
@@ -139,8 +135,16 @@ class ProgressBoard:
             return
         if time.monotonic() - tracked.shown_at < self._interval_s:
             return
-        statuses = [await self._queue.status(job_id) for job_id in list(tracked.waiting)]
-        text = progress_text(statuses)
+        ids = list(tracked.waiting)
+        statuses = [await self._queue.status(job_id) for job_id in ids]
+        # A job whose outcome is in (its request answers when the last one is) no longer
+        # waits: it leaves the count.
+        done = {j for j, st in zip(ids, statuses, strict=True) if st.state not in _WAITING}
+        tracked.waiting = [j for j in tracked.waiting if j not in done]
+        waiting = [st for st in statuses if st.state in _WAITING]
+        if not waiting:
+            return
+        text = progress_text(waiting)
         if text != tracked.shown:
             await self._show(tracked, text)
 

@@ -5,9 +5,9 @@ in its place.
 Answers to slash commands and context menus edit the interaction's original response
 through its webhook; once the token is too old (Discord keeps it 15 minutes) or refused,
 the answer is posted in the channel instead, mentioning the user so it is not lost.
-Mentions are answered by editing the bot's reply message. The address travels inside
-each job's context, so any bot run, even one started after the job was queued, can
-deliver it.
+Mentions are answered by editing the bot's reply message. The address is kept in the
+request's record in the queue (`inference.queue.records`), so any bot run, even one
+started after the request was queued, can deliver it.
 """
 
 from __future__ import annotations
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The queue caps each context item at 512 characters (key + value).
-_MAX_LABEL_CHARS = 100
-_MAX_URL_CHARS = 480
 # Discord error codes meaning "this webhook/message is gone": fall back to the channel.
 _GONE_CODES = frozenset({10008, 10015, 10062, 50027})
 
@@ -59,83 +56,43 @@ class ReplyAddress:
     def is_interaction(self) -> bool:
         return self.app_id is not None and self.token is not None
 
-
-@dataclass(frozen=True, slots=True)
-class ItemContext:
-    """One image of one request: which, of how many, and where the request's answer goes."""
-
-    request_id: str
-    index: int
-    count: int
-    label: str
-    image_url: str
-    address: ReplyAddress
-
-    @property
-    def job_id(self) -> str:
-        """The id of this image's job: known in advance, so that a bot restarted mid-way
-        can ask the queue which images of a request it had already queued."""
-        return self.job_id_of(self.request_id, self.index)
-
-    @staticmethod
-    def job_id_of(request_id: str, index: int) -> str:
-        return f"{request_id}-{index}"
-
-    def to_context(self) -> dict[str, str]:
-        a = self.address
-        out = {
-            "rid": self.request_id,
-            "i": str(self.index),
-            "n": str(self.count),
-            "label": self.label[:_MAX_LABEL_CHARS],
-            "url": self.image_url if len(self.image_url) <= _MAX_URL_CHARS else "",
-            "ch": str(a.channel_id),
-            "u": str(a.user_id),
-            "ul": str(a.upload_limit_bytes),
-        }
+    def to_fields(self) -> dict[str, str]:
+        """The address as the request's record keeps it (`inference.queue.records`; the
+        field names are the previous release's job context's, which an upgrade reads)."""
+        out = {"ch": str(self.channel_id), "u": str(self.user_id)}
+        out["ul"] = str(self.upload_limit_bytes)
         optional = {
-            "g": a.guild_id,
-            "mid": a.message_id,
-            "app": a.app_id,
-            "tok": a.token,
-            "at": a.issued_at if a.is_interaction else None,
-            "ref": a.reply_to_id,
+            "g": self.guild_id,
+            "mid": self.message_id,
+            "app": self.app_id,
+            "tok": self.token,
+            "at": self.issued_at if self.is_interaction else None,
+            "ref": self.reply_to_id,
         }
         out.update({k: str(v) for k, v in optional.items() if v is not None})
         return out
 
     @classmethod
-    def from_context(cls, ctx: dict[str, str]) -> ItemContext:
-        """Inverse of `to_context`; raises MalformedMessage on anything else."""
+    def from_fields(cls, fields: dict[str, str]) -> ReplyAddress:
+        """Inverse of `to_fields`; raises MalformedMessage on anything else."""
 
         def opt_int(key: str) -> int | None:
-            return int(ctx[key]) if ctx.get(key) else None
+            return int(fields[key]) if fields.get(key) else None
 
         try:
-            address = ReplyAddress(
-                channel_id=int(ctx["ch"]),
-                user_id=int(ctx["u"]),
+            return cls(
+                channel_id=int(fields["ch"]),
+                user_id=int(fields["u"]),
                 guild_id=opt_int("g"),
                 message_id=opt_int("mid"),
                 app_id=opt_int("app"),
-                token=ctx.get("tok") or None,
-                issued_at=float(ctx.get("at") or 0.0),
+                token=fields.get("tok") or None,
+                issued_at=float(fields.get("at") or 0.0),
                 reply_to_id=opt_int("ref"),
                 upload_limit_bytes=opt_int("ul") or DISCORD_UPLOAD_LIMIT_BYTES,
             )
-            item = cls(
-                request_id=ctx["rid"],
-                index=int(ctx["i"]),
-                count=int(ctx["n"]),
-                label=ctx.get("label", ""),
-                image_url=ctx.get("url", ""),
-                address=address,
-            )
         except (KeyError, ValueError) as exc:
-            raise MalformedMessage("A job's reply context is incomplete.") from exc
-        if not 0 <= item.index < item.count:
-            raise MalformedMessage("A job's reply context has a bad item index.")
-        return item
+            raise MalformedMessage("A request's reply address is incomplete.") from exc
 
 
 def interaction_address(

@@ -5,9 +5,13 @@ mention) takes the same path, top to bottom in this module.
    cooldown; a single image's host and declared size), within Discord's 3 s window.
 2. `spec`: the task, validated, in the user's language.
 3. Acknowledge: an interaction is deferred ("thinking"), a mention gets a reply; `open`
-   remembers the request in Redis until `close`, in case the bot dies in between.
+   creates the request's one record in the queue (`inference.queue.records`: its items
+   and reply address), listed as opening until `close`, in case the bot dies in between.
 4. `submit`: each image is downloaded with a cap and checked with the engine's own intake
-   code, the guild's daily quota is charged, and the good images are queued.
+   code, the guild's daily quota is charged, each picture is kept once (by digest) and
+   the good ones are queued as jobs of the request; an answer from the cache, or a refusal
+   of one image, is recorded as that item's outcome. The request's answer is delivered
+   when its last outcome is in (`bot.delivery`).
 Refusals reach the user privately (interactions) or as a reply (mentions). The Discord
 side of each step (deferring, replying, error messages) is in `bot.events`.
 """
@@ -26,20 +30,32 @@ import discord
 
 from bot.answer import FRAME_FIELD
 from bot.cancel import cancel_view
-from bot.delivery import Deliverer
 from bot.download import Downloader, ImageRef
-from bot.errors import ChannelNotAllowed, NoImageFound, PictureExpired, TooLateToCancel
+from bot.errors import ChannelNotAllowed, NoImageFound, TooLateToCancel
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Charge, Limits
 from bot.metrics import BotMetrics
 from bot.progress import ProgressBoard, progress_text
-from bot.replies import ItemContext, ReplyAddress
-from bot.request_store import RequestStore
+from bot.replies import ReplyAddress
 from bot.settings import BotSettings
-from inference.errors import PalicordError, QueueBusy, QueueUnavailable, UnsupportedLanguage
+from inference.errors import (
+    PalicordError,
+    PictureExpired,
+    QueueBusy,
+    QueueUnavailable,
+    UnsupportedLanguage,
+)
 from inference.intake import ImageInfo, probe_image
-from inference.queue import DM_GUILD, JobResult, JobState, JobStatus, QueueClient, Submitted
-from inference.queue.memory import PICTURE_FIELD, Memory, from_cache, origin_of
+from inference.queue import (
+    DM_GUILD,
+    JobResult,
+    JobState,
+    JobStatus,
+    QueueClient,
+    RequestRecord,
+    Submitted,
+)
+from inference.queue.memory import PICTURE_FIELD, from_cache, origin_of
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
 
 if TYPE_CHECKING:
@@ -98,11 +114,11 @@ class Picture:
     info: ImageInfo
 
 
-def _job_context(item: ItemContext, digest: str, info: ImageInfo) -> dict[str, str]:
-    """What comes back with the result: where to reply, the picture's digest (its
-    follow-up buttons) and, for an animation, the frame the worker reads (the same
+def _job_context(digest: str, info: ImageInfo) -> dict[str, str]:
+    """What comes back with the item's result: the picture's digest (its follow-up
+    buttons) and, for an animation, the frame the worker reads (the same
     `representative_frame` rule on the same structure), which the answer names."""
-    context = {**item.to_context(), PICTURE_FIELD: digest}
+    context = {PICTURE_FIELD: digest}
     if info.frames > 1:
         context[FRAME_FIELD] = f"{info.shown_frame}/{info.frames}"
     return context
@@ -122,22 +138,18 @@ class Requests:
         downloader: Downloader,
         limits: Limits,
         configs: GuildConfigStore,
-        store: RequestStore,
         progress: ProgressBoard,
-        deliverer: Deliverer,
-        memory: Memory,
         metrics: BotMetrics,
     ) -> None:
-        self._memory = memory
+        self._memory = queue.memory
+        self._records = queue.records
         self._metrics = metrics
         self._settings = settings
         self._queue = queue
         self._downloader = downloader
         self._limits = limits
         self._configs = configs
-        self._store = store
         self._progress = progress
-        self._deliverer = deliverer
 
     def count(self, kind: str, failure: BaseException | None = None) -> None:
         """One request of `kind` ended: queued, refused (a PalicordError) or an error."""
@@ -212,39 +224,42 @@ class Requests:
                 raise got
         return out
 
-    async def open(self, refs: Sequence[ImageRef], address: ReplyAddress) -> list[ItemContext]:
-        """A new, acknowledged request, remembered in Redis until `close`: should this bot
-        die before every image is queued, its next run tells the user (see
-        `Deliverer.answer_orphans`)."""
-        request_id = uuid.uuid4().hex
-        items = [
-            ItemContext(request_id, i, len(refs), r.filename, r.url, address)
-            for i, r in enumerate(refs)
-        ]
-        await self._store.begin_intake(self._queue.instance_id, items)
-        return items
+    async def open(self, refs: Sequence[ImageRef], address: ReplyAddress) -> RequestRecord:
+        """A new, acknowledged request: its record in the queue, listed as opening until
+        `close`: should this bot die before every image is queued, its next run tells the
+        user (see `Deliverer.answer_orphans`)."""
+        record = self._records.new(
+            uuid.uuid4().hex, [r.filename for r in refs], address.to_fields()
+        )
+        await self._records.open(record)
+        return record
 
-    async def close(self, items: Sequence[ItemContext]) -> None:
-        """Every image is queued or the user has been told why not."""
+    async def close(self, record: RequestRecord, *, refused: bool = False) -> None:
+        """Every image is queued or has its outcome; or (`refused`) the user has been told
+        why the request failed, and its record goes."""
         try:
-            await self._store.end_intake(self._queue.instance_id, items[0].request_id)
+            if refused:
+                await self._records.drop(record.request_id)
+            else:
+                await self._records.close(record.request_id)
         except QueueUnavailable:
-            # The record expires with the interaction token; a restart before then would
+            # The listing lapses with the interaction token; a restart before then would
             # tell this user once more that the request was interrupted.
-            log.warning("could not close the intake of request %s", items[0].request_id)
+            log.warning("could not close the intake of request %s", record.request_id)
 
     async def submit(
         self,
         who: Who,
         refs: Sequence[ImageRef],
-        items: Sequence[ItemContext],
+        record: RequestRecord,
         spec: TaskSpec,
         config: GuildConfig,
     ) -> None:
         """Download, check and queue every image, then show the place in line. Raises the
-        first error when no image at all could be queued; otherwise per-image errors
-        become part of the answer."""
-        request_id, address = items[0].request_id, items[0].address
+        first error when no image at all could be queued or answered; otherwise
+        per-image errors become part of the answer."""
+        request_id = record.request_id
+        address = ReplyAddress.from_fields(record.reply)
         intake = await self._intake_all(refs)
         good = [i for i, got in enumerate(intake) if isinstance(got, Picture)]
         if not good:
@@ -261,44 +276,44 @@ class Requests:
         failures: dict[int, PalicordError] = {
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
-        cancel = cancel_view(request_id, who.user_id, len(items), charge.day)
+        cancel = cancel_view(request_id, who.user_id, record.count, charge.day)
         self._progress.track(request_id, address, [], shown="", buttons=cancel)
-        submitted: list[tuple[str, Submitted]] = []
+        submitted: list[Submitted] = []
         cached: dict[int, JobResult] = {}
         for i in good:
             picture = intake[i]
             assert isinstance(picture, Picture)
-            data = picture.data
             try:
-                digest = await self._memory.keep_picture(data)
-                context = _job_context(items[i], digest, picture.info)
-                hit = await self._cached(spec, items[i], context, models)
+                digest = await self._memory.keep_picture(picture.data)
+                context = _job_context(digest, picture.info)
+                hit = await self._cached(spec, record, i, context, models)
                 if hit is not None:
                     cached[i] = hit
                     continue
-                place = await self._queue_one(who, spec, items[i], data, context)
+                submitted.append(
+                    await self._queue_one(
+                        who=who, spec=spec, record=record, index=i, picture=picture, context=context
+                    )
+                )
             except PalicordError as exc:
                 failures[i] = exc
-                if submitted:
-                    await self._record_failure(items[i], exc, spec)
-                continue
-            if not submitted:  # now an answer is certain: earlier failures belong in it
-                for j, earlier in failures.items():
-                    await self._record_failure(items[j], earlier, spec)
-            submitted.append(place)
         # Answers from the cache took no GPU time: only queued images count for the day.
         await self._limits.refund(charge, len(good) - len(submitted))
-        if not submitted:
+        if not submitted and not cached:
             self._progress.drop(request_id)
-            if not cached:
-                raise failures[good[0]]
-            for j, earlier in failures.items():
-                await self._record_failure(items[j], earlier, spec)
-        for i, hit in cached.items():  # the last outcome recorded delivers the answer
-            await self._deliverer.record(items[i], hit)
+            raise failures[good[0]]
+        # Now an answer is certain: the refusals and the cache's answers are its outcomes
+        # (the last outcome in, these or a job's, brings the request to the bot's stream).
+        for i, refusal in failures.items():
+            result = JobResult.failure(record.job_id(i), {}, refusal, task=spec.task)
+            await self._records.record(request_id, i, result)
+        for i, hit in cached.items():
+            await self._records.record(request_id, i, hit)
         if submitted:
-            statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for _, p in submitted]
+            statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for p in submitted]
             await self._progress.show_now(request_id, progress_text(statuses))
+        else:
+            self._progress.drop(request_id)
 
     async def cancel(
         self,
@@ -308,15 +323,16 @@ class Requests:
         charge: Charge,
     ) -> None:
         """The requester pressed Cancel: every job of the request still in line or running
-        is dropped (the queue keeps a running one's result from ever being published), so
-        the request is never answered; those images go back to the day's quotas."""
-        job_ids = [ItemContext.job_id_of(request_id, i) for i in range(count)]
+        is dropped (the queue keeps a running one's result from ever being published) and
+        so is the request's record, so it is never answered; those images go back to the
+        day's quotas."""
+        job_ids = [f"{request_id}-{i}" for i in range(count)]
         cancelled = [j for j in job_ids if await self._queue.cancel(j)]
         if not cancelled:
             raise TooLateToCancel()
+        await self._records.drop(request_id)
         await self._limits.refund(charge, len(cancelled))
-        for job_id in cancelled:
-            await self._store.remove_user_job(interaction.user.id, job_id)
+        await self._records.remove_user_jobs(interaction.user.id, *cancelled)
         async with self._progress.finishing(request_id):  # no progress edit after this
             await interaction.response.edit_message(content="✖️ Cancelled.", view=None)
         log.info("request %s cancelled (%d jobs)", request_id, len(cancelled))
@@ -331,7 +347,8 @@ class Requests:
     async def _cached(
         self,
         spec: TaskSpec,
-        item: ItemContext,
+        record: RequestRecord,
+        index: int,
         context: dict[str, str],
         models: set[str],
     ) -> JobResult | None:
@@ -340,31 +357,38 @@ class Requests:
         if hit is None:
             return None
         self._metrics.cache_hits.inc()
-        guild = DM_GUILD if item.address.guild_id is None else str(item.address.guild_id)
-        origin = origin_of(guild, str(item.address.user_id))
-        return from_cache(hit, job_id=item.job_id, context=context, origin=origin)
+        address = ReplyAddress.from_fields(record.reply)
+        guild = DM_GUILD if address.guild_id is None else str(address.guild_id)
+        origin = origin_of(guild, str(address.user_id))
+        return from_cache(hit, job_id=record.job_id(index), context=context, origin=origin)
 
     async def _queue_one(
-        self, who: Who, spec: TaskSpec, item: ItemContext, data: bytes, context: dict[str, str]
-    ) -> tuple[str, Submitted]:
+        self,
+        *,
+        who: Who,
+        spec: TaskSpec,
+        record: RequestRecord,
+        index: int,
+        picture: Picture,
+        context: dict[str, str],
+    ) -> Submitted:
         job = self._queue.new_job(
             spec,
             guild_id=who.guild_id,
             user_id=who.user_id,
             channel_id=who.channel_id,
             context=context,
-            job_id=item.job_id,
+            job_id=record.job_id(index),
+            picture=context[PICTURE_FIELD],
+            request=(record.request_id, index),
         )
         # Listed before submitting: a fast worker's result may arrive before submit returns.
-        await self._store.add_user_job(who.user_id, job.job_id, job.deadline_at)
+        await self._records.add_user_job(who.user_id, job.job_id, job.deadline_at)
         try:
-            submitted = await self._queue.submit(job, data)
+            # The bytes only in case the kept picture was dropped for space meanwhile.
+            submitted = await self._queue.submit(job, picture.data)
         except PalicordError:
-            await self._store.remove_user_job(who.user_id, job.job_id)
+            await self._records.remove_user_jobs(who.user_id, job.job_id)
             raise
-        self._progress.add_job(item.request_id, job.job_id)
-        return job.job_id, submitted
-
-    async def _record_failure(self, item: ItemContext, exc: PalicordError, spec: TaskSpec) -> None:
-        result = JobResult.failure(item.job_id, item.to_context(), exc, task=spec.task)
-        await self._deliverer.record(item, result)
+        self._progress.add_job(record.request_id, job.job_id)
+        return submitted

@@ -110,6 +110,13 @@ class ImageTooSlow(ImageError):
 # --- requests ---------------------------------------------------------------------------
 
 
+class PictureExpired(ImageError):
+    code = "picture_expired"
+    default_message = (
+        "I no longer have that picture (I keep pictures for a while only). Please upload it again."
+    )
+
+
 class RequestError(PalicordError):
     code = "request"
     default_message = "That request is not valid."

@@ -26,13 +26,13 @@ from bot.alt_text import (
     wanting_alt_text,
 )
 from bot.alt_text_repost import TOO_LARGE, AltTextButton, alt_text_view
-from bot.delivery import ROUTE_FIELD, SEND_LEASE_S, NotSent
+from bot.delivery import SEND_LEASE_S, NotSent
 from bot.download import ImageRef
 from bot.guild_config import GuildConfig
 from bot.requests import choose_language
 from inference.errors import PalicordError
 from inference.intake import probe_image
-from inference.queue import JobResult
+from inference.queue import JobResult, RequestRecord
 from inference.queue.memory import PICTURE_FIELD, from_cache, origin_of
 from inference.tasks import Task, TaskSpec
 
@@ -102,37 +102,39 @@ class AltText(commands.Cog):
             if is_text:
                 jobs.append((p, TaskSpec.build(Task.OCR, language=language), data))
         quota = config.quota(s.guild_daily_quota)
-        charge = await bot.limits.charge(guild.id, len(jobs), quota=quota)  # the server's
-        rid = f"alt-{message.id}"
-        base = {
-            ROUTE_FIELD: ROUTE, "rid": rid, "n": str(len(jobs)), "np": str(len(datas)),
+        records = bot.queue.records
+        reply = {
             "m": str(message.id), "ch": str(message.channel.id), "g": str(guild.id),
-            "u": str(message.author.id), "lang": language,
+            "u": str(message.author.id), "lang": language, "np": str(len(datas)),
             "sz": str(sum(a.size for a in message.attachments)), "ul": str(guild.filesize_limit),
         }  # fmt: skip
+        record = records.new(f"alt-{message.id}", [""] * len(jobs), reply, route=ROUTE)
+        # Nobody waits on it: a bot that dies before queueing leaves it to expire.
+        if not await records.open(record, opening=False):
+            return  # the same message seen twice (a resume): described once
+        charge = await bot.limits.charge(guild.id, len(jobs), quota=quota)  # the server's
         models = {w.model_id for w in await bot.queue.workers()} if bot.memory.caching else set()
         queued = 0
         for i, (p, spec, data) in enumerate(jobs):
             digest = await bot.memory.keep_picture(data)
-            context = {**base, "i": str(i), "p": str(p), PICTURE_FIELD: digest}
-            job_id = f"{rid}-{i}"
+            context = {"p": str(p), PICTURE_FIELD: digest}
             hit = await bot.memory.cached_answer(digest, spec, models)
             if hit is not None:  # identical pictures: the shared answer, no GPU time
                 origin = origin_of(str(guild.id), str(message.author.id))
-                await self.handle(from_cache(hit, job_id=job_id, context=context, origin=origin))
+                cached = from_cache(hit, job_id=record.job_id(i), context=context, origin=origin)
+                await records.record(record.request_id, i, cached)
                 continue
             job = bot.queue.new_job(
                 spec, guild_id=guild.id, user_id=message.author.id,
-                channel_id=message.channel.id, context=context, job_id=job_id,
+                channel_id=message.channel.id, context=context, job_id=record.job_id(i),
+                picture=digest, request=(record.request_id, i),
             )  # fmt: skip
             try:
                 await bot.queue.submit(job, data, background=True)
                 queued += 1
-            except ValueError:  # queued already: the same message seen twice (a resume)
-                await bot.limits.refund(charge, len(jobs) - queued)
-                return
             except PalicordError as exc:  # full, say: this picture goes without
-                await self.handle(JobResult.failure(job_id, context, exc, task=spec.task))
+                failure = JobResult.failure(record.job_id(i), context, exc, task=spec.task)
+                await records.record(record.request_id, i, failure)
         await bot.limits.refund(charge, len(jobs) - queued)
 
     async def _safe(self, data: bytes) -> bool:
@@ -149,39 +151,28 @@ class AltText(commands.Cog):
 
     # --- results ------------------------------------------------------------------------
 
-    async def handle(self, result: JobResult) -> None:
-        """One job's outcome (Deliverer route); the last of a message's posts the reply."""
-        ctx = result.context
-        try:
-            rid, index, count = ctx["rid"], int(ctx["i"]), int(ctx["n"])
-        except (KeyError, ValueError):
-            log.warning("alt-text result %s without its context", result.job_id)
-            return
-        if await self.bot.store.record(rid, index, result) >= count:
-            await self._finish(ctx)
-
-    async def _finish(self, ctx: dict[str, str]) -> None:
-        store = self.bot.store
-        rid = ctx["rid"]
-        outcomes = await store.outcomes(rid)
+    async def handle(self, record: RequestRecord) -> None:
+        """A message's descriptions are all in (the Deliverer's route): post the reply."""
+        records = self.bot.queue.records
+        ctx = record.reply
         per_picture: dict[int, list[JobResult]] = {}
-        for outcome in outcomes.values():
+        for outcome in record.outcomes.values():
             per_picture.setdefault(int(outcome.context.get("p", "0")), []).append(outcome)
         described = [described_from(per_picture.get(p, [])) for p in range(int(ctx["np"]))]
         if all(d is None for d in described):
-            await store.forget(rid)
+            await records.mark_delivered(record)  # nothing to say: nothing posted, ever
             return
         message_id, channel_id, guild_id = int(ctx["m"]), int(ctx["ch"]), int(ctx["g"])
         poster_id, language = int(ctx["u"]), ctx.get("lang", "en")
         posted = await self.store.get(message_id)
         if posted is not None and posted.gone:  # deleted or fixed while it was described
-            await store.forget(rid)
+            await records.mark_delivered(record)
             return
         # As for answers (bot.delivery): one task sends, and the reply counts as posted
         # only once Discord confirmed it.
-        lease = await store.lease(rid, SEND_LEASE_S)
+        rid = record.request_id
+        lease = await records.lease(rid, SEND_LEASE_S)
         if lease == "delivered":
-            await store.forget(rid)
             return
         if lease == "busy":
             raise NotSent(f"alt text {rid} is being sent by another task")
@@ -198,14 +189,13 @@ class AltText(commands.Cog):
         content = compose_reply(described, language, notes=notes)
         view = alt_text_view(poster_id, message_id, repost=refusal is None)
         reply = await self._post(rid, channel, ctx, content, view)
-        await store.mark_delivered(rid)
+        await records.mark_delivered(record)
         if reply is not None:
             alts = tuple(d.alt_text(language) if d else "" for d in described)
             posted_now = Posted(channel_id, poster_id, reply.id, alts)
             before = await self.store.swap(message_id, posted_now)
             if before is not None and before.gone:  # deleted while the reply was sent
                 await self.forget_message(message_id, channel_id)
-        await store.forget(rid)
 
     async def _post(
         self, rid: str, channel: object, ctx: dict[str, str], content: str, view: discord.ui.View
@@ -237,11 +227,11 @@ class AltText(commands.Cog):
             if exc.status < 500:
                 log.info("alt text for message %s not posted: HTTP %s", message_id, exc.status)
                 return None
-            await self.bot.store.release(rid)
+            await self.bot.queue.records.release(rid)
             raise NotSent(f"alt text {rid}: HTTP {exc.status}") from exc
         except Exception as exc:  # a connection error or timeout: try again later
             with contextlib.suppress(PalicordError):
-                await self.bot.store.release(rid)
+                await self.bot.queue.records.release(rid)
             raise NotSent(f"alt text {rid}: {type(exc).__name__}: {exc}") from exc
 
     # --- nothing left behind --------------------------------------------------------------

@@ -39,7 +39,7 @@ class QueueStatus(commands.Cog):
     async def queue(self, interaction: discord.Interaction[PalicordBot]) -> None:
         """Show your requests in line, the workers online and the typical wait."""
         queue = self.bot.queue
-        job_ids = await self.bot.store.user_jobs(interaction.user.id)
+        job_ids = await queue.records.user_jobs(interaction.user.id)
         statuses = [await queue.status(j) for j in job_ids[:MAX_LISTED]]
         mine = [s for s in statuses if s.state in (JobState.QUEUED, JobState.RUNNING)]
         workers = await queue.workers()

@@ -5,13 +5,18 @@ keys.py        every Redis key name, the bot's own included, under one prefix
 settings.py    QueueSettings and the image limits both programs apply
 connection.py  connect(), and redis_boundary(): where Redis errors become QueueUnavailable
 scripts.py     typed wrappers of the Lua scripts in lua/ (fair take, leases, settle...)
-client.py      QueueClient, the bot's side: submit, status, cancel, results
+records.py     one record per request: its items, reply address and outcomes, from
+               intake to the answer (one stream entry when the last outcome is in)
+memory.py      the pictures (each kept once, by digest) and answers both programs share
+client.py      QueueClient, the bot's side: submit, status, cancel, results, and the two
+               stores above
 """
 
 from inference.queue.client import Delivery, JobStatus, QueueClient, Submitted
 from inference.queue.connection import connect, redis_boundary
 from inference.queue.keys import DM_GUILD, Keys
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
+from inference.queue.records import RequestRecord, RequestRecords
 from inference.queue.settings import QueueSettings
 
 __all__ = [
@@ -24,6 +29,8 @@ __all__ = [
     "Keys",
     "QueueClient",
     "QueueSettings",
+    "RequestRecord",
+    "RequestRecords",
     "Submitted",
     "WorkerInfo",
     "connect",

@@ -1,4 +1,5 @@
-"""The bot's side of the job queue: submit, status, cancel, workers, and results.
+"""The bot's side of the job queue: submit, status, cancel, workers, and results; the
+records of its requests (`records`) and the kept pictures and answers (`memory`).
 
 Torch-free. Every method raises QueueUnavailable when Redis fails. Results come back
 over a Redis Stream per bot instance, read with a consumer group: an entry stays pending
@@ -6,15 +7,20 @@ until the bot acknowledges it, so a bot that restarts with the same `instance_id
 gets again what it read but never handled, then what was produced while it was away. Typical use::
 
     client = QueueClient(redis, settings, instance_id="bot-1")
-    job = client.new_job(spec, guild_id=..., user_id=..., context={"token": ...})
-    submitted = await client.submit(job, image_bytes)    # may raise QueueFull, ...
-    async for delivery in client.results():
-        await reply(delivery.result)                    # the bot's own code
+    record = client.records.new(request_id, ["cat.png"], reply={...})
+    await client.records.open(record)
+    digest = await client.memory.keep_picture(image_bytes)
+    job = client.new_job(spec, guild_id=..., user_id=..., picture=digest,
+                         job_id=record.job_id(0), request=(request_id, 0))
+    submitted = await client.submit(job)                # may raise QueueFull, ...
+    async for delivery in client.results():             # once the request is complete
+        await answer(await client.records.read(delivery.request_id))  # the bot's own code
         await client.ack(delivery)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from inference.errors import (
     GuildOverCap,
     ImageTooLarge,
     MalformedMessage,
+    PictureExpired,
     QueueUnavailable,
     UserOverCap,
     error_from_code,
@@ -39,7 +46,9 @@ from inference.queue.keys import (
     fairness_unit,
     is_key_part,
 )
+from inference.queue.memory import Memory, picture_digest
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
+from inference.queue.records import V1_INDEX, V1_REQUEST, RequestRecords
 from inference.queue.scripts import CancelOutcome, Scripts, SubmitStatus
 from inference.queue.settings import QueueSettings
 from inference.tasks import TaskSpec
@@ -72,10 +81,21 @@ class JobStatus:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A result read from this instance's stream; acknowledge it once handled."""
+    """An entry read from this instance's stream; acknowledge it once handled. Either a
+    request is complete (`request_id`: its record holds the outcomes, see
+    `inference.queue.records`), or a job of no request settled (`job_result`: a version
+    1 job's, or one sent alone by a tool)."""
 
     entry_id: str
-    result: JobResult
+    request_id: str | None = None
+    job_result: JobResult | None = None
+
+    @property
+    def result(self) -> JobResult:
+        """The job's result, for an entry of a job of no request (raises otherwise)."""
+        if self.job_result is None:
+            raise ValueError(f"stream entry {self.entry_id} names a request, not a result")
+        return self.job_result
 
 
 def _requests(n: int) -> str:
@@ -100,6 +120,10 @@ class QueueClient:
         self.instance_id = check_part(instance_id)
         self._require_worker = require_worker
         self._group_ready = False
+        self.memory = Memory(redis, self._keys, self._scripts, settings)
+        self.records = RequestRecords(
+            redis, self._keys, self._scripts, settings, instance_id=instance_id
+        )
 
     @property
     def keys(self) -> Keys:
@@ -119,8 +143,16 @@ class QueueClient:
         channel_id: int | str | None = None,
         context: Mapping[str, str] | None = None,
         job_id: str | None = None,
+        picture: str | None = None,
+        request: tuple[str, int] | None = None,
     ) -> Job:
-        """A job addressed to this instance, due after the configured deadline."""
+        """A job addressed to this instance, due after the configured deadline; on the
+        kept `picture` (a digest), and item `request[1]` of request `request[0]`."""
+        request_id, index = request or (None, 0)
+        if request_id is not None:
+            # Named in the context too: an older worker, which cannot run this job, still
+            # answers it (as an error) into the request's record (`RequestRecords.adopt`).
+            context = {**(context or {}), V1_REQUEST: request_id, V1_INDEX: str(index)}
         return Job.new(
             spec,
             guild_id=guild_id,
@@ -130,21 +162,45 @@ class QueueClient:
             deadline_s=self._settings.job_deadline_s,
             context=context,
             job_id=job_id,
+            picture=picture,
+            request_id=request_id,
+            index=index,
         )
 
-    async def submit(self, job: Job, image: bytes, *, background: bool = False) -> Submitted:
-        """Queue `job` with its image; raises QueueFull, GuildOverCap, UserOverCap,
-        NoWorkerAlive, ImageTooLarge, QueueBusy (pictures over MAX_QUEUED_BYTES, or Redis
-        full) or QueueUnavailable. In DMs the job waits for its
-        person's own turn (`fairness_unit`); the per-user cap counts the person's jobs in
-        every guild and DM.
+    async def submit(
+        self, job: Job, image: bytes | None = None, *, background: bool = False
+    ) -> Submitted:
+        """Queue `job` on its picture: the one kept under `job.picture`, else under `image`'s
+        digest; `image` is kept first when no picture is kept under it (once,
+        however many jobs use it; again should it have been dropped meanwhile).
+        Raises QueueFull, GuildOverCap, UserOverCap, NoWorkerAlive, ImageTooLarge,
+        PictureExpired (no picture to run on), QueueBusy (pictures over
+        MAX_QUEUED_BYTES, or Redis full) or QueueUnavailable. In DMs the job waits
+        for its person's own turn (`fairness_unit`); the per-user cap counts the
+        person's jobs in every guild and DM.
 
         `background` (automatic alt text, which nobody asked for): the job waits in the
-        background ring, taken only in batch slots interactive jobs leave; it is counted
-        under its guild's background unit and its channel, not the person, and may fill at
-        most half of MAX_PENDING and MAX_QUEUED_BYTES, so interactive work always has room."""
-        if len(image) > self._settings.max_image_bytes:
+        background ring, taken only in batch slots interactive jobs leave; it is
+        counted under its guild's background unit and its channel, not the person,
+        and may fill at most half of MAX_PENDING and MAX_QUEUED_BYTES, so
+        interactive work always has room."""
+        if image is not None and len(image) > self._settings.max_image_bytes:
             raise ImageTooLarge()
+        if job.picture is None:
+            if image is None:
+                raise PictureExpired()
+            job = dataclasses.replace(job, picture=picture_digest(image))
+        try:
+            return await self._submit(job, background)
+        except PictureExpired:
+            if image is None:
+                raise
+            # Not kept yet (or dropped for space meanwhile): kept now, once.
+            await self.memory.keep_picture(image)
+            return await self._submit(job, background)
+
+    async def _submit(self, job: Job, background: bool) -> Submitted:
+        assert job.picture is not None
         s = self._settings
         guild, user = fairness_unit(job.guild_id, job.user_id), job.user_id
         max_pending, max_user, max_bytes = s.max_pending, s.max_pending_per_user, s.max_queued_bytes
@@ -159,13 +215,14 @@ class QueueClient:
             user=user,
             task=job.spec.task,
             deadline_at=job.deadline_at,
-            image=image,
+            picture=job.picture,
             image_ttl_s=s.image_ttl_s,
             max_pending=max_pending,
             max_guild=s.max_pending_per_guild,
             max_user=max_user,
             require_worker=self._require_worker,
             max_queued_bytes=max_bytes,
+            request=None if job.request_id is None else (job.request_id, job.index),
         )
         if status == SubmitStatus.DUPLICATE:
             raise ValueError(f"job {job.job_id} was already submitted")
@@ -216,6 +273,11 @@ class QueueClient:
             except MalformedMessage:
                 log.warning("ignoring a malformed worker record")
         return out
+
+    async def ping(self) -> None:
+        """Raises QueueUnavailable unless Redis answers."""
+        with redis_boundary():
+            await self._redis.ping()
 
     async def pending(self) -> int:
         """Outstanding jobs (queued or running) across all guilds."""
@@ -273,12 +335,15 @@ class QueueClient:
                     yield delivery
 
     async def _decode(self, entry_id: str, fields: dict[bytes, bytes] | None) -> Delivery | None:
+        request_id = (fields or {}).get(b"q")
+        if request_id is not None and is_key_part(request_id.decode(errors="replace")):
+            return Delivery(entry_id=entry_id, request_id=request_id.decode())
         raw = (fields or {}).get(b"r")
-        if raw is None:  # trimmed while pending: nothing left to deliver
+        if raw is None:  # trimmed while pending (or planted): nothing left to deliver
             await self._ack_ids([entry_id])
             return None
         try:
-            return Delivery(entry_id=entry_id, result=JobResult.from_json(raw))
+            return Delivery(entry_id=entry_id, job_result=JobResult.from_json(raw))
         except MalformedMessage as exc:
             log.warning("dropping malformed result %s: %s", entry_id, exc)
             await self._ack_ids([entry_id])

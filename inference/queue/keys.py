@@ -39,9 +39,21 @@ _TEMPLATES: dict[str, str] = {
     "ring_seq": "place:seq",
     # per guild and user: FIFO list of job ids
     "user_queue": "g:{}:u:{}",
-    # hash: data (job JSON), g, u, t (task), dl (deadline_at), eq (enqueued at), a (attempt)
+    # hash: data (job JSON), g, u, t (task), dl (deadline_at), eq (enqueued at), a (attempt),
+    # p (its picture's digest), rq and ri (its request and item index)
     "job": "job:{}",
+    # a version 1 job's own copy of its picture (read for an upgrade; never written now)
     "image": "img:{}",
+    # one record per request (inference.queue.records), hash: data (the record's JSON),
+    # n (items), left (items without an outcome), to (the bot instance to tell),
+    # o<i> (item i's outcome), sent (the answer was delivered)
+    "request_record": "req:{}",
+    # per bot instance: sorted set request id -> opened at, for the requests it opened and
+    # has not finished queueing, so a restarted bot can answer them (records.orphaned)
+    "opening": "req-opening:{}",
+    # hash digest -> how many queued or running jobs need that kept picture: a picture
+    # with a count is never dropped from the picture store (lua/stash.lua)
+    "picture_pins": "pins:picture",
     # set with NX when a job's single outcome is decided (result published or cancelled)
     "done": "done:{}",
     # sorted set job id -> lease deadline (server clock), and hash job id -> worker id
@@ -70,7 +82,7 @@ _TEMPLATES: dict[str, str] = {
     "daily_usage": "bot:usage:{}:{}",
     # hash of a guild's /settings
     "guild_config": "bot:guild:{}",
-    # hash of one request's per-image outcomes, until its answer is delivered
+    # the previous release's per-request outcomes (read once on upgrade, bot.upgrade)
     "request": "bot:request:{}",
     # string with a TTL: one bot task is sending this request's answer (bot.delivery)
     "sending": "bot:sending:{}",
@@ -92,8 +104,10 @@ _TEMPLATES: dict[str, str] = {
     "stash_index": "mem:{}:index",
     "stash_sizes": "mem:{}:sizes",
     "stash_bytes": "mem:{}:bytes",
-    # per bot instance: hash request id -> its reply address, from the acknowledgement
-    # until its images are queued (or it is refused), so a restarted bot can tell users
+    # the kind's byte budget as last given (so that a picture a job stops needing can be
+    # dropped at once when the store is over it: lua/lib.lua drop_job)
+    "stash_budget": "mem:{}:budget",
+    # the previous release's per-instance intake records (read once on upgrade)
     "intake": "bot:intake:{}",
 }
 
@@ -161,6 +175,16 @@ class Keys:
 
     def image(self, job_id: str) -> str:
         return self._k("image", job_id)
+
+    def request_record(self, request_id: str) -> str:
+        return self._k("request_record", request_id)
+
+    def opening(self, instance_id: str) -> str:
+        return self._k("opening", instance_id)
+
+    @property
+    def picture_pins(self) -> str:
+        return self._k("picture_pins")
 
     def done(self, job_id: str) -> str:
         return self._k("done", job_id)

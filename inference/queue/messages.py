@@ -2,13 +2,17 @@
 (a worker's heartbeat record) and `JobState`.
 
 Torch-free; the bot imports this. All are frozen dataclasses with an explicit, versioned
-JSON form. Redis is a trust boundary between two separately deployed programs, so
-decoding never uses pickle, checks every field's type, and turns any problem into
-`MalformedMessage` instead of a KeyError deep inside a worker.
+JSON form, decoded with the checks of `inference.queue.decoding` (Redis is a trust
+boundary: any problem is a `MalformedMessage`, never a KeyError deep inside a worker).
 
-The image is not part of the job message: the client stores it in its own key with a
-TTL (see `inference.queue.client`), so a job message stays small and Lua can move it
-cheaply. A result may carry a display-sized copy of it (`inference.display`), a field
+The picture is not part of the job message: a job names it by digest (`picture`), and
+the picture is kept once, in the store both programs share (`inference.queue.memory`),
+however many jobs and follow-ups use it; a job of a request (`request_id`, `index`)
+settles into that request's record (`inference.queue.records`) instead of reaching the
+bot alone. Version 1 jobs (the previous release's: picture under `img:<job>`, the reply
+address in the context) are still read, so an upgrade loses nothing queued.
+
+A result may carry a display-sized copy of the picture (`inference.display`), a field
 older bots ignore and older workers leave out: it needs no new schema version.
 """
 
@@ -25,13 +29,24 @@ from typing import Any
 from inference.detection import Detection
 from inference.display import DisplayPicture
 from inference.errors import MalformedMessage, PalicordError, error_from_code
-from inference.queue.keys import DM_GUILD, check_part
+from inference.queue.decoding import (
+    check_context,
+    check_version,
+    get,
+    get_float,
+    get_opt,
+    key_part,
+    load_object,
+    opt_float,
+)
+from inference.queue.keys import DM_GUILD
 from inference.tasks import NOTE_FIELD, InferenceResult, Task, TaskSpec
 
-JOB_SCHEMA_VERSION = 1
+JOB_SCHEMA_VERSION = 2
+JOB_SCHEMA_VERSIONS = (1, 2)  # read; 1: the previous release's, see the module doc
 RESULT_SCHEMA_VERSION = 1
-MAX_CONTEXT_ITEMS = 16
-MAX_CONTEXT_CHARS = 512
+# Items (pictures, or alt text's descriptions and readings) of one request.
+MAX_REQUEST_ITEMS = 64
 WORKER_SCHEMA_VERSION = 1
 
 
@@ -45,70 +60,10 @@ class JobState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-def _load_object(raw: str | bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: deeply nested arrays (`[[[[...`) exhaust the decoder's stack.
-        raise MalformedMessage(f"The {what} is not valid JSON.") from exc
-    if not isinstance(data, dict):
-        raise MalformedMessage(f"The {what} is not a JSON object.")
-    return data
-
-
-def _get(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = data.get(name)
-    # bool is an int subclass; a boolean where a number belongs is a bug upstream.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise MalformedMessage(f"Field {name!r} is missing or has the wrong type.")
-    return value
-
-
-def _get_opt(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    return None if data.get(name) is None else _get(data, name, kind)
-
-
-def _get_float(data: Mapping[str, Any], name: str) -> float:
-    try:
-        return float(_get(data, name, (int, float)))
-    except OverflowError as exc:  # a JSON integer too large for a float: 1 followed by 400 zeros
-        raise MalformedMessage(f"Field {name!r} is out of range.") from exc
-
-
-def _opt_float(data: Mapping[str, Any], name: str) -> float | None:
-    return None if data.get(name) is None else _get_float(data, name)
-
-
 def _opt_task(data: Mapping[str, Any]) -> Task | None:
     # A task this version does not know (a newer worker's) still delivers its answer.
-    name = _get_opt(data, "task", str)
+    name = get_opt(data, "task", str)
     return Task(name) if name in Task.__members__.values() else None
-
-
-def _check_context(context: Mapping[str, Any]) -> dict[str, str]:
-    if len(context) > MAX_CONTEXT_ITEMS:
-        raise MalformedMessage("The job context has too many items.")
-    out: dict[str, str] = {}
-    for key, value in context.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise MalformedMessage("The job context must map strings to strings.")
-        if len(key) + len(value) > MAX_CONTEXT_CHARS:
-            raise MalformedMessage("A job context item is too long.")
-        out[key] = value
-    return out
-
-
-def _check_version(data: Mapping[str, Any], expected: int, what: str) -> None:
-    version = data.get("v")
-    if version != expected:
-        raise MalformedMessage(f"Unsupported {what} schema version {version!r}.")
-
-
-def _key_part(value: str, name: str) -> str:
-    try:
-        return check_part(value)
-    except ValueError as exc:
-        raise MalformedMessage(f"Field {name!r} is not a valid id.") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +80,20 @@ class Job:
     deadline_at: float  # epoch seconds; not started after this, the job times out
     context: dict[str, str] = field(default_factory=dict)  # opaque to the queue
     attempt: int = 0  # 1 on the first run; set by the queue, not by the sender
+    picture: str | None = None  # the picture's digest; None: a version 1 job's own key
+    request_id: str | None = None  # the request whose record this job's outcome joins
+    index: int = 0  # which of the request's items
     v: int = JOB_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         for name in ("job_id", "guild_id", "user_id", "reply_to"):
-            _key_part(getattr(self, name), name)
-        _check_context(self.context)
+            key_part(getattr(self, name), name)
+        for name in ("picture", "request_id"):
+            if getattr(self, name) is not None:
+                key_part(getattr(self, name), name)
+        if not 0 <= self.index < MAX_REQUEST_ITEMS:
+            raise MalformedMessage("Field 'index' is out of range.")
+        check_context(self.context)
 
     @classmethod
     def new(
@@ -145,6 +108,9 @@ class Job:
         context: Mapping[str, str] | None = None,
         now: float | None = None,
         job_id: str | None = None,
+        picture: str | None = None,
+        request_id: str | None = None,
+        index: int = 0,
     ) -> Job:
         """A fresh job (a random id unless given), created now, due `deadline_s` from now."""
         created = time.time() if now is None else now
@@ -158,6 +124,9 @@ class Job:
             created_at=created,
             deadline_at=created + deadline_s,
             context=dict(context or {}),
+            picture=picture,
+            request_id=request_id,
+            index=index,
         )
 
     def to_json(self) -> str:
@@ -179,6 +148,9 @@ class Job:
                 "created_at": self.created_at,
                 "deadline_at": self.deadline_at,
                 "attempt": self.attempt,
+                "picture": self.picture,
+                "request_id": self.request_id,
+                "index": self.index,
             },
             separators=(",", ":"),
         )
@@ -186,43 +158,46 @@ class Job:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
         """Decode and validate; raises MalformedMessage, or a RequestError for a bad task."""
-        data = _load_object(raw, "job message")
-        _check_version(data, JOB_SCHEMA_VERSION, "job")
-        objects = _get(data, "objects", list)
+        data = load_object(raw, "job message")
+        check_version(data, JOB_SCHEMA_VERSIONS, "job")
+        objects = get(data, "objects", list)
         if not all(isinstance(o, str) for o in objects):
             raise MalformedMessage("Field 'objects' must be a list of strings.")
         # Re-validate through TaskSpec.build: the sender's checks do not count here.
         spec = TaskSpec.build(
-            _get(data, "task", str),
-            language=_get(data, "language", str),
-            question=_get_opt(data, "question", str),
+            get(data, "task", str),
+            language=get(data, "language", str),
+            question=get_opt(data, "question", str),
             objects=objects or None,
-            max_new_tokens=_get_opt(data, "max_new_tokens", int),
+            max_new_tokens=get_opt(data, "max_new_tokens", int),
         )
         return cls(
-            job_id=_get(data, "job_id", str),
+            job_id=get(data, "job_id", str),
             spec=spec,
-            guild_id=_get(data, "guild_id", str),
-            channel_id=_get_opt(data, "channel_id", str),
-            user_id=_get(data, "user_id", str),
-            reply_to=_get(data, "reply_to", str),
-            created_at=_get_float(data, "created_at"),
-            deadline_at=_get_float(data, "deadline_at"),
-            context=_check_context(_get(data, "context", dict)),
-            attempt=_get(data, "attempt", int),
+            guild_id=get(data, "guild_id", str),
+            channel_id=get_opt(data, "channel_id", str),
+            user_id=get(data, "user_id", str),
+            reply_to=get(data, "reply_to", str),
+            created_at=get_float(data, "created_at"),
+            deadline_at=get_float(data, "deadline_at"),
+            context=check_context(get(data, "context", dict)),
+            attempt=get(data, "attempt", int),
+            picture=get_opt(data, "picture", str),
+            request_id=get_opt(data, "request_id", str),
+            index=get_opt(data, "index", int) or 0,
         )
 
 
 def salvage_reply_address(raw: str | bytes) -> tuple[str, str, dict[str, str]] | None:
     """(job_id, reply_to, context) from a job message too broken to decode, if present."""
     try:
-        data = _load_object(raw, "job message")
-        job_id = _key_part(_get(data, "job_id", str), "job_id")
-        reply_to = _key_part(_get(data, "reply_to", str), "reply_to")
+        data = load_object(raw, "job message")
+        job_id = key_part(get(data, "job_id", str), "job_id")
+        reply_to = key_part(get(data, "reply_to", str), "reply_to")
     except MalformedMessage:
         return None
     try:
-        context = _check_context(_get(data, "context", dict))
+        context = check_context(get(data, "context", dict))
     except MalformedMessage:
         context = {}
     return job_id, reply_to, context
@@ -332,24 +307,24 @@ class JobResult:
     @classmethod
     def from_json(cls, raw: str | bytes) -> JobResult:
         """Decode and validate; raises MalformedMessage."""
-        data = _load_object(raw, "job result")
-        _check_version(data, RESULT_SCHEMA_VERSION, "result")
-        raw_dets = _get(data, "detections", list)
+        data = load_object(raw, "job result")
+        check_version(data, RESULT_SCHEMA_VERSION, "result")
+        raw_dets = get(data, "detections", list)
         if not all(isinstance(d, dict) for d in raw_dets):
             raise MalformedMessage("Field 'detections' must be a list of objects.")
         return cls(
-            job_id=_get(data, "job_id", str),
-            context=_check_context(_get(data, "context", dict)),
+            job_id=get(data, "job_id", str),
+            context=check_context(get(data, "context", dict)),
             task=_opt_task(data),
-            text=_get(data, "text", str),
+            text=get(data, "text", str),
             detections=tuple(Detection.from_dict(d) for d in raw_dets),
-            error=_get_opt(data, "error", str),
-            message=_get_opt(data, "message", str),
-            worker_id=_get_opt(data, "worker_id", str),
-            attempt=_get(data, "attempt", int),
-            queue_wait_s=_opt_float(data, "queue_wait_s"),
-            run_s=_opt_float(data, "run_s"),
-            finished_at=_get_float(data, "finished_at"),
+            error=get_opt(data, "error", str),
+            message=get_opt(data, "message", str),
+            worker_id=get_opt(data, "worker_id", str),
+            attempt=get(data, "attempt", int),
+            queue_wait_s=opt_float(data, "queue_wait_s"),
+            run_s=opt_float(data, "run_s"),
+            finished_at=get_float(data, "finished_at"),
             display=DisplayPicture.from_json_value(data.get("display")),
         )
 
@@ -384,16 +359,16 @@ class WorkerInfo:
     @classmethod
     def from_json(cls, raw: str | bytes) -> WorkerInfo:
         """Decode and validate; raises MalformedMessage."""
-        data = _load_object(raw, "worker record")
-        _check_version(data, WORKER_SCHEMA_VERSION, "worker")
-        caps = _get(data, "capabilities", list)
+        data = load_object(raw, "worker record")
+        check_version(data, WORKER_SCHEMA_VERSION, "worker")
+        caps = get(data, "capabilities", list)
         if not all(isinstance(c, str) for c in caps):
             raise MalformedMessage("Field 'capabilities' must be a list of strings.")
         return cls(
-            worker_id=_get(data, "worker_id", str),
-            host=_get(data, "host", str),
-            model_id=_get(data, "model_id", str),
+            worker_id=get(data, "worker_id", str),
+            host=get(data, "host", str),
+            model_id=get(data, "model_id", str),
             capabilities=tuple(caps),
-            started_at=_get_float(data, "started_at"),
-            batch_size=_get(data, "batch_size", int),
+            started_at=get_float(data, "started_at"),
+            batch_size=get(data, "batch_size", int),
         )

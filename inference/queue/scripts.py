@@ -11,10 +11,10 @@ Redis's nested arrays.
 
 Redis at its `maxmemory` (with `noeviction`) refuses writes. The scripts that let the
 queue drain and so free memory (take, begin, extend, reap, release, settle, cancel, and
-the workers' heartbeat)
+the workers' heartbeat, and recording a request's outcome)
 declare `#!lua flags=allow-oom` (Redis 7 script flags): finishing, cancelling or expiring
-a job deletes its picture, which is what frees the memory. submit, stash and charge do
-not: new pictures and counters are refused ("busy") until there is room again.
+a job unpins its picture, which the store may then drop. submit, open, stash and charge
+do not: new pictures and counters are refused ("busy") until there is room again.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ MAX_SKIP = 1_024
 
 _SCRIPT_NAMES = (
     "submit", "take", "begin", "extend", "reap", "release", "settle", "cancel", "status",
-    "charge", "clock", "stash", "beat",
+    "charge", "clock", "stash", "beat", "open", "record",
 )  # fmt: skip
 
 # Crashes a job may be part of before it runs alone (docs/reliability.md, "Blame"): one
@@ -197,19 +197,23 @@ class Scripts:
         user: str,
         task: Task,
         deadline_at: float,
-        image: bytes,
+        picture: str,
         image_ttl_s: int,
         max_pending: int,
         max_guild: int,
         max_user: int,
         require_worker: bool,
         max_queued_bytes: int,
+        request: tuple[str, int] | None = None,
     ) -> tuple[str, int, bool]:
-        """Queue a job if the caps allow: (SubmitStatus or an error code, place in line,
-        whether the place is exact)."""
+        """Queue a job on the kept `picture` (a digest) if the caps allow: (SubmitStatus
+        or an error code, place in line, whether the place is exact). With `request`
+        (id, item index), its outcome goes to that request's record."""
+        request_id, index = request or ("", 0)
         status, place, *exact = await self._call(
-            "submit", job_id, data, guild, user, task.value, repr(deadline_at), image,
+            "submit", job_id, data, guild, user, task.value, repr(deadline_at), picture,
             image_ttl_s, max_pending, max_guild, max_user, int(require_worker), max_queued_bytes,
+            request_id, index,
         )  # fmt: skip
         return _text(status), int(place), not exact or int(exact[0]) == 1
 
@@ -300,6 +304,19 @@ class Scripts:
     async def cancel(self, job_id: str, done_ttl_s: int) -> CancelOutcome:
         """Cancel a job."""
         return CancelOutcome(_text(await self._call("cancel", job_id, done_ttl_s)))
+
+    async def open_request(
+        self, request_id: str, data: str, *, items: int, reply_to: str, ttl_s: int, opening: str
+    ) -> int:
+        """Keep a request's record once (1; 0 if it exists already), listed as opening
+        under instance `opening` unless that is ''."""
+        return int(await self._call("open", request_id, data, items, reply_to, ttl_s, opening))
+
+    async def record_outcome(
+        self, request_id: str, index: int, result_json: str, retention_ms: int
+    ) -> int:
+        """Record an item's outcome that never became a job (1 if recorded)."""
+        return int(await self._call("record", request_id, index, result_json, retention_ms))
 
     async def charge(
         self, day: str, n: int, quotas: Sequence[tuple[str, int]], *, ttl_s: int

@@ -1,12 +1,13 @@
 """A taken batch on its way to the engine, and what the worker keeps of its answers.
 
 `prepare_batch` does everything a batch needs before the device: decoding the jobs (a
-malformed or expired one is decided at once), fetching their pictures from Redis (one
-gone is a failure of its own), and the engine's CPU work (`Engine.prepare`: decoding,
-resizing, tokenising, in the engine's preparing processes; called from a thread, where it
-only waits). The pipelined worker (`inference.worker.service`) calls it for the
-next batch while the current one generates, so none of this delays the device.
-`remember` keeps the answers for identical requests (`inference.queue.memory`).
+malformed or expired one is decided at once), fetching their pictures from Redis (each
+kept once, by digest, in the picture store; one gone is a failure of its own), and the
+engine's CPU work (`Engine.prepare`: decoding, resizing, tokenising, in the engine's
+preparing processes; called from a thread, where it only waits). The pipelined worker
+(`inference.worker.service`) calls it for the next batch while the current one
+generates, so none of this delays the device. `remember` keeps the answers for identical
+requests (`inference.queue.memory`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from inference.engine import Engine
 from inference.errors import JobFailed, QueueUnavailable
 from inference.queue import Job, JobResult, Keys, redis_boundary
 from inference.queue.connection import describe
-from inference.queue.memory import Memory, origin_of, picture_digest
+from inference.queue.memory import PICTURE, Memory, origin_of, picture_digest
 from inference.queue.scripts import Taken
 from inference.tasks import InferenceRequest
 from inference.worker import outcomes
@@ -58,8 +59,12 @@ async def prepare_batch(
             ready.append((job, wait_s))
     if not ready:
         return batch
+    # A job names its kept picture; a version 1 job (an upgrade) has its own copy.
+    where = [
+        keys.stash(PICTURE, j.picture) if j.picture else keys.image(j.job_id) for j, _ in ready
+    ]
     with redis_boundary():
-        images = await redis.mget([keys.image(job.job_id) for job, _ in ready])
+        images = await redis.mget(where)
     for (job, wait_s), image in zip(ready, images, strict=True):
         if image is None:
             gone = JobFailed("The image for this request is no longer available.")
@@ -82,7 +87,7 @@ async def remember(
         await asyncio.gather(
             *(
                 memory.keep_answer(
-                    request.digest or picture_digest(request.image),
+                    job.picture or request.digest or picture_digest(request.image),
                     request.spec,
                     model_id,
                     result,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot import answer
 from bot.answer import ItemAnswer, compose
-from bot.replies import ItemContext, ReplyAddress
+from bot.replies import ReplyAddress
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES, label_color
 from inference.detection import Detection
 from inference.display import DISPLAY_MAX_BYTES, DISPLAY_MAX_SIDE_PX
@@ -77,15 +77,14 @@ def test_worker_error_text_cannot_ping() -> None:
     assert not LIVE_MENTION.search(answer.embeds[0].description or "")
 
 
-def test_upload_limit_travels_in_the_job_context() -> None:
+def test_upload_limit_travels_in_the_request_record() -> None:
     boosted = ReplyAddress(
         channel_id=1, user_id=2, guild_id=3, message_id=4, upload_limit_bytes=100 * 1024 * KiB
     )
-    item = ItemContext("r", 0, 1, "a.png", "https://cdn.discordapp.com/a.png", boosted)
-    assert ItemContext.from_context(item.to_context()).address == boosted
-    # A context written before the limit was carried means the default.
-    old = {k: v for k, v in item.to_context().items() if k != "ul"}
-    assert ItemContext.from_context(old).address.upload_limit_bytes == DISCORD_UPLOAD_LIMIT_BYTES
+    assert ReplyAddress.from_fields(boosted.to_fields()) == boosted
+    # An address written before the limit was carried means the default.
+    old = {k: v for k, v in boosted.to_fields().items() if k != "ul"}
+    assert ReplyAddress.from_fields(old).upload_limit_bytes == DISCORD_UPLOAD_LIMIT_BYTES
 
 
 def test_mentions_are_neutralised() -> None:

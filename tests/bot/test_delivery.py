@@ -1,5 +1,5 @@
 """Exactly one answer per request, even when Redis fails half-way through delivering it
-or a result is read again (real Redis; only Discord is replaced, by an outbox)."""
+or a request is read again (real Redis; only Discord is replaced, by an outbox)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,18 @@ from bot.delivery import (
     Deliverer,
 )
 from bot.progress import ProgressBoard
-from bot.replies import ItemContext, Replies, ReplyAddress
-from bot.request_store import RequestStore
+from bot.replies import Replies, ReplyAddress
 from inference.errors import QueueUnavailable
-from inference.queue import Keys, QueueClient, QueueSettings, connect
+from inference.queue import (
+    Delivery,
+    Keys,
+    QueueClient,
+    QueueSettings,
+    RequestRecord,
+    RequestRecords,
+    connect,
+)
 from inference.queue.connection import cancel_and_wait
-from inference.queue.memory import Memory
 from inference.queue.messages import JobResult
 from inference.settings import WorkerSettings
 from inference.tasks import Task, TaskSpec
@@ -42,6 +48,9 @@ from tests.support.discord_server.harness import (
     running_bot,
 )
 from tests.support.discord_server.tcp_proxy import TcpProxy
+from tests.support.queue import aw
+
+ADDRESS = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
 
 
 class Outbox(Replies):
@@ -56,70 +65,120 @@ class Outbox(Replies):
         return True
 
 
-class FlakyStore(RequestStore):
-    """Redis drops out once, right when the finished request's outcomes are read."""
+class FlakyRecords(RequestRecords):
+    """Redis drops out once, right when the finished request's record is read."""
 
     failures_left = 1
 
-    async def outcomes(self, request_id: str) -> dict[int, JobResult]:
+    async def read(self, request_id: str) -> RequestRecord | None:
         if self.failures_left:
             self.failures_left -= 1
             raise QueueUnavailable()
-        return await super().outcomes(request_id)
+        return await super().read(request_id)
 
 
-def deliverer_for(
-    redis: Redis, queue: QueueClient, store: RequestStore, outbox: Outbox
-) -> Deliverer:
+def deliverer_for(queue: QueueClient, outbox: Outbox) -> Deliverer:
     """A Deliverer as the bot builds one, posting into `outbox`."""
     return Deliverer(
         queue=queue,
-        store=store,
         replies=outbox,
         progress=ProgressBoard(queue, outbox, interval_s=1),
-        memory=Memory(redis, queue.keys, queue.scripts, QueueSettings()),
+        token_ttl_s=60,
     )
 
 
+def queue_for(redis: Redis, prefix: str, *, flaky: bool = False) -> QueueClient:
+    queue = QueueClient(
+        redis, QueueSettings(key_prefix=prefix), instance_id="t", require_worker=False
+    )
+    if flaky:
+        queue.records = FlakyRecords(
+            redis, queue.keys, queue.scripts, QueueSettings(key_prefix=prefix), instance_id="t"
+        )
+    return queue
+
+
 @pytest.fixture
-async def parts(
-    redis: Redis, redis_prefix: str
-) -> AsyncIterator[tuple[Deliverer, Outbox, FlakyStore]]:
-    queue = QueueClient(redis, QueueSettings(key_prefix=redis_prefix), instance_id="t")
+async def parts(redis: Redis, redis_prefix: str) -> AsyncIterator[tuple[Deliverer, Outbox]]:
+    queue = queue_for(redis, redis_prefix, flaky=True)
     outbox = Outbox()
-    store = FlakyStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
-    yield deliverer_for(redis, queue, store, outbox), outbox, store
+    yield deliverer_for(queue, outbox), outbox
 
 
-def result_for(index: int, count: int) -> JobResult:
-    address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
-    item = ItemContext("req", index, count, f"{index}.png", "", address)
-    return JobResult(job_id=f"j{index}", context=item.to_context(), task=Task.CAPTION, text="a cat")
+async def opened(queue: QueueClient, request_id: str, count: int) -> RequestRecord:
+    record = queue.records.new(request_id, [f"{i}.png" for i in range(count)], ADDRESS.to_fields())
+    assert await queue.records.open(record)
+    return record
+
+
+def caption(job_id: str) -> JobResult:
+    return JobResult(job_id=job_id, context={}, task=Task.CAPTION, text="a cat")
+
+
+async def stream(redis: Redis, prefix: str) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in await redis.xrange(Keys(prefix).results("t"))]
 
 
 async def test_redis_failing_mid_delivery_still_answers_once(
-    parts: tuple[Deliverer, Outbox, FlakyStore],
+    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
 ) -> None:
-    deliverer, outbox, _ = parts
-    result = result_for(0, 1)
+    deliverer, outbox = parts
+    queue = deliverer._queue
+    await opened(queue, "req", 1)
+    assert await queue.records.record("req", 0, caption("req-0"))
+    assert await stream(redis, redis_prefix) == [{b"q": b"req"}]  # one entry: complete
+    entry = Delivery("1-0", request_id="req")
     with pytest.raises(QueueUnavailable):
-        await deliverer.handle(result)  # unacknowledged: the results loop reads it again
+        await deliverer.handle(entry)  # unacknowledged: the results loop reads it again
     assert outbox.sent == []
-    await deliverer.handle(result)
-    await deliverer.handle(result)  # read once more after a restart: no second answer
+    await deliverer.handle(entry)
+    await deliverer.handle(entry)  # read once more after a restart: no second answer
     assert len(outbox.sent) == 1
-    [(_, answer)] = outbox.sent
-    assert answer.embeds[0].description == "a cat"
+    [(address, answer)] = outbox.sent
+    assert address == ADDRESS and answer.embeds[0].description == "a cat"
+    # Delivered: the record keeps its mark, not the reply token or the outcomes.
+    kept = await aw(redis.hgetall(Keys(redis_prefix).request_record("req")))
+    assert set(kept) == {b"n", b"left", b"to", b"sent"}
 
 
-async def test_answer_waits_for_every_image(parts: tuple[Deliverer, Outbox, FlakyStore]) -> None:
-    deliverer, outbox, store = parts
-    store.failures_left = 0
-    await deliverer.handle(result_for(1, 2))
-    assert outbox.sent == []
-    await deliverer.handle(result_for(0, 2))
+async def test_the_stream_hears_of_a_request_once_every_image_has_its_outcome(
+    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
+) -> None:
+    deliverer, outbox = parts
+    queue = deliverer._queue
+    await opened(queue, "req", 2)
+    assert await queue.records.record("req", 1, caption("req-1"))
+    assert not await queue.records.record("req", 1, caption("req-1"))  # once per item
+    assert await stream(redis, redis_prefix) == []
+    assert await queue.records.record("req", 0, caption("req-0"))
+    assert await stream(redis, redis_prefix) == [{b"q": b"req"}]
+    queue.records.failures_left = 0  # type: ignore[attr-defined]
+    await deliverer.handle(Delivery("1-0", request_id="req"))
     [(_, answer)] = outbox.sent
     assert len(answer.embeds) == 2
+    assert [e.title for e in answer.embeds] == ["Image 1 · 0.png", "Image 2 · 1.png"]
+
+
+async def test_a_queued_job_settles_into_its_requests_record(
+    redis: Redis, redis_prefix: str, worker_settings: WorkerSettings
+) -> None:
+    # The request's two images: one answered from the cache at intake, one queued; the
+    # worker's settle script completes the request and tells the bot, once.
+    queue = queue_for(redis, redis_prefix)
+    record = await opened(queue, "mixed", 2)
+    await queue.records.record("mixed", 0, caption("mixed-0"))
+    digest = await queue.memory.keep_picture(b"img")
+    job = queue.new_job(
+        TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, job_id=record.job_id(1),
+        picture=digest, request=("mixed", 1),
+    )  # fmt: skip
+    await queue.submit(job)
+    assert await stream(redis, redis_prefix) == []
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+    assert await stream(redis, redis_prefix) == [{b"q": b"mixed"}]
+    read = await queue.records.read("mixed")
+    assert read is not None and sorted(read.outcomes) == [0, 1]
+    assert read.outcomes[1].ok and read.outcomes[1].job_id == "mixed-1"
 
 
 async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
@@ -129,7 +188,7 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The results loop reads through a proxy that is cut right after the answer is sent,
-    # so acknowledging the result meets a dead connection.
+    # so acknowledging the request's entry meets a dead connection.
     async with TcpProxy("127.0.0.1", 6379) as proxy:
         settings = QueueSettings(
             key_prefix=redis_prefix, redis_url=SecretStr(f"redis://127.0.0.1:{proxy.port}/0")
@@ -144,13 +203,15 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
                     return True
 
             outbox = CuttingOutbox()
-            store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
-            deliverer = deliverer_for(redis, queue, store, outbox)
-            item = result_for(0, 1).context
-            job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=item)
-            await QueueClient(redis, settings, instance_id="t", require_worker=False).submit(
-                job, b"img"
-            )
+            direct = queue_for(redis, redis_prefix)
+            queue.records = direct.records  # only the stream goes through the proxy
+            deliverer = deliverer_for(queue, outbox)
+            record = await opened(direct, "ack", 1)
+            job = direct.new_job(
+                TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, job_id=record.job_id(0),
+                request=("ack", 0),
+            )  # fmt: skip
+            await direct.submit(job, b"img")
             await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
             run = asyncio.create_task(deliverer.run())
             with caplog.at_level(logging.INFO, logger="bot.delivery"):
@@ -158,7 +219,7 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
                     async with asyncio.timeout(10):
                         while "results stream unavailable" not in caplog.text:  # noqa: ASYNC110
                             await asyncio.sleep(0.02)
-                    await proxy.start()  # Redis is back: the result is read again ...
+                    await proxy.start()  # Redis is back: the entry is read again ...
                     async with asyncio.timeout(10):
                         while await redis.xlen(Keys(redis_prefix).results("t")):  # noqa: ASYNC110
                             await asyncio.sleep(0.02)
@@ -170,62 +231,79 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
 
 
 async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
-    parts: tuple[Deliverer, Outbox, FlakyStore], redis: Redis, redis_prefix: str
+    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
 ) -> None:
-    deliverer, outbox, store = parts
-    store.failures_left = 0
-    address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
-    items = [ItemContext("cut", i, 2, f"{i}.png", "", address) for i in range(2)]
+    deliverer, outbox = parts
+    queue = deliverer._queue
+    queue.records.failures_left = 0  # type: ignore[attr-defined]
     # What a bot killed between its two submissions leaves behind: image 0 queued,
-    # image 1 not, and the intake still open.
-    await store.begin_intake("t", items)
-    queue = QueueClient(
-        redis, QueueSettings(key_prefix=redis_prefix), instance_id="t", require_worker=False
-    )
-    spec = TaskSpec.build(Task.CAPTION)
-    context = items[0].to_context()
-    job = queue.new_job(spec, guild_id=3, user_id=2, context=context, job_id=items[0].job_id)
+    # image 1 not, and the request still listed as opening.
+    record = await opened(queue, "cut", 2)
+    job = queue.new_job(
+        TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, job_id=record.job_id(0),
+        request=("cut", 0),
+    )  # fmt: skip
     await queue.submit(job, b"img")
     assert await deliverer.answer_orphans() == 0  # begun during this run: not an orphan
-    restarted = deliverer_for(redis, queue, store, outbox)
+    restarted = deliverer_for(queue, outbox)
     assert await restarted.answer_orphans() == 1
-    assert outbox.sent == []  # image 0's result is still to come
+    assert await stream(redis, redis_prefix) == []  # image 0's result is still to come
     assert await restarted.answer_orphans() == 0  # closed: told once
-    done = JobResult(job_id="j0", context=items[0].to_context(), task=Task.CAPTION, text="a cat")
-    await restarted.handle(done)
+    await Worker(redis, WorkerSettings(key_prefix=redis_prefix), NoopEngine()).run(burst=True)
+    assert await stream(redis, redis_prefix) == [{b"q": b"cut"}]
+    await restarted.handle(Delivery("1-0", request_id="cut"))
     [(_, answer)] = outbox.sent
-    assert answer.embeds[0].description == "a cat"
+    assert answer.embeds[0].description
     assert "restarted" in (answer.embeds[1].description or "")
 
 
+async def test_a_version_1_result_is_answered_through_a_record_of_its_own(
+    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
+) -> None:
+    # The previous release put each job's reply address in its context and kept a
+    # request's outcomes in bot:request:<id>; an upgrade reads both.
+    deliverer, outbox = parts
+    deliverer._queue.records.failures_left = 0  # type: ignore[attr-defined]
+    keys = Keys(redis_prefix)
+    context = {"rid": "old", "i": "1", "n": "2", "label": "b.png", **ADDRESS.to_fields()}
+    earlier = JobResult(job_id="old-0", context={**context, "i": "0"}, text="a dog")
+    await aw(redis.hset(keys.request("old"), "0", earlier.to_json()))
+    await deliverer.handle(Delivery("1-0", job_result=JobResult(job_id="old-1", context=context)))
+    assert await stream(redis, redis_prefix) == [{b"q": b"old"}]
+    await deliverer.handle(Delivery("2-0", request_id="old"))
+    [(address, answer)] = outbox.sent
+    assert address == ADDRESS and len(answer.embeds) == 2
+    assert answer.embeds[0].description == "a dog"
+
+
 @pytest.mark.slow
-async def test_a_result_that_trips_a_bug_costs_only_its_own_answer(
+async def test_a_request_that_trips_a_bug_costs_only_its_own_answer(
     redis: Redis, redis_prefix: str, worker_settings: WorkerSettings
 ) -> None:
-    # Handled in tasks of their own: the broken result is tried MAX_HANDLE_ATTEMPTS
+    # Handled in tasks of their own: the broken request is tried MAX_HANDLE_ATTEMPTS
     # times and left unacknowledged (for the next run of the bot), while the other is
     # answered. Before issue 19 the results loop retried the broken one forever, and
     # nothing after it was answered.
-    settings = QueueSettings(key_prefix=redis_prefix)
-    queue = QueueClient(redis, settings, instance_id="t", require_worker=False)
-    store = RequestStore(redis, Keys(redis_prefix), ttl_s=60, intake_ttl_s=60)
+    queue = queue_for(redis, redis_prefix)
     outbox = Outbox()
-    address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
     for name in ("broken", "fine"):
-        context = ItemContext(name, 0, 1, "x.png", "", address).to_context()
-        job = queue.new_job(TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, context=context)
+        record = await opened(queue, name, 1)
+        job = queue.new_job(
+            TaskSpec.build(Task.CAPTION), guild_id=3, user_id=2, job_id=record.job_id(0),
+            request=(name, 0),
+        )  # fmt: skip
         await queue.submit(job, b"img")
     await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
 
-    deliverer = deliverer_for(redis, queue, store, outbox)
+    deliverer = deliverer_for(queue, outbox)
     real_handle = deliverer.handle
     tries: list[str] = []
 
-    async def handle(result: JobResult) -> None:
-        if result.context["rid"] == "broken":
-            tries.append(result.job_id)
+    async def handle(delivery: Delivery) -> None:
+        if delivery.request_id == "broken":
+            tries.append(delivery.entry_id)
             raise RuntimeError("a bug")
-        await real_handle(result)
+        await real_handle(delivery)
 
     deliverer.handle = handle  # type: ignore[method-assign]
     run = asyncio.create_task(deliverer.run())

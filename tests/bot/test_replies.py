@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.progress import ProgressBoard, progress_text
-from bot.replies import ItemContext, Replies, ReplyAddress
+from bot.replies import Replies, ReplyAddress
 from inference.errors import MalformedMessage
 from inference.queue import JobState, JobStatus, QueueClient, QueueSettings
 
@@ -26,7 +26,7 @@ def test_progress_text_for_one_and_several_images() -> None:
     assert progress_text(several) == "⏳ 3 images to go · 1 in progress · next in line: #2"
 
 
-def test_item_context_round_trip_and_bad_contexts() -> None:
+def test_reply_address_round_trip_and_bad_fields() -> None:
     address = ReplyAddress(
         channel_id=1,
         user_id=2,
@@ -36,12 +36,11 @@ def test_item_context_round_trip_and_bad_contexts() -> None:
         token="t" * 30,
         issued_at=9.5,
     )
-    item = ItemContext("req", 1, 2, "a.png", "https://cdn/a.png", address)
-    assert ItemContext.from_context(item.to_context()) == item
+    assert ReplyAddress.from_fields(address.to_fields()) == address
     with pytest.raises(MalformedMessage):
-        ItemContext.from_context({**item.to_context(), "i": "7"})  # index past the count
+        ReplyAddress.from_fields({**address.to_fields(), "mid": "four"})
     with pytest.raises(MalformedMessage):
-        ItemContext.from_context({"rid": "x"})
+        ReplyAddress.from_fields({"rid": "x"})
 
 
 class ShownProgress(Replies):

@@ -194,7 +194,7 @@ async def test_a_request_the_bot_died_with_is_answered_by_its_next_run(
     data = png_bytes(one_shape_scene(seed=37).image)
     image = server.attachment(data, "h.png", url=f"http://127.0.0.1:{port}/h.png")
     settings = bot_settings(server, prefix, download_timeout_s=60)
-    intake = Keys(prefix).intake(settings.instance_id)
+    opening = Keys(prefix).opening(settings.instance_id)
     redis = Redis.from_url(REDIS_URL)
     try:
         async with running_bot(settings):
@@ -202,15 +202,15 @@ async def test_a_request_the_bot_died_with_is_answered_by_its_next_run(
                 "describe", user=server.user("hal"), attachments={"image": image}
             )
             async with asyncio.timeout(10):
-                while not await redis.hlen(intake):  # noqa: ASYNC110
+                while not await redis.zcard(opening):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
-            left_behind = await redis.hgetall(intake)
-        # A SIGKILL leaves the record exactly as it was; this orderly shutdown need not.
-        await redis.hset(intake, mapping=left_behind)
+            left_behind = dict(await redis.zrange(opening, 0, -1, withscores=True))
+        # A SIGKILL leaves the listing exactly as it was; this orderly shutdown need not.
+        await redis.zadd(opening, left_behind)
         async with running_bot(settings):
             answer = await answer_for(server, state)
         assert "restarted while taking this request" in answer.text
-        assert await redis.hlen(intake) == 0
+        assert await redis.zcard(opening) == 0
         finals = [r for r in server.sent_for(state) if r.method == "PATCH" and r.embed_text]
         assert finals == [answer]  # one answer: the first run told the user nothing
     finally:

@@ -22,6 +22,7 @@ from inference.errors import (
     UserOverCap,
 )
 from inference.queue import DM_GUILD, JobState, JobStatus, QueueClient, QueueSettings, connect
+from inference.queue.memory import PICTURE, picture_digest
 from inference.queue.messages import JobResult
 from inference.queue.scripts import Scripts, Settlement
 from inference.settings import WorkerSettings
@@ -151,15 +152,24 @@ async def test_image_size_cap(redis: Redis, queue_settings: QueueSettings) -> No
     await client.submit(job, b"x" * 10)
 
 
-async def test_image_is_stored_with_ttl_and_deleted_at_completion(
+async def test_a_picture_is_kept_once_and_pinned_while_its_jobs_need_it(
     redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
 ) -> None:
-    job_id = (await submit(queue_client)).job_id
-    ttl = await redis.ttl(queue_client.keys.image(job_id))
-    assert 0 < ttl <= queue_client._settings.image_ttl_s
+    keys, picture = queue_client.keys, b"image-bytes"  # what `submit` queues
+    digest = picture_digest(picture)
+    jobs = [(await submit(queue_client, user=str(u))).job_id for u in range(2)]
+    kept = keys.stash(PICTURE, digest)
+    # One copy in Redis for both jobs (and for follow-ups), none per job.
+    assert await redis.get(kept) == picture
+    assert not await redis.exists(*(keys.image(j) for j in jobs))
+    assert await aw(redis.hgetall(keys.picture_pins)) == {digest.encode(): b"2"}
+    ttl = await redis.ttl(kept)
+    assert queue_client._settings.image_ttl_s - 5 <= ttl  # lives at least as long as a job
     await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
-    assert not await redis.exists(queue_client.keys.image(job_id), queue_client.keys.job(job_id))
-    await collect(queue_client, 1)
+    await collect(queue_client, 2)
+    assert not await redis.exists(*(keys.job(j) for j in jobs))
+    assert await aw(redis.hget(keys.picture_pins, digest)) is None  # no job needs it now
+    assert await redis.get(kept) == picture  # still there for follow-ups
 
 
 async def test_cancel_queued_job(
@@ -320,22 +330,30 @@ async def test_a_full_redis_refuses_new_pictures_as_busy_and_still_drains(
     queue_settings: QueueSettings, worker_settings: WorkerSettings
 ) -> None:
     # A private Redis with a small maxmemory and noeviction, as deploy/redis.conf sets it.
-    with own_redis_server("--maxmemory", "3mb", "--maxmemory-policy", "noeviction") as url:
+    # The picture store keeps at most its budget once no job needs its pictures: it is
+    # set well under maxmemory, as deploy/redis.conf and the default budget have it.
+    with own_redis_server("--maxmemory", "8mb", "--maxmemory-policy", "noeviction") as url:
         redis = Redis.from_url(url)
-        roomy = capped(queue_settings, max_pending_per_user=1000, max_pending_per_guild=1000)
+        roomy = capped(
+            queue_settings,
+            max_pending_per_user=1000,
+            max_pending_per_guild=1000,
+            picture_store_max_bytes=1024 * 1024,
+        )
         client = QueueClient(redis, roomy, instance_id=BOT_ID, require_worker=False)
         hurried = QueueClient(
             redis, roomy.model_copy(update={"job_deadline_s": 0.001}), instance_id=BOT_ID,
             require_worker=False,
         )  # fmt: skip
         spec = TaskSpec.build("caption")
-        picture = os.urandom(100_000)
-        expiring = await hurried.submit(hurried.new_job(spec, guild_id="1", user_id="x"), picture)
+        expiring = await hurried.submit(
+            hurried.new_job(spec, guild_id="1", user_id="x"), os.urandom(300_000)
+        )
         ids = []
         with pytest.raises(QueueBusy):
-            for i in range(100):
+            for i in range(100):  # different pictures: the same one is kept only once
                 job = client.new_job(spec, guild_id="1", user_id=str(i))
-                ids.append((await client.submit(job, picture)).job_id)
+                ids.append((await client.submit(job, os.urandom(300_000))).job_id)
         assert len(ids) >= 3
         # Redis refuses new writes now; cancelling, taking, expiring and settling still work.
         assert await client.cancel(ids[0])
@@ -345,5 +363,6 @@ async def test_a_full_redis_refuses_new_pictures_as_busy_and_still_drains(
         assert isinstance(results[expiring.job_id].exception(), JobTimedOut)
         assert all(results[j].ok for j in ids[1:])
         assert await client.pending() == 0
-        await client.submit(client.new_job(spec, guild_id="1", user_id="again"), picture)
+        again = client.new_job(spec, guild_id="1", user_id="again")
+        await client.submit(again, os.urandom(300_000))
         await redis.aclose()

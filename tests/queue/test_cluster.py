@@ -17,10 +17,9 @@ from bot.client import PalicordBot
 from bot.errors import DailyQuotaReached
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.limits import Limits
-from bot.replies import ItemContext, ReplyAddress
-from bot.request_store import RequestStore
+from bot.replies import ReplyAddress
 from inference.detection import iou
-from inference.queue import JobState, Keys, QueueClient, QueueSettings, connect
+from inference.queue import JobState, Keys, QueueClient, QueueSettings, RequestRecords, connect
 from inference.queue.connection import is_cluster
 from inference.queue.messages import JobResult
 from inference.queue.scripts import Scripts
@@ -131,24 +130,25 @@ async def test_a_worker_answers_and_the_reaper_requeues_on_a_cluster(
 
 async def test_the_bots_stores_work_on_a_cluster(cluster: Redis, settings: WorkerSettings) -> None:
     keys = Keys(settings.key_prefix)
-    store = RequestStore(cluster, keys, ttl_s=60, intake_ttl_s=60)
+    store = RequestRecords(cluster, keys, Scripts(cluster, keys), settings, instance_id="bot-c")
     address = ReplyAddress(channel_id=1, user_id=2, guild_id=3, message_id=4)
-    items = [ItemContext("req", i, 2, f"{i}.png", "", address) for i in range(2)]
-    await store.begin_intake("bot-c", items)
-    orphans = await store.orphaned_intakes("bot-c", before=float("inf"))
-    assert list(orphans) == ["req"] and len(orphans["req"]) == 2
-    await store.end_intake("bot-c", "req")
-    assert await store.orphaned_intakes("bot-c", before=float("inf")) == {}
+    record = store.new("req", ["0.png", "1.png"], address.to_fields())
+    assert await store.open(record)
+    orphans = await store.orphaned(before=float("inf"), max_age_s=60)
+    assert [o.request_id for o in orphans] == ["req"] and orphans[0].count == 2
+    await store.close("req")
+    assert await store.orphaned(before=float("inf"), max_age_s=60) == []
 
     for i in range(2):
-        result = JobResult(job_id=f"j{i}", context=items[i].to_context(), text=f"t{i}")
-        assert await store.record("req", i, result) == i + 1
+        assert await store.record("req", i, JobResult(job_id=f"j{i}", context={}, text=f"t{i}"))
+    [(_, fields)] = await cluster.xrange(keys.results("bot-c"))
+    assert fields == {b"q": b"req"}
+    read = await store.read("req")
+    assert read is not None and {i: r.text for i, r in read.outcomes.items()} == {0: "t0", 1: "t1"}
     assert (await store.lease("req", 5), await store.lease("req", 5)) == ("send", "busy")
-    await store.mark_delivered("req")
+    await store.mark_delivered(read)
     assert await store.lease("req", 5) == "delivered"
-    assert {i: r.text for i, r in (await store.outcomes("req")).items()} == {0: "t0", 1: "t1"}
-    await store.forget("req")
-    assert await store.outcomes("req") == {}
+    assert await store.read("req") is None
 
     await store.add_user_job(2, "j0", deadline_at=4e9)
     assert await store.user_jobs(2) == ["j0"]

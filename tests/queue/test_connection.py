@@ -13,9 +13,15 @@ from redis.asyncio import Redis
 
 from bot.guild_config import GuildConfigStore
 from bot.limits import Limits
-from bot.request_store import RequestStore
 from inference.errors import QueueUnavailable
-from inference.queue import Delivery, JobResult, Keys, QueueClient, QueueSettings
+from inference.queue import (
+    Delivery,
+    JobResult,
+    Keys,
+    QueueClient,
+    QueueSettings,
+    RequestRecords,
+)
 from inference.queue.connection import cancel_and_wait, describe, redis_boundary
 from inference.queue.scripts import Scripts
 from inference.settings import WorkerSettings
@@ -105,7 +111,7 @@ async def test_the_queue_client_translates_on_every_path(nowhere: Redis, redis_p
         client.cancel(job.job_id),
         client.workers(),
         client.pending(),
-        client.ack(Delivery("1-0", result)),  # acknowledging a result
+        client.ack(Delivery("1-0", job_result=result)),  # acknowledging a result
         anext(client.results()),  # creating the results stream's consumer group
     ]
     for call in calls:
@@ -126,9 +132,13 @@ async def test_the_bots_stores_and_the_worker_translate_too(
         model_id="m",
         capabilities=("caption",),
     )
+    queue_settings = QueueSettings(key_prefix=redis_prefix)
+    records = RequestRecords(nowhere, keys, Scripts(nowhere, keys), queue_settings, instance_id="b")
     calls: list[Awaitable[object]] = [
-        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).lease("r", 1),
-        RequestStore(nowhere, keys, ttl_s=60, intake_ttl_s=60).user_jobs(3),
+        records.lease("r", 1),
+        records.user_jobs(3),
+        records.read("r"),
+        records.open(records.new("r", [""], {})),
         GuildConfigStore(nowhere, keys).get(4),
         Limits(nowhere, Scripts(nowhere, keys), keys, cooldown_s=0).charge(5, 1, quota=9),
         Scripts(nowhere, keys).take("w", 1, 1.0, Task, 8),

@@ -84,7 +84,9 @@ def _mutated(**changes: object) -> str:
         "not json",
         b"\xff\xfe",
         "[1, 2]",
-        _mutated(v=2),
+        _mutated(v=3),
+        _mutated(picture="a:b"),  # would escape its key
+        _mutated(index=-1),
         _mutated(v=...),
         _mutated(job_id=...),
         _mutated(reply_to=...),

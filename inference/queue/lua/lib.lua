@@ -203,13 +203,57 @@ local function uncount(jid)
   end
 end
 
--- Delete a job's hash and picture, giving its picture's bytes back to the budget.
+-- Drop one value of a bounded kind (stash.lua) and its accounts.
+local function stash_forget(kind, member)
+  local size = tonumber(redis.call('HGET', K.stash_sizes(kind), member) or '0') or 0
+  redis.call('HDEL', K.stash_sizes(kind), member)
+  redis.call('ZREM', K.stash_index(kind), member)
+  redis.call('DEL', K.stash(kind, member))
+  if redis.call('DECRBY', K.stash_bytes(kind), size) <= 0 then
+    redis.call('DEL', K.stash_bytes(kind))
+  end
+end
+
+-- Delete a job's hash, giving its picture's bytes back to the budget and its pin on the
+-- kept picture back. The picture itself stays for follow-ups, unless the store is over
+-- its budget (it was kept past it only because a job needed it): then it goes now, which
+-- is what lets a full Redis drain. A version 1 job's own copy of its picture goes too.
 local function drop_job(jid)
-  local b = tonumber(redis.call('HGET', K.job(jid), 'b') or '')
+  local f = redis.call('HMGET', K.job(jid), 'b', 'p')
+  local b = tonumber(f[1] or '')
   if b and b > 0 and redis.call('DECRBY', K.queued_bytes(), b) <= 0 then
     redis.call('DEL', K.queued_bytes())
   end
+  if f[2] and redis.call('HINCRBY', K.picture_pins(), f[2], -1) <= 0 then
+    redis.call('HDEL', K.picture_pins(), f[2])
+    local budget = tonumber(redis.call('GET', K.stash_budget('picture')) or '')
+    local used = tonumber(redis.call('GET', K.stash_bytes('picture')) or '0') or 0
+    if budget and used > budget then stash_forget('picture', f[2]) end
+  end
   redis.call('DEL', K.job(jid), K.image(jid))
+end
+
+-- Record item i's one outcome in request rid's record; the outcome that completes the
+-- request puts one entry naming it on its bot's results stream (trimmed by age, as
+-- settle.lua explains). A record gone (expired, or cancelled) takes nothing.
+-- Returns 1 if this call recorded the outcome, else 0 (recorded before, or no record).
+local function request_outcome(rid, i, result_json, retention_ms)
+  local rec = K.request_record(rid)
+  local n = tonumber(redis.call('HGET', rec, 'n') or '')
+  i = tonumber(i)
+  if not n or not i or i < 0 or i >= n then return 0 end
+  if redis.call('HSETNX', rec, 'o' .. i, result_json) == 0 then return 0 end
+  if redis.call('HINCRBY', rec, 'left', -1) == 0 then
+    local to = redis.call('HGET', rec, 'to')
+    if not to then return 1 end
+    local t = redis.call('TIME')
+    local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local stream = K.results(to)
+    redis.call('XADD', stream, 'MINID', '~', now_ms - retention_ms, '*', 'q', rid)
+    -- A bot instance gone for good leaves no stream behind.
+    redis.call('PEXPIRE', stream, retention_ms * 2)
+  end
+  return 1
 end
 
 local function forget(jid)

@@ -1,7 +1,11 @@
 #!lua flags=allow-oom
 -- Publish a job's one outcome, idempotently: only the call that sets the job's `done`
--- marker (SET NX) adds the result to the stream, so a retried job never answers twice.
--- Every call clears the job's lease, metadata and image.
+-- marker (SET NX) records it, so a retried job never answers twice. A job of a request
+-- (fields rq, ri) records its outcome in the request's record, and the outcome that
+-- completes the request puts one entry naming it on the bot's stream (lib.lua
+-- request_outcome); a job of no request (a version 1 job, or one sent alone by a tool)
+-- puts its result on the stream itself. Every call clears the job's lease and metadata
+-- and gives back its pin on its picture.
 -- ARGV: prefix, job_id, reply_to ('' = nowhere to answer), result_json, done_ttl_s,
 --       retention_ms, dead_letter_entry ('' = none), max_dead_letters, dead_letter_ttl_s
 -- Returns 1 if this call decided the job's outcome (and published it, when there is
@@ -16,7 +20,10 @@ local decided = 0
 if first then
   decided = 1
   uncount(jid)
-  if ARGV[3] ~= '' then
+  local rq = redis.call('HMGET', K.job(jid), 'rq', 'ri')
+  if rq[1] and ARGV[4] ~= '' then
+    request_outcome(rq[1], rq[2], ARGV[4], tonumber(ARGV[6]))
+  elseif ARGV[3] ~= '' then
     local t = redis.call('TIME')
     local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     local stream = K.results(ARGV[3])
