@@ -7,6 +7,7 @@ admit within Discord's 3 s, acknowledge, then queue. What fails reaches the user
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -17,7 +18,7 @@ from discord import app_commands
 from bot.download import ImageRef
 from bot.errors import report_error
 from bot.replies import ReplyAddress, interaction_address
-from bot.requests import ADMIT_BUDGET_S, Ask, Requests, Who
+from bot.requests import ADMIT_BUDGET_S, Ask, Requests
 from inference.annotate import DISCORD_UPLOAD_LIMIT_BYTES
 from inference.errors import QueueUnavailable
 from inference.ops import log_ids
@@ -42,17 +43,19 @@ async def in_time(call: Awaitable[T]) -> T:
         raise QueueUnavailable() from exc
 
 
-def who_of_interaction(interaction: discord.Interaction[PalicordBot]) -> Who:
-    channel = interaction.channel
-    parent = getattr(channel, "parent_id", None)
-    assert interaction.channel_id is not None
-    return Who(interaction.user.id, interaction.guild_id, interaction.channel_id, parent)
-
-
-def who_of_message(message: discord.Message) -> Who:
-    parent = getattr(message.channel, "parent_id", None)
-    guild_id = message.guild.id if message.guild else None
-    return Who(message.author.id, guild_id, message.channel.id, parent)
+def message_address(message: discord.Message) -> ReplyAddress:
+    """Where a mention's answer goes: the bot's reply to it (its id set once posted)."""
+    return ReplyAddress(
+        channel_id=message.channel.id,
+        user_id=message.author.id,
+        guild_id=message.guild.id if message.guild else None,
+        message_id=None,
+        reply_to_id=message.id,
+        upload_limit_bytes=(
+            message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
+        ),
+        parent_channel_id=getattr(message.channel, "parent_id", None),
+    )
 
 
 async def run_interaction(
@@ -66,11 +69,11 @@ async def run_interaction(
     """Check, defer (within Discord's 3 s), then queue. Refusals before the deferral go
     to the caller's error handler, later ones are answered here; all privately. `kind`
     (for the metrics): slash, context_menu (the default from the command) or button."""
-    who = who_of_interaction(interaction)
+    asked = interaction_address(interaction)
     if kind is None:
         kind = "slash" if isinstance(interaction.command, app_commands.Command) else "context_menu"
     try:
-        config, images = await in_time(service.admit(who, refs))
+        config, images = await in_time(service.admit(asked, refs))
         spec = service.spec(ask, config=config, locale=str(interaction.locale))
     except Exception as exc:
         service.count(kind, exc)
@@ -80,10 +83,10 @@ async def run_interaction(
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
-    record = await service.open(images, interaction_address(interaction, message_id))
+    record = await service.open(images, dataclasses.replace(asked, message_id=message_id))
     try:
         with log_ids(request_id=record.request_id):
-            await service.submit(who, images, record, spec, config)
+            await service.submit(images, record, spec, config)
         service.count(kind)
     except Exception as exc:
         # Answered here rather than by the tree's handler: the intake closes only once
@@ -100,9 +103,9 @@ async def run_mention(
     service: Requests, message: discord.Message, refs: Sequence[ImageRef], ask: Ask
 ) -> None:
     """Reply with a progress message, queue, and turn the reply into an error if needed."""
-    who = who_of_message(message)
+    asked = message_address(message)
     try:
-        config, images = await in_time(service.admit(who, refs))
+        config, images = await in_time(service.admit(asked, refs))
         # Messages carry no user locale: the guild's language setting, then its locale.
         guild_locale = str(message.guild.preferred_locale) if message.guild else None
         spec = service.spec(ask, config=config, guild_locale=guild_locale)
@@ -111,21 +114,12 @@ async def run_mention(
         await report_error(message, exc, what="mention")
         return
     reply = await message.reply("🔎 Looking…", mention_author=False)
-    address = ReplyAddress(
-        channel_id=who.channel_id,
-        user_id=who.user_id,
-        guild_id=who.guild_id,
-        message_id=reply.id,
-        reply_to_id=message.id,
-        upload_limit_bytes=(
-            message.guild.filesize_limit if message.guild else DISCORD_UPLOAD_LIMIT_BYTES
-        ),
-    )
+    address = dataclasses.replace(asked, message_id=reply.id)
     record: RequestRecord | None = None
     refused = False
     try:
         record = await service.open(images, address)
-        await service.submit(who, images, record, spec, config)
+        await service.submit(images, record, spec, config)
         service.count("mention")
     except Exception as exc:
         service.count("mention", exc)

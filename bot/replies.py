@@ -39,7 +39,8 @@ _GONE_CODES = frozenset({10008, 10015, 10062, 50027})
 
 @dataclass(frozen=True, slots=True)
 class ReplyAddress:
-    """The bot's progress message for a request and how to reach it again."""
+    """Who asked where, the bot's progress message for the request (once there is one),
+    and how to reach it again."""
 
     channel_id: int
     user_id: int
@@ -51,6 +52,8 @@ class ReplyAddress:
     reply_to_id: int | None = None  # the user's message, for a mention
     # Largest file the answer may attach there: boosted guilds allow more than the default.
     upload_limit_bytes: int = DISCORD_UPLOAD_LIMIT_BYTES
+    # A thread's parent, for the channel allow-list at intake (not kept in the record).
+    parent_channel_id: int | None = None
 
     @property
     def is_interaction(self) -> bool:
@@ -96,11 +99,12 @@ class ReplyAddress:
 
 
 def interaction_address(
-    interaction: discord.Interaction[PalicordBot], message_id: int | None
+    interaction: discord.Interaction[PalicordBot], message_id: int | None = None
 ) -> ReplyAddress:
     """Where an interaction's answer goes: its original response, via its token."""
     assert interaction.channel_id is not None
     return ReplyAddress(
+        parent_channel_id=getattr(interaction.channel, "parent_id", None),
         channel_id=interaction.channel_id,
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,

@@ -82,16 +82,6 @@ class Ask:
     objects: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Who:
-    """Where a request comes from."""
-
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    parent_channel_id: int | None = None  # a thread's parent, for the channel allow-list
-
-
 def choose_language(explicit: str | None, *candidates: str | None) -> str:
     """An explicit choice (validated strictly), else the first supported candidate, else en."""
     if explicit:
@@ -164,19 +154,21 @@ class Requests:
         delay_s = time.time() - interaction.created_at.timestamp()
         self._metrics.ack.observe(max(0.0, delay_s))
 
-    async def admit(self, who: Who, refs: Sequence[ImageRef]) -> tuple[GuildConfig, list[ImageRef]]:
+    async def admit(
+        self, asked: ReplyAddress, refs: Sequence[ImageRef]
+    ) -> tuple[GuildConfig, list[ImageRef]]:
         """Checks worth doing before acknowledging: channel, images present, cooldown.
         A single image is also checked for host and declared size, so that a refusal can
         still be a private reply."""
-        config = await self._configs.get(who.guild_id)
-        if not config.allows_channel(who.channel_id, who.parent_channel_id):
+        config = await self._configs.get(asked.guild_id)
+        if not config.allows_channel(asked.channel_id, asked.parent_channel_id):
             raise ChannelNotAllowed()
         images = list(refs)[: self._settings.max_images_per_message]
         if not images:
             raise NoImageFound()
         if len(images) == 1:
             self._downloader.check(images[0])
-        await self._limits.start_cooldown(who.user_id)
+        await self._limits.start_cooldown(asked.user_id)
         return config, images
 
     def spec(
@@ -249,7 +241,6 @@ class Requests:
 
     async def submit(
         self,
-        who: Who,
         refs: Sequence[ImageRef],
         record: RequestRecord,
         spec: TaskSpec,
@@ -259,7 +250,7 @@ class Requests:
         first error when no image at all could be queued or answered; otherwise
         per-image errors become part of the answer."""
         request_id = record.request_id
-        address = ReplyAddress.from_fields(record.reply)
+        who = ReplyAddress.from_fields(record.reply)
         intake = await self._intake_all(refs)
         good = [i for i, got in enumerate(intake) if isinstance(got, Picture)]
         if not good:
@@ -277,7 +268,7 @@ class Requests:
             i: e for i, e in enumerate(intake) if isinstance(e, PalicordError)
         }
         cancel = cancel_view(request_id, who.user_id, record.count, charge.day)
-        self._progress.track(request_id, address, [], shown="", buttons=cancel)
+        self._progress.track(request_id, who, [], shown="", buttons=cancel)
         submitted: list[Submitted] = []
         cached: dict[int, JobResult] = {}
         for i in good:
@@ -365,7 +356,7 @@ class Requests:
     async def _queue_one(
         self,
         *,
-        who: Who,
+        who: ReplyAddress,
         spec: TaskSpec,
         record: RequestRecord,
         index: int,

@@ -125,29 +125,24 @@ class TakenJob:
     data: bytes
     attempt: int
     expired: bool = False
-    enqueued_at: float | None = None  # server clock, for queue-wait timing
+    queue_wait_s: float | None = None  # from queued to taken, by the server's clock
     isolated: bool = False  # a suspect, taken alone: it was in several crashed batches
 
     @classmethod
-    def from_reply(cls, row: list[Any]) -> TakenJob:
-        """One `{jid, data, attempt, expired, enqueued_at[, isolated]}` row of a reply."""
+    def from_reply(cls, row: list[Any], now: float | None = None) -> TakenJob:
+        """One `{jid, data, attempt, expired, enqueued_at[, isolated]}` row of a reply
+        (`now`: the server's time of the call, for the wait)."""
         job_id, data, attempt, expired, enqueued_at, *rest = row
+        queued_at = _seconds(enqueued_at)
+        wait_s = None if queued_at is None or now is None else max(0.0, now - queued_at)
         return cls(
             job_id=_text(job_id),
             data=data,
             attempt=int(attempt),
             expired=int(expired) == 1,
-            enqueued_at=_seconds(enqueued_at),
+            queue_wait_s=wait_s,
             isolated=bool(rest) and int(rest[0]) == 1,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """What one `take` call leased, and the server time it did so."""
-
-    now: float
-    jobs: list[TakenJob]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +223,7 @@ class Scripts:
         fresh: bool = True,
         max_skip: int = MAX_SKIP,
         isolate_after: int = ISOLATE_AFTER_CRASHES,
-    ) -> Taken:
+    ) -> list[TakenJob]:
         """Lease up to `batch_size` jobs, fairly; expired ones come extra, flagged. A job
         that was in `isolate_after` batches that took their worker down comes alone, and
         only to a `fresh` call (one that starts a batch): it may be what killed them."""
@@ -237,7 +232,7 @@ class Scripts:
             "take", worker_id, batch_size, lease_s, caps, max_scan, max_skip, int(fresh),
             isolate_after,
         )  # fmt: skip
-        return Taken(now=float(now), jobs=[TakenJob.from_reply(row) for row in rows])
+        return [TakenJob.from_reply(row, float(now)) for row in rows]
 
     async def begin(self, worker_id: str, job_ids: list[str]) -> int:
         """Mark a batch as started on the engine (only started jobs share the blame if the

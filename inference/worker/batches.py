@@ -23,7 +23,7 @@ from inference.errors import JobFailed, QueueUnavailable
 from inference.queue import Job, JobResult, Keys, redis_boundary
 from inference.queue.connection import describe
 from inference.queue.memory import PICTURE, Memory, origin_of, picture_digest
-from inference.queue.scripts import Taken
+from inference.queue.scripts import TakenJob
 from inference.tasks import InferenceRequest
 from inference.worker import outcomes
 from inference.worker.outcomes import Outcome
@@ -36,20 +36,20 @@ class Batch:
     """A taken batch made ready to run: the outcomes already decided (malformed, expired,
     picture gone), and the jobs to run with their engine-prepared requests."""
 
-    taken: Taken
+    taken: list[TakenJob]
     decided: list[Outcome] = field(default_factory=list)
     jobs: list[tuple[Job, float | None]] = field(default_factory=list)  # with queue wait
     requests: list[InferenceRequest] = field(default_factory=list)
 
 
 async def prepare_batch(
-    taken: Taken, *, redis: Redis, keys: Keys, engine: Engine, worker_id: str
+    taken: list[TakenJob], *, redis: Redis, keys: Keys, engine: Engine, worker_id: str
 ) -> Batch:
     """Decode the jobs, fetch their pictures, and let the engine prepare them."""
     batch = Batch(taken)
     ready: list[tuple[Job, float | None]] = []
-    for tj in taken.jobs:
-        wait_s = None if tj.enqueued_at is None else max(0.0, taken.now - tj.enqueued_at)
+    for tj in taken:
+        wait_s = tj.queue_wait_s
         job = outcomes.decode(tj, worker_id)
         if isinstance(job, Outcome):
             batch.decided.append(job)

@@ -201,7 +201,7 @@ class Worker:
         if batch is None:
             return 0
         await self._execute(batch)
-        return len(batch.taken.jobs)
+        return len(batch.taken)
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -247,10 +247,10 @@ class Worker:
     async def _next_batch(self) -> Batch | None:
         """A fair batch, taken and made ready to run; None when there was no job."""
         taken = await self._taker.take_batch(run_s_avg=self._run_s_avg, stopping=self._stopping)
-        if not taken.jobs:
+        if not taken:
             return None
-        self.metrics.batch_size.observe(len(taken.jobs))
-        ids = [j.job_id for j in taken.jobs]
+        self.metrics.batch_size.observe(len(taken))
+        ids = [j.job_id for j in taken]
         try:
             with log_ids(job_ids=",".join(ids)):  # a malformed job is logged while preparing
                 return await prepare_batch(
@@ -267,7 +267,7 @@ class Worker:
 
     async def _execute(self, batch: Batch) -> None:
         """Run a prepared batch (nothing, when stopping: its jobs go back) and settle it."""
-        ids = [j.job_id for j in batch.taken.jobs]
+        ids = [j.job_id for j in batch.taken]
         try:
             with log_ids(job_ids=",".join(ids)):
                 unstarted: list[str] = []

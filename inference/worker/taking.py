@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from inference.errors import QueueUnavailable
 from inference.queue import Keys, redis_boundary
 from inference.queue.connection import describe
-from inference.queue.scripts import Scripts, Taken, isolate_after
+from inference.queue.scripts import Scripts, TakenJob, isolate_after
 from inference.settings import WorkerSettings
 from inference.tasks import Task
 
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 SCAN_PER_SLOT = 8  # take() looks at most this many queue entries per batch slot
 
 
-def holds_a_suspect(taken: Taken) -> bool:
+def holds_a_suspect(taken: list[TakenJob]) -> bool:
     """Whether the batch is a job isolated after several crashes: it runs alone."""
-    return any(j.isolated and not j.expired for j in taken.jobs)
+    return any(j.isolated and not j.expired for j in taken)
 
 
 class Taker:
@@ -51,12 +51,12 @@ class Taker:
         self._capabilities = capabilities
         self.held: set[str] = set()  # leased job ids in this worker's hands
 
-    async def take_batch(self, *, run_s_avg: float, stopping: asyncio.Event) -> Taken:
+    async def take_batch(self, *, run_s_avg: float, stopping: asyncio.Event) -> list[TakenJob]:
         """Up to BATCH_SIZE jobs; a partial batch waits a little for more, at most a
         fraction of what a batch costs (`run_s_avg`), so a fast engine never waits."""
         s = self._settings
         taken = await self._take(s.batch_size, fresh=True)
-        live = sum(not j.expired for j in taken.jobs)
+        live = sum(not j.expired for j in taken)
         linger_s = min(s.linger_s, s.linger_ratio * run_s_avg)
         if live == 0 or live >= s.batch_size or linger_s <= 0 or holds_a_suspect(taken):
             return taken
@@ -69,11 +69,11 @@ class Taker:
             if not await self.wait_for_wakeup(remaining_s):
                 break
             more = await self._take(s.batch_size - live, fresh=False)
-            taken.jobs.extend(more.jobs)
-            live += sum(not j.expired for j in more.jobs)
+            taken.extend(more)
+            live += sum(not j.expired for j in more)
         return taken
 
-    async def _take(self, count: int, *, fresh: bool) -> Taken:
+    async def _take(self, count: int, *, fresh: bool) -> list[TakenJob]:
         taken = await self._scripts.take(
             self._worker_id,
             count,
@@ -83,7 +83,7 @@ class Taker:
             fresh=fresh,
             isolate_after=isolate_after(self._settings.max_attempts),
         )
-        self.held.update(j.job_id for j in taken.jobs)
+        self.held.update(j.job_id for j in taken)
         return taken
 
     async def mark_started(self, job_ids: list[str]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from bot.client import PalicordBot
 from bot.download import ImageRef
 from bot.guild_config import GuildConfig
-from bot.requests import Who
+from bot.replies import ReplyAddress
 from inference.errors import PalicordError
 from inference.worker.service import Worker
 from sandbox.discord import DiscordServer
@@ -32,7 +32,9 @@ async def test_a_bug_anywhere_reaches_the_user_privately_and_is_logged_once(
     assert first.original is not None
     answer = server.messages[int(first.original["id"])]
 
-    async def broken(who: Who, refs: Sequence[ImageRef]) -> tuple[GuildConfig, list[ImageRef]]:
+    async def broken(
+        asked: ReplyAddress, refs: Sequence[ImageRef]
+    ) -> tuple[GuildConfig, list[ImageRef]]:
         raise RuntimeError("a bug")
 
     bot.requests.admit = broken  # type: ignore[method-assign]

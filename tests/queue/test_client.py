@@ -193,7 +193,7 @@ async def test_cancel_running_job_drops_its_result(
     job_id = (await submit(queue_client)).job_id
     scripts = Scripts(redis, queue_client.keys)
     taken = await scripts.take("w1", 4, 30.0, [Task.CAPTION], 32)
-    assert [j.job_id for j in taken.jobs] == [job_id]
+    assert [j.job_id for j in taken] == [job_id]
     assert (await queue_client.status(job_id)).state is JobState.RUNNING
     assert await queue_client.cancel(job_id)
     published = await scripts.settle(

@@ -113,7 +113,7 @@ async def test_a_worker_answers_and_the_reaper_requeues_on_a_cluster(
     await client.submit(first, b"img")
     # A worker that vanishes with the job: its lease lapses and the reaper requeues it.
     taken = await scripts.take("gone", 4, 0.2, [Task.CAPTION], 32)
-    assert [j.job_id for j in taken.jobs] == [first.job_id]
+    assert [j.job_id for j in taken] == [first.job_id]
     await asyncio.sleep(0.3)
     reaped = await scripts.reap("reaper", 3, 1.0, 10, by_heartbeat=False)
     assert reaped.requeued == 1

@@ -190,8 +190,8 @@ async def test_jobs_reaped_back_do_not_put_a_flooding_guild_ahead(
         await submit(queue_client, guild="A", user=str(i % 3))
     scripts = Scripts(redis, queue_client.keys)
     dead = await scripts.take("dead-worker", 4, 0.0, Task, 32)  # a lease lapsed at once
-    assert len(dead.jobs) == 4
-    await scripts.begin("dead-worker", [j.job_id for j in dead.jobs])
+    assert len(dead) == 4
+    await scripts.begin("dead-worker", [j.job_id for j in dead])
     lone = await submit(queue_client, guild="B")
     worker = RecordingWorker(redis, worker_settings, NoopEngine())
     assert await worker.reap() == 4
@@ -201,14 +201,14 @@ async def test_jobs_reaped_back_do_not_put_a_flooding_guild_ahead(
     [batch] = worker.batches_taken
     assert len(batch) == worker_settings.batch_size
     assert lone.job_id in batch
-    assert len({j.job_id for j in dead.jobs} & set(batch)) == worker_settings.batch_size - 1
+    assert len({j.job_id for j in dead} & set(batch)) == worker_settings.batch_size - 1
 
 
 async def crash(scripts: Scripts, reaper: Worker, jobs: int, *, start: bool = True) -> list[str]:
     """A worker takes a batch of `jobs` (its lease lapsing at once), starts it unless told
     otherwise, and dies; `reaper` reaps. The ids taken."""
     taken = await scripts.take("doomed", jobs, 0.0, Task, 8 * jobs)
-    ids = [j.job_id for j in taken.jobs]
+    ids = [j.job_id for j in taken]
     if start:
         assert await scripts.begin("doomed", ids) == len(ids)
     await reaper.reap()
@@ -360,7 +360,7 @@ async def test_places_are_close_to_the_order_jobs_are_taken_in(
     estimated = {j: await queue_client.status(j) for j in ids}
     scripts = Scripts(redis, queue_client.keys)
     order = []
-    while taken := (await scripts.take("w", 1, 60.0, Task, 8)).jobs:
+    while taken := (await scripts.take("w", 1, 60.0, Task, 8)):
         order += [j.job_id for j in taken]
     assert sorted(order) == sorted(ids)
     for place, job_id in enumerate(order, start=1):

@@ -56,5 +56,5 @@ class RecordingWorker(Worker):
         self.batches_taken: list[list[str]] = []
 
     async def _execute(self, batch: Batch) -> None:
-        self.batches_taken.append([j.job_id for j in batch.taken.jobs])
+        self.batches_taken.append([j.job_id for j in batch.taken])
         await super()._execute(batch)

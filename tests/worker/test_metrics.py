@@ -89,7 +89,7 @@ async def test_an_outcome_settled_twice_is_counted_once(
     # A robbed (frozen) worker and its rescuer both settle the job: one answer, one count.
     await submit(queue_client)
     scripts = Scripts(redis, queue_client.keys)
-    [taken] = (await scripts.take("w1", 1, 30.0, Task, 8)).jobs
+    [taken] = await scripts.take("w1", 1, 30.0, Task, 8)
     job = outcomes.decode(taken, "w1")
     assert isinstance(job, Job)
     result = JobResult.success(job, InferenceResult(Task.CAPTION, "a cat"), worker_id="w1")

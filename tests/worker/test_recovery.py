@@ -234,6 +234,6 @@ async def test_a_worker_back_from_a_redis_outage_does_not_rob_the_others(
     await submit(queue_client)
     # Leased by a worker whose heartbeat has lapsed (as every heartbeat does while Redis
     # is away): judged by heartbeat, its jobs would go back in line at once.
-    assert len((await scripts.take("silent", 1, 30.0, Task, 8)).jobs) == 1
+    assert len(await scripts.take("silent", 1, 30.0, Task, 8)) == 1
     assert (await scripts.reap("back", 3, 30.0, 10, by_heartbeat=False)).requeued == 0
     assert (await scripts.reap("back", 3, 30.0, 10, by_heartbeat=True)).requeued == 1

@@ -30,8 +30,8 @@ async def lapse_once(scripts: Scripts, worker: Worker) -> None:
     """A 'dead worker' takes one job with a lease that lapses at once, starts it alone (and
     dies with it); then reap."""
     taken = await scripts.take("dead-worker", 1, 0.0, [Task.CAPTION], 8)
-    assert len(taken.jobs) == 1
-    assert await scripts.begin("dead-worker", [taken.jobs[0].job_id]) == 1
+    assert len(taken) == 1
+    assert await scripts.begin("dead-worker", [taken[0].job_id]) == 1
     await worker.reap()
 
 
@@ -46,7 +46,7 @@ async def test_reaper_puts_lapsed_jobs_back_at_the_front(
     assert (await queue_client.status(first.job_id)).place == 1
     assert (await queue_client.status(second.job_id)).place == 2
     retaken = await scripts.take("w2", 1, 30.0, [Task.CAPTION], 8)
-    assert [(j.job_id, j.attempt) for j in retaken.jobs] == [(first.job_id, 2)]
+    assert [(j.job_id, j.attempt) for j in retaken] == [(first.job_id, 2)]
 
 
 async def test_dead_letter_after_max_attempts_with_an_error_result(
@@ -318,7 +318,7 @@ async def test_reaped_jobs_go_back_in_submission_order(
         job = queue_client.new_job(TaskSpec.build("caption"), guild_id=1, user_id=10)
         await queue_client.submit(dataclasses.replace(job, job_id=job_id), b"img")
     scripts = Scripts(redis, queue_client.keys)
-    assert len((await scripts.take("dead-worker", 4, 0.0, Task, 32)).jobs) == 4  # lapsed at once
+    assert len(await scripts.take("dead-worker", 4, 0.0, Task, 32)) == 4  # lapsed at once
     assert await Worker(redis, worker_settings, NoopEngine()).reap() == 4
     places = [(await queue_client.status(job_id)).place for job_id in ids]
     assert places == [1, 2, 3, 4]
