@@ -167,3 +167,28 @@ async def test_a_delivered_request_keeps_only_its_mark(
     kept = await aw(redis.hgetall(queue_client.keys.request_record("sent")))
     assert b"secret-token" not in b"".join(kept.values())  # the reply token is gone
     assert 0 < await redis.ttl(queue_client.keys.request_record("sent")) <= records.ttl_s
+
+
+async def test_a_version_1_job_runs_on_its_own_picture_and_answers_alone(
+    redis: Redis, queue_client: QueueClient, worker_settings: WorkerSettings
+) -> None:
+    # What the previous release queued: a version 1 message (no picture digest, no
+    # request), its picture under img:<job>, its reply address in its context.
+    keys = queue_client.keys
+    context = {"rid": "old", "i": "0", "n": "1", **ADDRESS}
+    job = queue_client.new_job(
+        TaskSpec.build(Task.CAPTION), guild_id="3", user_id="2", context=context
+    )
+    await queue_client.submit(job, b"old picture")
+    digest = picture_digest(b"old picture")
+    v1 = {k: v for k, v in json.loads(job.to_json()).items() if k not in ("picture", "index")}
+    await aw(redis.hset(keys.job(job.job_id), mapping={"data": json.dumps({**v1, "v": 1})}))
+    await aw(redis.hdel(keys.job(job.job_id), "p"))
+    await aw(redis.hdel(keys.picture_pins, digest))
+    await redis.delete(keys.stash(PICTURE, digest))
+    await redis.set(keys.image(job.job_id), b"old picture")
+    await Worker(redis, worker_settings, NoopEngine()).run(burst=True)
+    [entry] = await entries(redis, queue_client)
+    answered = JobResult.from_json(entry[b"r"])
+    assert answered.ok and answered.context["rid"] == "old"
+    assert not await redis.exists(keys.image(job.job_id), keys.job(job.job_id))
