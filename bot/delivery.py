@@ -177,11 +177,13 @@ class Deliverer:
         with log_ids(request_id=delivery.request_id):
             try:
                 record = await self._records.read(delivery.request_id)
+                if record is None:
+                    return  # answered already (an entry read again), or expired
+                # Checked before anything is composed: a record nobody can answer.
+                address = ReplyAddress.from_fields(record.reply)
             except MalformedMessage as exc:
                 log.warning("request %s has a malformed record: %s", delivery.request_id, exc)
                 return
-            if record is None:
-                return  # answered already (an entry read again), or expired
             self._note_waits(record)
             route = self.routes.get(record.route) if record.route else None
             if record.route and route is None:
@@ -189,7 +191,7 @@ class Deliverer:
             elif route is not None:
                 await route(record)
             else:
-                await self._finish(record)
+                await self._finish(record, address)
 
     def _note_waits(self, record: RequestRecord) -> None:
         for result in record.outcomes.values():
@@ -219,8 +221,7 @@ class Deliverer:
             log.warning("answered %d requests interrupted by a restart", len(orphans))
         return len(orphans)
 
-    async def _finish(self, record: RequestRecord) -> None:
-        address = ReplyAddress.from_fields(record.reply)
+    async def _finish(self, record: RequestRecord, address: ReplyAddress) -> None:
         answers = [_item_answer(record, i) for i in range(record.count)]
         limit = address.upload_limit_bytes
         if any(a.result.ok and a.result.detections for a in answers):

@@ -33,6 +33,7 @@ from inference.errors import (
     ImageTooLarge,
     MalformedMessage,
     PictureExpired,
+    QueueBusy,
     QueueUnavailable,
     UserOverCap,
     error_from_code,
@@ -197,7 +198,12 @@ class QueueClient:
                 raise
             # Not kept yet (or dropped for space meanwhile): kept now, once.
             await self.memory.keep_picture(image)
+        try:
             return await self._submit(job, background)
+        except PictureExpired as exc:
+            # Dropped again between keeping and queueing: the store is full of pictures
+            # queued jobs need, which only time frees.
+            raise QueueBusy() from exc
 
     async def _submit(self, job: Job, background: bool) -> Submitted:
         assert job.picture is not None

@@ -82,7 +82,7 @@ _TEMPLATES: dict[str, str] = {
     "daily_usage": "bot:usage:{}:{}",
     # hash of a guild's /settings
     "guild_config": "bot:guild:{}",
-    # the previous release's per-request outcomes (read once on upgrade, bot.upgrade)
+    # the previous release's per-request outcomes (read once on upgrade: records.adopt)
     "request": "bot:request:{}",
     # string with a TTL: one bot task is sending this request's answer (bot.delivery)
     "sending": "bot:sending:{}",

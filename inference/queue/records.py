@@ -49,6 +49,9 @@ RECORD_MARGIN_S = 3600
 # fields below are its reply address, which `bot.replies.ReplyAddress` reads from `reply`.
 V1_REQUEST, V1_INDEX, V1_COUNT, V1_LABEL = "rid", "i", "n", "label"
 V1_REPLY_FIELDS = ("ch", "u", "g", "mid", "app", "tok", "at", "ref", "ul")
+# A version 1 alt-text job's route and the fields its reply is made from (bot.cogs.alt_text).
+V1_ROUTE = "via"
+V1_ROUTE_FIELDS = ("m", "np", "lang", "sz")
 _SENT = "sent"
 Lease = Literal["delivered", "send", "busy"]
 
@@ -61,7 +64,7 @@ def _fields(value: Any, what: str, limit: int) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """A request as the queue keeps it; `outcomes` and `delivered` are filled when read."""
+    """A request as the queue keeps it; `outcomes` is filled when it is read."""
 
     request_id: str
     reply_to: str  # the bot instance whose stream is told when the request is complete
@@ -129,17 +132,24 @@ class RequestRecord:
         (its label only: the previous release kept the others' in their own jobs)."""
         try:
             count, index = int(context[V1_COUNT]), int(context[V1_INDEX])
-            labels = ["" for _ in range(count)]
-            labels[index] = context.get(V1_LABEL, "")
-            return cls(
-                request_id=context[V1_REQUEST],
-                reply_to=reply_to,
-                labels=tuple(labels),
-                reply={k: context[k] for k in V1_REPLY_FIELDS if k in context},
-                created_at=time.time(),
-            )
-        except (KeyError, ValueError, IndexError) as exc:
+            request_id = context[V1_REQUEST]
+        except (KeyError, ValueError) as exc:
             raise MalformedMessage("A job's reply context is incomplete.") from exc
+        # Checked before anything is built from them: the numbers come from Redis.
+        if not (0 < count <= MAX_REQUEST_ITEMS and 0 <= index < count):
+            raise MalformedMessage("A job's reply context has a bad item index.")
+        labels = [""] * count
+        labels[index] = context.get(V1_LABEL, "")
+        route = context.get(V1_ROUTE, "")
+        fields = V1_REPLY_FIELDS + (V1_ROUTE_FIELDS if route else ())
+        return cls(
+            request_id=request_id,
+            reply_to=reply_to,
+            labels=tuple(labels),
+            reply={k: context[k] for k in fields if k in context},
+            route=route,
+            created_at=time.time(),
+        )
 
 
 class RequestRecords:
@@ -186,6 +196,7 @@ class RequestRecords:
             reply_to=record.reply_to,
             ttl_s=self.ttl_s,
             opening=instance,
+            opened_at=time.time(),
         )
         return bool(opened)
 
@@ -248,6 +259,7 @@ class RequestRecords:
         with redis_boundary():
             pipe = atomic_pipeline(self._redis)
             pipe.hset(key, _SENT, "1")
+            pipe.expire(key, self.ttl_s, nx=True)  # a record gone meanwhile: the mark expires too
             pipe.hdel(key, "data", *(f"o{i}" for i in range(record.count)))
             pipe.delete(self._keys.sending(record.request_id))
             await pipe.execute()
@@ -311,8 +323,10 @@ class RequestRecords:
                 record = RequestRecord.from_v1_context(context, self.instance_id)
             except MalformedMessage:
                 return False
-            if await self.open(record, opening=False):
-                await self._import_v1(record)
+            await self.open(record, opening=False)
+        # Every time, not only by whoever opened the record: an import cut short by an
+        # outage is completed by the retry (an outcome recorded twice counts once).
+        await self._import_v1(request_id)
         await self.record(request_id, index, result)
         return True
 
@@ -320,40 +334,54 @@ class RequestRecords:
         with redis_boundary():
             return bool(await self._redis.exists(self._keys.request_record(request_id)))
 
-    async def _import_v1(self, record: RequestRecord) -> None:
-        """The outcomes (and delivered mark) the previous release kept for `record`."""
-        key = self._keys.request(record.request_id)
+    async def _import_v1(self, request_id: str) -> None:
+        """The outcomes (and delivered mark) the previous release kept for a request, into
+        its record; then the old key goes (it holds the reply token)."""
+        key = self._keys.request(request_id)
         with redis_boundary():
             stored = await awaited(self._redis.hgetall(key))
-        if b"delivered" in stored:
-            await self.mark_delivered(record)
+        if not stored:
             return
-        for name, value in stored.items():
-            if name.isdigit():
+        if b"delivered" in stored:
+            record = await self.read(request_id)
+            if record is not None:
+                await self.mark_delivered(record)
+        else:
+            for name, value in stored.items():
+                if not name.isdigit():
+                    continue
                 try:
-                    await self.record(record.request_id, int(name), JobResult.from_json(value))
+                    outcome = JobResult.from_json(value)
                 except MalformedMessage:
-                    log.warning("dropping a malformed stored outcome of %s", record.request_id)
+                    log.warning("dropping a malformed stored outcome of %s", request_id)
+                    continue
+                await self.record(request_id, int(name), outcome)
+        with redis_boundary():
+            await self._redis.delete(key)
 
     async def v1_intakes(self) -> list[RequestRecord]:
         """Requests the previous release acknowledged but had not finished queueing when
-        it stopped, as records (opened here, listed as opening): `orphaned` finds them."""
+        it stopped, as records (opened here, listed as opening until closed)."""
         key = self._keys.intake(self.instance_id)
         with redis_boundary():
             stored = await awaited(self._redis.hgetall(key))
-            await self._redis.delete(key)
         out: list[RequestRecord] = []
         for value in stored.values():
             try:
                 contexts = json.loads(value)["items"]
                 first = RequestRecord.from_v1_context(contexts[0], self.instance_id)
                 labels = tuple(str(c.get(V1_LABEL, "")) for c in contexts)
-                record = RequestRecord(
-                    first.request_id, first.reply_to, labels, first.reply, created_at=0.0
-                )
+                if len(labels) != first.count:
+                    labels = first.labels
+                record = RequestRecord(first.request_id, first.reply_to, labels, first.reply)
             except (ValueError, KeyError, TypeError, IndexError, AttributeError, MalformedMessage):
                 log.warning("dropping a malformed intake record of the previous release")
                 continue
-            if await self.open(record):
-                out.append(record)
+            await self.open(record)  # opened already by a run cut short: read it back
+            kept = await self.read(record.request_id)
+            if kept is not None:
+                out.append(kept)
+        # Only now: a run that dies before this finds them in the old key again.
+        with redis_boundary():
+            await self._redis.delete(key)
         return out

@@ -301,11 +301,20 @@ class Scripts:
         return CancelOutcome(_text(await self._call("cancel", job_id, done_ttl_s)))
 
     async def open_request(
-        self, request_id: str, data: str, *, items: int, reply_to: str, ttl_s: int, opening: str
+        self,
+        request_id: str,
+        data: str,
+        *,
+        items: int,
+        reply_to: str,
+        ttl_s: int,
+        opening: str,
+        opened_at: float,
     ) -> int:
         """Keep a request's record once (1; 0 if it exists already), listed as opening
-        under instance `opening` unless that is ''."""
-        return int(await self._call("open", request_id, data, items, reply_to, ttl_s, opening))
+        under instance `opening` (unless that is '') since `opened_at`."""
+        args = (request_id, data, items, reply_to, ttl_s, opening, repr(opened_at))
+        return int(await self._call("open", *args))
 
     async def record_outcome(
         self, request_id: str, index: int, result_json: str, retention_ms: int

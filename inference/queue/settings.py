@@ -194,6 +194,9 @@ class QueueSettings(ImageLimits):
         # A job may start up to its deadline; an image gone by then fails the job.
         if self.image_ttl_s <= self.job_deadline_s:
             raise ValueError("IMAGE_TTL_S must be longer than JOB_DEADLINE_S")
+        # Every queued picture is kept in the picture store: the largest must fit it.
+        if self.picture_store_max_bytes < self.max_image_bytes:
+            raise ValueError("PICTURE_STORE_MAX_BYTES must be at least MAX_IMAGE_BYTES")
         return self
 
     def secrets(self) -> tuple[str, ...]:

@@ -339,6 +339,7 @@ async def test_a_full_redis_refuses_new_pictures_as_busy_and_still_drains(
             max_pending_per_user=1000,
             max_pending_per_guild=1000,
             picture_store_max_bytes=1024 * 1024,
+            max_image_bytes=1024 * 1024,
         )
         client = QueueClient(redis, roomy, instance_id=BOT_ID, require_worker=False)
         hurried = QueueClient(

@@ -107,7 +107,9 @@ async def test_two_requests_on_one_picture_keep_one_copy_until_both_are_answered
 async def test_a_picture_a_queued_job_needs_is_never_dropped_for_space(
     redis: Redis, queue_settings: QueueSettings, worker_settings: WorkerSettings
 ) -> None:
-    small = queue_settings.model_copy(update={"picture_store_max_bytes": 1024 * 1024})
+    small = queue_settings.model_copy(
+        update={"picture_store_max_bytes": 1024 * 1024, "max_image_bytes": 1024 * 1024}
+    )
     client = QueueClient(redis, small, instance_id=BOT_ID, require_worker=False)
     waiting, newer = b"w" * 700_000, b"n" * 700_000
     record = client.records.new("pinned", ["w.png"], ADDRESS)
@@ -192,3 +194,39 @@ async def test_a_version_1_job_runs_on_its_own_picture_and_answers_alone(
     answered = JobResult.from_json(entry[b"r"])
     assert answered.ok and answered.context["rid"] == "old"
     assert not await redis.exists(keys.image(job.job_id), keys.job(job.job_id))
+
+
+def test_a_version_1_context_is_checked_before_anything_is_built_from_it() -> None:
+    base = {"rid": "old", "i": "0", "n": "1", **ADDRESS}
+    for bad in ({**base, "n": "9" * 500}, {**base, "n": "0"}, {**base, "i": "1"}, {"rid": "x"}):
+        with pytest.raises(MalformedMessage):
+            RequestRecord.from_v1_context(bad, BOT_ID)
+    # The previous release's alt text keeps its route and what its reply is made from.
+    alt = {**base, "via": "alt", "m": "5", "np": "1", "lang": "en", "sz": "10", "p": "0"}
+    record = RequestRecord.from_v1_context(alt, BOT_ID)
+    assert record.route == "alt" and record.reply["m"] == "5" and "p" not in record.reply
+
+
+async def test_a_stale_pin_or_an_oversized_picture_never_costs_a_kept_one(
+    redis: Redis, queue_settings: QueueSettings
+) -> None:
+    small = queue_settings.model_copy(
+        update={"picture_store_max_bytes": 1024 * 1024, "max_image_bytes": 1024 * 1024}
+    )
+    client = QueueClient(redis, small, instance_id=BOT_ID, require_worker=False)
+    memory, keys = client.memory, client.keys
+    kept = b"k" * 600_000
+    digest = await memory.keep_picture(kept)
+    # Something bigger than the whole store under the same id is refused, and what is
+    # kept under it stays.
+    await client.scripts.stash(
+        PICTURE, digest, b"x" * 2_000_000, ttl_s=60, max_bytes=small.picture_store_max_bytes
+    )
+    assert await memory.picture(digest) == kept
+    # A pin whose picture is gone (its job deleted by hand) does not hold the store over
+    # its budget for ever: the next store that needs room lets it go.
+    await aw(redis.hset(keys.picture_pins, digest, "1"))
+    await redis.delete(keys.stash(PICTURE, digest))
+    await memory.keep_picture(b"n" * 600_000)
+    assert await aw(redis.hget(keys.picture_pins, digest)) is None
+    assert int(await aw(redis.get(keys.stash_bytes(PICTURE)))) == 600_000

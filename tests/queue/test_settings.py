@@ -44,6 +44,14 @@ def test_an_image_must_outlive_its_jobs_deadline() -> None:
     QueueSettings(job_deadline_s=600, image_ttl_s=1800)
 
 
+def test_the_largest_picture_fits_the_picture_store() -> None:
+    # Every queued picture is kept there (pinned); one larger than the store could
+    # never be queued.
+    with pytest.raises(ValidationError, match="PICTURE_STORE_MAX_BYTES"):
+        QueueSettings(picture_store_max_bytes=2**20, max_image_bytes=2**21)
+    QueueSettings(picture_store_max_bytes=2**21, max_image_bytes=2**21)
+
+
 def test_the_idle_wait_fits_inside_the_redis_timeout() -> None:
     # The idle wait is a blocking pop; a longer one would time out as if Redis were down.
     with pytest.raises(ValidationError, match="IDLE_WAIT_S"):

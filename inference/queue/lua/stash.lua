@@ -14,6 +14,12 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 -- as long as the job may). Returns whether `member` may go.
 local function may_drop(member)
   if kind ~= 'picture' or not redis.call('HGET', K.picture_pins(), member) then return true end
+  if redis.call('EXISTS', K.stash(kind, member)) == 0 then
+    -- A pin outliving its picture (its job deleted by hand, or settled by an older
+    -- worker that does not unpin): nothing is kept to protect, so the pin goes too.
+    redis.call('HDEL', K.picture_pins(), member)
+    return true
+  end
   redis.call('ZADD', index, now, member)
   return false
 end
@@ -22,16 +28,16 @@ end
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now - ttl, 'LIMIT', 0, 64)) do
   if may_drop(member) then stash_forget(kind, member) end
 end
+-- Larger than the whole budget: not kept (and what is kept under this id stays as it is).
+local size = string.len(value)
+redis.call('SET', K.stash_budget(kind), budget)
+if size > budget then return tonumber(redis.call('GET', total) or '0') end
 -- Stored again: counted once, and never sooner gone than it was (a job may pin it).
 local kept_ms = -1
 if redis.call('HEXISTS', sizes, id) == 1 then
   kept_ms = redis.call('PTTL', K.stash(kind, id))
   stash_forget(kind, id)
 end
-
-redis.call('SET', K.stash_budget(kind), budget)
-local size = string.len(value)
-if size > budget then return tonumber(redis.call('GET', total) or '0') end
 redis.call('SET', K.stash(kind, id), value, 'EX', math.max(1, math.floor(ttl)))
 if kept_ms > 0 then redis.call('PEXPIRE', K.stash(kind, id), kept_ms, 'GT') end
 redis.call('HSET', sizes, id, size)
