@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from bot.client import PalicordBot
-from inference.queue import QueueClient, Submitted
+from inference.queue import JobStatus, QueueClient
 from inference.queue.messages import Job
 from sandbox.discord import DiscordServer
 from sandbox.discord.payloads import FakeChannel, Json
@@ -91,7 +91,7 @@ class SubmitSwitch:
 
     async def submit(
         self, job: Job, image: bytes | None = None, *, background: bool = False
-    ) -> Submitted:
+    ) -> JobStatus:
         alt = job.job_id.startswith("alt-")
         if alt:
             background = background and self.background

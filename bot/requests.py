@@ -49,11 +49,9 @@ from inference.intake import ImageInfo, probe_image
 from inference.queue import (
     DM_GUILD,
     JobResult,
-    JobState,
     JobStatus,
     QueueClient,
     RequestRecord,
-    Submitted,
 )
 from inference.queue.memory import PICTURE_FIELD, from_cache, origin_of
 from inference.tasks import DEFAULT_LANGUAGE, Task, TaskSpec, normalize_language
@@ -269,7 +267,7 @@ class Requests:
         }
         cancel = cancel_view(request_id, who.user_id, record.count, charge.day)
         self._progress.track(request_id, who, [], shown="", buttons=cancel)
-        submitted: list[Submitted] = []
+        submitted: list[JobStatus] = []
         cached: dict[int, JobResult] = {}
         for i in good:
             picture = intake[i]
@@ -301,8 +299,7 @@ class Requests:
         for i, hit in cached.items():
             await self._records.record(request_id, i, hit)
         if submitted:
-            statuses = [JobStatus(JobState.QUEUED, p.place, p.exact) for p in submitted]
-            await self._progress.show_now(request_id, progress_text(statuses))
+            await self._progress.show_now(request_id, progress_text(submitted))
         else:
             self._progress.drop(request_id)
 
@@ -362,7 +359,7 @@ class Requests:
         index: int,
         picture: Picture,
         context: dict[str, str],
-    ) -> Submitted:
+    ) -> JobStatus:
         job = self._queue.new_job(
             spec,
             guild_id=who.guild_id,

@@ -12,7 +12,7 @@ client.py      QueueClient, the bot's side: submit, status, cancel, results, and
                stores above
 """
 
-from inference.queue.client import Delivery, JobStatus, QueueClient, Submitted
+from inference.queue.client import Delivery, JobStatus, QueueClient
 from inference.queue.connection import connect, redis_boundary
 from inference.queue.keys import DM_GUILD, Keys
 from inference.queue.messages import Job, JobResult, JobState, WorkerInfo
@@ -31,7 +31,6 @@ __all__ = [
     "QueueSettings",
     "RequestRecord",
     "RequestRecords",
-    "Submitted",
     "WorkerInfo",
     "connect",
     "redis_boundary",

@@ -61,23 +61,15 @@ RESULTS_BLOCK_MS = 5_000  # how long one read of the results stream waits for ne
 
 
 @dataclass(frozen=True, slots=True)
-class Submitted:
-    """A queued job: its id and its estimated place in line (1 = next to be taken)."""
-
-    job_id: str
-    place: int
-    exact: bool = True  # False: "about" (see JobStatus)
-
-
-@dataclass(frozen=True, slots=True)
 class JobStatus:
-    """Where a job is; `place` is meaningful only while it is queued. A place that would
-    cost a walk over every waiting guild to know exactly is estimated: `exact` False,
-    shown as "about"."""
+    """Where a job is (`submit` answers with its place in line, 1 = next to be taken);
+    `place` is meaningful only while it is queued. A place that would cost a walk over
+    every waiting guild to know exactly is estimated: `exact` False, shown as "about"."""
 
     state: JobState
     place: int = 0
     exact: bool = True
+    job_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +162,7 @@ class QueueClient:
 
     async def submit(
         self, job: Job, image: bytes | None = None, *, background: bool = False
-    ) -> Submitted:
+    ) -> JobStatus:
         """Queue `job` on its picture: the one kept under `job.picture`, else under `image`'s
         digest; `image` is kept first when no picture is kept under it (once,
         however many jobs use it; again should it have been dropped meanwhile).
@@ -205,7 +197,7 @@ class QueueClient:
             # queued jobs need, which only time frees.
             raise QueueBusy() from exc
 
-    async def _submit(self, job: Job, background: bool) -> Submitted:
+    async def _submit(self, job: Job, background: bool) -> JobStatus:
         assert job.picture is not None
         s = self._settings
         guild, user = fairness_unit(job.guild_id, job.user_id), job.user_id
@@ -245,12 +237,12 @@ class QueueClient:
             )
         if status != SubmitStatus.OK:
             raise error_from_code(status)
-        return Submitted(job_id=job.job_id, place=place, exact=exact)
+        return JobStatus(JobState.QUEUED, place, exact, job_id=job.job_id)
 
     async def status(self, job_id: str) -> JobStatus:
         """The job's state and, while queued, its estimated place in line."""
         state, place, exact = await self._scripts.status(job_id)
-        return JobStatus(state=state, place=place, exact=exact)
+        return JobStatus(state=state, place=place, exact=exact, job_id=job_id)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job; True if this prevents its result (queued or running)."""

@@ -98,11 +98,15 @@ def queue_for(redis: Redis, prefix: str, *, flaky: bool = False) -> QueueClient:
     return queue
 
 
+Parts = tuple[Deliverer, Outbox, QueueClient, FlakyRecords]
+
+
 @pytest.fixture
-async def parts(redis: Redis, redis_prefix: str) -> AsyncIterator[tuple[Deliverer, Outbox]]:
+async def parts(redis: Redis, redis_prefix: str) -> AsyncIterator[Parts]:
     queue = queue_for(redis, redis_prefix, flaky=True)
+    assert isinstance(queue.records, FlakyRecords)
     outbox = Outbox()
-    yield deliverer_for(queue, outbox), outbox
+    yield deliverer_for(queue, outbox), outbox, queue, queue.records
 
 
 async def opened(queue: QueueClient, request_id: str, count: int) -> RequestRecord:
@@ -120,12 +124,11 @@ async def stream(redis: Redis, prefix: str) -> list[dict[bytes, bytes]]:
 
 
 async def test_redis_failing_mid_delivery_still_answers_once(
-    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
+    parts: Parts, redis: Redis, redis_prefix: str
 ) -> None:
-    deliverer, outbox = parts
-    queue = deliverer._queue
+    deliverer, outbox, queue, records = parts
     await opened(queue, "req", 1)
-    assert await queue.records.record("req", 0, caption("req-0"))
+    assert await records.record("req", 0, caption("req-0"))
     assert await stream(redis, redis_prefix) == [{b"q": b"req"}]  # one entry: complete
     entry = Delivery("1-0", request_id="req")
     with pytest.raises(QueueUnavailable):
@@ -142,17 +145,16 @@ async def test_redis_failing_mid_delivery_still_answers_once(
 
 
 async def test_the_stream_hears_of_a_request_once_every_image_has_its_outcome(
-    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
+    parts: Parts, redis: Redis, redis_prefix: str
 ) -> None:
-    deliverer, outbox = parts
-    queue = deliverer._queue
+    deliverer, outbox, queue, records = parts
     await opened(queue, "req", 2)
     assert await queue.records.record("req", 1, caption("req-1"))
     assert not await queue.records.record("req", 1, caption("req-1"))  # once per item
     assert await stream(redis, redis_prefix) == []
     assert await queue.records.record("req", 0, caption("req-0"))
     assert await stream(redis, redis_prefix) == [{b"q": b"req"}]
-    queue.records.failures_left = 0  # type: ignore[attr-defined]
+    records.failures_left = 0
     await deliverer.handle(Delivery("1-0", request_id="req"))
     [(_, answer)] = outbox.sent
     assert len(answer.embeds) == 2
@@ -231,11 +233,10 @@ async def test_redis_lost_while_acknowledging_is_an_outage_not_a_bug(
 
 
 async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
-    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
+    parts: Parts, redis: Redis, redis_prefix: str
 ) -> None:
-    deliverer, outbox = parts
-    queue = deliverer._queue
-    queue.records.failures_left = 0  # type: ignore[attr-defined]
+    deliverer, outbox, queue, records = parts
+    records.failures_left = 0
     # What a bot killed between its two submissions leaves behind: image 0 queued,
     # image 1 not, and the request still listed as opening.
     record = await opened(queue, "cut", 2)
@@ -258,12 +259,12 @@ async def test_a_request_cut_short_by_a_restart_still_gets_one_answer(
 
 
 async def test_a_version_1_result_is_answered_through_a_record_of_its_own(
-    parts: tuple[Deliverer, Outbox], redis: Redis, redis_prefix: str
+    parts: Parts, redis: Redis, redis_prefix: str
 ) -> None:
     # The previous release put each job's reply address in its context and kept a
     # request's outcomes in bot:request:<id>; an upgrade reads both.
-    deliverer, outbox = parts
-    deliverer._queue.records.failures_left = 0  # type: ignore[attr-defined]
+    deliverer, outbox, _, records = parts
+    records.failures_left = 0
     keys = Keys(redis_prefix)
     context = {"rid": "old", "i": "1", "n": "2", "label": "b.png", **ADDRESS.to_fields()}
     earlier = JobResult(job_id="old-0", context={**context, "i": "0"}, text="a dog")

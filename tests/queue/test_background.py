@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from inference.errors import QueueFull
-from inference.queue import JobState, QueueClient, QueueSettings, Submitted
+from inference.queue import JobState, JobStatus, QueueClient, QueueSettings
 from inference.queue.keys import background_unit
 from inference.settings import WorkerSettings
 from inference.tasks import TaskSpec
@@ -16,7 +16,7 @@ from tests.support.queue import BOT_ID, RecordingWorker, aw, collect, submit
 
 async def background(
     client: QueueClient, guild: str = "1", channel: str = "500", user: str = "10"
-) -> Submitted:
+) -> JobStatus:
     spec = TaskSpec.build("describe")
     job = client.new_job(spec, guild_id=guild, user_id=user, channel_id=channel)
     return await client.submit(job, b"image-bytes", background=True)

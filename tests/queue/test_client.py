@@ -55,7 +55,9 @@ async def test_status_follows_the_job(
     worker = Worker(redis, worker_settings.model_copy(update={"batch_size": 1}), NoopEngine())
     await worker.run_once()
     assert (await queue_client.status(first.job_id)).state is JobState.DONE
-    assert await queue_client.status(second.job_id) == JobStatus(JobState.QUEUED, 1)
+    assert await queue_client.status(second.job_id) == JobStatus(
+        JobState.QUEUED, 1, job_id=second.job_id
+    )
     assert (await queue_client.status("nosuchjob")).state is JobState.UNKNOWN
 
 

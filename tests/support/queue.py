@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
 
-from inference.queue import Delivery, QueueClient, Submitted
+from inference.queue import Delivery, JobStatus, QueueClient
 from inference.tasks import TaskSpec
 from inference.worker import Worker
 from inference.worker.batches import Batch
@@ -25,7 +25,7 @@ async def aw(call: Awaitable[T] | T) -> T:
 
 async def submit(
     client: QueueClient, guild: str = "1", user: str = "10", task: str = "caption", **kw: object
-) -> Submitted:
+) -> JobStatus:
     """Submit one small job."""
     spec = TaskSpec.build(task, **kw)  # type: ignore[arg-type]
     job = client.new_job(spec, guild_id=guild, user_id=user, context={"token": f"t-{guild}"})
