@@ -112,7 +112,11 @@ class AltText(commands.Cog):
         # Nobody waits on it: a bot that dies before queueing leaves it to expire.
         if not await records.open(record, opening=False):
             return  # the same message seen twice (a resume): described once
-        charge = await bot.limits.charge(guild.id, len(jobs), quota=quota)  # the server's
+        try:
+            charge = await bot.limits.charge(guild.id, len(jobs), quota=quota)  # the server's
+        except PalicordError:
+            await records.drop(record.request_id)  # over the quota: never described
+            raise
         models = {w.model_id for w in await bot.queue.workers()} if bot.memory.caching else set()
         queued = 0
         for i, (p, spec, data) in enumerate(jobs):
