@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from inference.queue.messages import Job
 from sandbox.discord import DiscordServer
 from sandbox.discord.payloads import FakeChannel, Json
 from sandbox.discord.recorder import Recorded
-from tests.support.demo import DEMO_MODEL, ROOT
+from tests.support.demo import DEMO_MODEL, ROOT, demo_worker_env
 from tests.support.discord_server.expect import answer_for
 from tests.support.discord_server.harness import (
     REDIS_URL,
@@ -114,18 +113,8 @@ def p90(values: list[float]) -> float:
 
 
 def start_worker(prefix: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
-        "MODEL_ID": str(DEMO_MODEL),
-        "LINGER_S": "0",
-        "OMP_NUM_THREADS": "2",
-        "METRICS_PORT": "0",
-    }
     command = [sys.executable, "-m", "inference.worker", "--log-level", "ERROR"]
-    return subprocess.Popen(command, env=env, cwd=ROOT)
+    return subprocess.Popen(command, env=demo_worker_env(prefix), cwd=ROOT)
 
 
 class Bench:

@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import time
-from pathlib import Path
 
 import torch
 
@@ -25,8 +24,8 @@ from inference.demo.shapes import encode_png
 from inference.engine.paligemma import PaliGemmaEngine
 from inference.settings import EngineSettings
 from inference.tasks import InferenceRequest, TaskSpec
+from tests.support.demo import DEMO_MODEL
 
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "palicord-tiny"
 SPECS = [
     TaskSpec.build("caption"),
     TaskSpec.build("detect", objects="circle ; square"),

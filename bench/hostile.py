@@ -31,13 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import random
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from redis.asyncio import Redis
@@ -54,7 +52,7 @@ from sandbox.discord import DiscordServer
 from sandbox.discord.interactions import InteractionState
 from sandbox.discord.recorder import Recorded
 from tests.support.bot_memory import detect_peak_increase_mb
-from tests.support.demo import demo_engine
+from tests.support.demo import ROOT, demo_engine, demo_worker_env
 from tests.support.discord_server.harness import (
     REDIS_URL,
     bot_settings,
@@ -67,8 +65,6 @@ from tests.support.discord_server.harness import (
 )
 from tests.support.hostile import progressive_jpeg, repeated_scans
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 REPLY_TIMEOUT_S = 600.0
 # The previous code, for the worker: the scan cap lifted in the process that prepares.
 UNCAPPED_WORKER = (
@@ -85,17 +81,7 @@ class Mode:
 
 
 def start_worker(prefix: str, mode: Mode) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
-        "MODEL_ID": str(DEMO_MODEL),
-        "LINGER_S": "0",
-        "OMP_NUM_THREADS": "2",
-        "METRICS_PORT": "0",
-        **mode.env,
-    }
+    env = demo_worker_env(prefix, **mode.env)
     tail = ["--log-level", "ERROR"]
     if mode.uncapped:
         return subprocess.Popen([sys.executable, "-c", UNCAPPED_WORKER, *tail], env=env, cwd=ROOT)

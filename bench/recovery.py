@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from redis.asyncio import Redis
 
 from inference.queue import JobState, Keys, QueueClient
 from sandbox.discord import DiscordServer
+from tests.support.demo import ROOT, demo_worker_env
 from tests.support.discord_server.expect import answer_for
 from tests.support.discord_server.harness import (
     REDIS_URL,
@@ -44,24 +43,11 @@ from tests.support.discord_server.harness import (
     worker_settings,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 ANSWER_TIMEOUT_S = 180.0
 
 
 def start_worker(prefix: str, worker_id: str, batch_time_s: float) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": prefix,
-        "WORKER_ID": worker_id,
-        "MODEL_ID": str(DEMO_MODEL),
-        "BATCH_SIZE": "8",
-        "LINGER_S": "0",
-        "OMP_NUM_THREADS": "2",
-        "METRICS_PORT": "0",
-    }
+    env = demo_worker_env(prefix, WORKER_ID=worker_id, BATCH_SIZE="8")
     args = [sys.executable, "-m", "inference.worker", "--log-level", "WARNING"]
     if batch_time_s > 0:
         args += ["--engine", "inference.worker.testing:slowed_engine"]

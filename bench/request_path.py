@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 
 from inference.queue import Keys
 from sandbox.discord import DiscordServer
+from tests.support.demo import DEMO_MODEL, ROOT
 from tests.support.discord_server.expect import answer_for
 from tests.support.discord_server.harness import (
     REDIS_URL,
@@ -53,8 +54,6 @@ from tests.support.discord_server.harness import (
     png_bytes,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_MODEL = ROOT / "models" / "palicord-tiny"
 SETTLE_S = 1.0
 TIMEOUT_S = 180.0
 Record = dict[str, Any]

@@ -11,9 +11,27 @@ import pytest
 
 from inference.engine.paligemma import PaliGemmaEngine
 from inference.settings import EngineSettings
+from tests.support.queue import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_MODEL = ROOT / "models" / "palicord-tiny"
+
+
+def demo_worker_env(prefix: str, **env: str) -> dict[str, str]:
+    """The environment of a `python -m inference.worker` process on the demo checkpoint,
+    serving `prefix` (benchmarks and tests start several): no linger, two threads, no
+    metrics port to share; `env` adds or overrides settings."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "MODEL_ID": str(DEMO_MODEL),
+        "LINGER_S": "0",
+        "OMP_NUM_THREADS": "2",
+        "METRICS_PORT": "0",
+        **env,
+    }
 
 
 def demo_settings(**overrides: object) -> EngineSettings:

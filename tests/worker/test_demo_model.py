@@ -26,6 +26,31 @@ from tests.support.queue import REDIS_URL, collect
 pytestmark = pytest.mark.slow  # the demo model, torch or whole processes
 
 
+async def burst_of_the_demo_worker(prefix: str, **env: str) -> None:
+    """`python -m inference.worker --burst` on the demo model until the queue is empty, on
+    the device the in-process checks use; `env` adds settings."""
+    full_env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "KEY_PREFIX": prefix,
+        "MODEL_ID": str(DEMO_MODEL),
+        "DEVICE": demo_settings().device or "cpu",
+        "HF_HUB_OFFLINE": "1",
+        **env,
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inference.worker", "--burst", "--log-level", "WARNING"],
+        env=full_env,
+        cwd=ROOT,
+        timeout=180,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 async def test_the_worker_serves_the_demo_model_through_the_queue(
     queue_client: QueueClient, redis_prefix: str
 ) -> None:
@@ -45,25 +70,7 @@ async def test_the_worker_serves_the_demo_model_through_the_queue(
     bad = queue_client.new_job(TaskSpec.build("caption"), guild_id="g2", user_id="u")
     await queue_client.submit(bad, b"\x89PNG\r\n\x1a\n truncated")
 
-    env = {
-        **os.environ,
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": redis_prefix,
-        "MODEL_ID": str(DEMO_MODEL),
-        "DEVICE": demo_settings().device or "cpu",  # as the in-process check below
-        "HF_HUB_OFFLINE": "1",
-    }
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "inference.worker", "--burst", "--log-level", "WARNING"],
-        env=env,
-        cwd=ROOT,
-        timeout=180,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    await burst_of_the_demo_worker(redis_prefix)
     by_name = {
         d.result.context.get("name", "bad"): d.result for d in await collect(queue_client, 4)
     }
@@ -126,27 +133,7 @@ async def test_a_decode_bomb_is_refused_within_its_budget_and_its_batch_answered
         spec = TaskSpec.build("answer", question=f"what color is the {kind}?")
         job = queue_client.new_job(spec, guild_id=f"g{i}", user_id="u", context={"i": str(i)})
         await queue_client.submit(job, picture)
-    env = {
-        **os.environ,
-        "REDIS_URL": REDIS_URL,
-        "KEY_PREFIX": redis_prefix,
-        "MODEL_ID": str(DEMO_MODEL),
-        "DEVICE": demo_settings().device or "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "DECODE_TIMEOUT_S": "0.5",
-        "PREPARE_PROCESSES": "2",
-    }
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "inference.worker", "--burst", "--log-level", "WARNING"],
-        env=env,
-        cwd=ROOT,
-        timeout=180,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    await burst_of_the_demo_worker(redis_prefix, DECODE_TIMEOUT_S="0.5", PREPARE_PROCESSES="2")
     results = {d.result.context["i"]: d.result for d in await collect(queue_client, 4)}
     assert not results["0"].ok and results["0"].error == "image_too_slow"
     assert "takes too long to read" in (results["0"].message or "")
